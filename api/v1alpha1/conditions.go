@@ -1,0 +1,83 @@
+package v1alpha1
+
+// Condition types follow kstatus, so kstatus, Flux and Argo CD read health without custom code.
+const (
+	// ConditionReady is True while a valid token that carries every required role is
+	// published in the token Secret and has not expired.
+	ConditionReady = "Ready"
+	// ConditionReconciling is True while a transient failure (throttling, an unreachable
+	// token endpoint) is being retried with backoff.
+	ConditionReconciling = "Reconciling"
+	// ConditionStalled is True while a failure needs a human: a credential, consent or
+	// role fix in Entra ID, or a spec or Secret fix in the cluster. The operator keeps
+	// retrying slowly because most of these fixes happen outside the cluster.
+	ConditionStalled = "Stalled"
+)
+
+// Reasons used on the conditions above. They are part of the user-facing contract:
+// alerts, health checks and runbooks match on these exact strings.
+const (
+	// ReasonTokenReady: a valid token is published.
+	ReasonTokenReady = "TokenReady"
+	// ReasonCredentialsNotFound: the credential Secret, or its key, is missing or empty.
+	ReasonCredentialsNotFound = "CredentialsNotFound"
+	// ReasonInvalidClientSecret: Entra rejected the client secret (AADSTS7000215, 7000218).
+	ReasonInvalidClientSecret = "InvalidClientSecret"
+	// ReasonClientSecretExpired: the client secret has expired and must be rotated (AADSTS7000222).
+	ReasonClientSecretExpired = "ClientSecretExpired"
+	// ReasonConsentRequired: the application is not consented, or the resource is not
+	// set up, in the customer tenant (AADSTS700016, 7000229, 65001, 500011).
+	ReasonConsentRequired = "ConsentRequired"
+	// ReasonTenantNotFound: Entra does not know the tenant in this cloud (AADSTS90002, 900023).
+	ReasonTenantNotFound = "TenantNotFound"
+	// ReasonMissingRoles: the token lacks roles listed in spec.requiredRoles; see status.missingRoles.
+	ReasonMissingRoles = "MissingRoles"
+	// ReasonInvalidToken: the token endpoint returned something that is not a JWT for this
+	// tenant and client, or one that has already expired.
+	ReasonInvalidToken = "InvalidToken"
+	// ReasonSecretConflict: a Secret with the token Secret's name exists and is not owned by
+	// this DefenderTenant; the operator never modifies or adopts it.
+	ReasonSecretConflict = "SecretConflict"
+	// ReasonResourceNotAllowed: spec.resource is not in the operator's --allowed-resources list.
+	ReasonResourceNotAllowed = "ResourceNotAllowed"
+	// ReasonThrottled: Entra answered HTTP 429; the next attempt waits for Retry-After.
+	ReasonThrottled = "Throttled"
+	// ReasonTokenEndpointUnavailable: a network error, timeout or 5xx from the token endpoint.
+	ReasonTokenEndpointUnavailable = "TokenEndpointUnavailable"
+	// ReasonTokenExpired: the published token has expired and has not been replaced yet.
+	ReasonTokenExpired = "TokenExpired"
+	// ReasonSuspended: spec.suspend is true; no token is requested.
+	ReasonSuspended = "Suspended"
+	// ReasonProgressing: the first token is being requested.
+	ReasonProgressing = "Progressing"
+)
+
+// Token Secret keys, labels and annotations that workloads and tooling rely on.
+const (
+	// TokenSecretKeyAccessToken holds the raw JWT.
+	TokenSecretKeyAccessToken = "access_token"
+	// TokenSecretKeyTokenType holds "Bearer".
+	TokenSecretKeyTokenType = "token_type"
+	// TokenSecretKeyExpiresAt holds the token's expiry, RFC 3339 in UTC.
+	TokenSecretKeyExpiresAt = "expires_at"
+	// TokenSecretKeyTenantID holds the customer tenant GUID.
+	TokenSecretKeyTenantID = "tenant_id"
+
+	// LabelManagedBy marks token Secrets; its value is ManagedByValue.
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	// ManagedByValue is the value of LabelManagedBy on every token Secret.
+	ManagedByValue = "defender-tenant-operator"
+	// LabelTenant carries the name of the DefenderTenant a token Secret belongs to.
+	LabelTenant = "defender.tenantcreds.io/tenant"
+
+	// AnnotationMintedAt records when the published token was minted (RFC 3339), so a
+	// restarted operator knows the token's lifetime without asking Entra again.
+	AnnotationMintedAt = "defender.tenantcreds.io/minted-at"
+	// AnnotationInputsHash is a one-way digest of everything the token was minted from
+	// (tenant, client, resource, authority and credential). A published token whose
+	// digest differs was minted for other inputs and is replaced.
+	AnnotationInputsHash = "defender.tenantcreds.io/inputs-hash"
+)
+
+// DefaultClientSecretKey is the key read from the credential Secret when clientSecretRef.key is empty.
+const DefaultClientSecretKey = "client-secret"

@@ -1,0 +1,212 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Cloud names the Microsoft cloud a customer tenant lives in. It picks the sign-in
+// (authority) host and the default Defender XDR API resource.
+// +kubebuilder:validation:Enum=Public;USGov;USGovHigh;DoD
+type Cloud string
+
+const (
+	// CloudPublic is the commercial cloud (login.microsoftonline.com, api.security.microsoft.com).
+	CloudPublic Cloud = "Public"
+	// CloudUSGov is GCC (login.microsoftonline.com, api-gcc.security.microsoft.us).
+	CloudUSGov Cloud = "USGov"
+	// CloudUSGovHigh is GCC High (login.microsoftonline.us, api-gov.security.microsoft.us).
+	CloudUSGovHigh Cloud = "USGovHigh"
+	// CloudDoD is DoD (login.microsoftonline.us, api-gov.security.microsoft.us).
+	CloudDoD Cloud = "DoD"
+)
+
+// ClientSecretReference points at the key of a Secret, in the DefenderTenant's own
+// namespace, that holds the multi-tenant application's client secret.
+type ClientSecretReference struct {
+	// name of the Secret in the DefenderTenant's namespace.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
+
+	// key of the Secret's data that holds the client secret value.
+	// +optional
+	// +kubebuilder:default=client-secret
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	Key string `json:"key,omitempty"`
+}
+
+// DefenderTenantSpec describes one customer tenant whose Defender API token the
+// operator mints with the client-credentials grant and publishes in a Secret.
+// +kubebuilder:validation:XValidation:rule="!has(self.resource) || self.resource == '' || (isURL(self.resource) && url(self.resource).getScheme() == 'https' && url(self.resource).getHostname() != '')",message="resource must be an https URL"
+// +kubebuilder:validation:XValidation:rule="!has(self.refreshBefore) || duration(self.refreshBefore) > duration('0s')",message="refreshBefore must be a positive duration such as 20m or 1h"
+type DefenderTenantSpec struct {
+	// tenantID is the customer tenant's directory (tenant) ID, a GUID.
+	// +required
+	// +kubebuilder:validation:Pattern=`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`
+	TenantID string `json:"tenantID"`
+
+	// clientID is the application (client) ID of the partner's multi-tenant Entra ID app, a GUID.
+	// +required
+	// +kubebuilder:validation:Pattern=`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`
+	ClientID string `json:"clientID"`
+
+	// clientSecretRef selects the Secret key, in this namespace, holding the app's client secret.
+	// Rotating the value there makes the operator mint a new token promptly.
+	// +required
+	ClientSecretRef ClientSecretReference `json:"clientSecretRef"`
+
+	// cloud is the Microsoft cloud of the tenant: Public (default), USGov (GCC),
+	// USGovHigh (GCC High) or DoD. It selects the sign-in host and the default resource.
+	// +optional
+	// +kubebuilder:default=Public
+	Cloud Cloud `json:"cloud,omitempty"`
+
+	// resource is the API the token is for, requested as scope "<resource>/.default".
+	// Empty means the Defender XDR API of the cloud. It must be an https URL in the
+	// operator's --allowed-resources list.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	Resource string `json:"resource,omitempty"`
+
+	// requiredRoles lists application permissions (for example Incident.Read.All) that
+	// the token's roles claim must contain. Entra issues tokens without roles when
+	// consent lacks them; such a token is never published.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=256
+	// +kubebuilder:validation:items:Pattern=`^\S+$`
+	RequiredRoles []string `json:"requiredRoles,omitempty"`
+
+	// tokenSecretName is the name of the Secret the token is published in.
+	// Default "<metadata.name>-token".
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	TokenSecretName string `json:"tokenSecretName,omitempty"`
+
+	// refreshBefore is how long before expiry a new token is minted, as a Go duration
+	// (for example 20m). Default: one third of the token's actual lifetime. A value not
+	// shorter than the lifetime falls back to the default.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	RefreshBefore *metav1.Duration `json:"refreshBefore,omitempty"`
+
+	// suspend stops token requests for this tenant. The published Secret is left alone.
+	// +optional
+	Suspend bool `json:"suspend,omitempty"`
+}
+
+// DefenderTenantStatus is what the operator observed and did, for kubectl, alerts and GitOps health.
+type DefenderTenantStatus struct {
+	// observedGeneration is the metadata.generation the status was computed for.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// conditions: Ready, Reconciling and Stalled, in kstatus form.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// tokenSecretName is the Secret the token is published in.
+	// +optional
+	TokenSecretName string `json:"tokenSecretName,omitempty"`
+
+	// expiresAt is the expiry of the published token.
+	// +optional
+	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
+
+	// lastRefreshTime is when the published token was minted.
+	// +optional
+	LastRefreshTime *metav1.Time `json:"lastRefreshTime,omitempty"`
+
+	// nextRefreshTime is when the operator next asks Entra ID for a token.
+	// +optional
+	NextRefreshTime *metav1.Time `json:"nextRefreshTime,omitempty"`
+
+	// grantedRoles are the roles of the last minted token, sorted.
+	// +optional
+	// +listType=atomic
+	GrantedRoles []string `json:"grantedRoles,omitempty"`
+
+	// missingRoles are requiredRoles absent from the last minted token, sorted.
+	// +optional
+	// +listType=atomic
+	MissingRoles []string `json:"missingRoles,omitempty"`
+
+	// adminConsentURL is the link a customer tenant's admin opens to consent to the app.
+	// +optional
+	AdminConsentURL string `json:"adminConsentURL,omitempty"`
+
+	// failedAttempts counts consecutive failed token requests; zero after a success.
+	// +optional
+	FailedAttempts int32 `json:"failedAttempts,omitempty"`
+}
+
+// DefenderTenant keeps a fresh Microsoft Defender XDR API token for one customer
+// tenant in a Secret that workloads mount.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=dtn,categories=defender
+// +kubebuilder:printcolumn:name="Tenant",type=string,JSONPath=`.spec.tenantID`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Expires",type=string,JSONPath=`.status.expiresAt`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type DefenderTenant struct {
+	metav1.TypeMeta `json:",inline"`
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec says which tenant, app, credential and resource the token is for.
+	// +required
+	Spec DefenderTenantSpec `json:"spec"`
+
+	// status reports the published token and any failure, with the reason and what to do.
+	// +optional
+	Status DefenderTenantStatus `json:"status,omitempty"`
+}
+
+// DefenderTenantList is a list of DefenderTenants.
+// +kubebuilder:object:root=true
+type DefenderTenantList struct {
+	metav1.TypeMeta `json:",inline"`
+	// +optional
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []DefenderTenant `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&DefenderTenant{}, &DefenderTenantList{})
+}
+
+// TokenSecretNameOrDefault is the Secret name the token is published under.
+func (t *DefenderTenant) TokenSecretNameOrDefault() string {
+	if t.Spec.TokenSecretName != "" {
+		return t.Spec.TokenSecretName
+	}
+	return t.Name + "-token"
+}
+
+// ClientSecretKeyOrDefault is the credential Secret key the client secret is read from.
+func (t *DefenderTenant) ClientSecretKeyOrDefault() string {
+	if t.Spec.ClientSecretRef.Key != "" {
+		return t.Spec.ClientSecretRef.Key
+	}
+	return DefaultClientSecretKey
+}
+
+// CloudOrDefault is the cloud, Public when unset.
+func (t *DefenderTenant) CloudOrDefault() Cloud {
+	if t.Spec.Cloud != "" {
+		return t.Spec.Cloud
+	}
+	return CloudPublic
+}
