@@ -1,0 +1,187 @@
+package entra
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+)
+
+// DefaultTimeout bounds one token request when Client.Timeout is zero.
+const DefaultTimeout = 30 * time.Second
+
+// Request is one client-credentials token request. All fields are required.
+//
+// ClientSecret must never be logged, formatted into errors, or kept after the
+// request. As a guard against accidents, a Request prints and marshals to JSON
+// without it.
+type Request struct {
+	// AuthorityHost is the Entra ID sign-in host, such as AuthorityHost(cloud) or
+	// the result of ParseAuthorityHost.
+	AuthorityHost string
+	// TenantID is the customer tenant's GUID.
+	TenantID string
+	// ClientID is the multi-tenant application's GUID.
+	ClientID string
+	// ClientSecret is the application's client secret value.
+	ClientSecret string `json:"-"`
+	// Resource is the API the token is for; the scope is Scope(Resource).
+	Resource string
+}
+
+// String describes r without its client secret, for %v and %s.
+func (r Request) String() string {
+	return fmt.Sprintf("{AuthorityHost:%s TenantID:%s ClientID:%s Resource:%s}",
+		r.AuthorityHost, r.TenantID, r.ClientID, r.Resource)
+}
+
+// GoString describes r without its client secret, for %#v.
+func (r Request) GoString() string {
+	return "entra.Request" + r.String()
+}
+
+// Token is a successful answer from the token endpoint.
+type Token struct {
+	// AccessToken is the raw JWT. Like the secret, it must never be logged.
+	AccessToken string
+	// TokenType is the token type, "Bearer" when the answer did not say.
+	TokenType string
+	// ExpiresIn is the lifetime from expires_in, zero if the answer had none.
+	// Callers compute the expiry from it and the time they sent the request.
+	ExpiresIn time.Duration
+}
+
+// Requester requests tokens. The controller depends on it so that tests can use a
+// fake, or a Client pointed at the Entra ID emulator.
+type Requester interface {
+	// RequestToken sends req and returns the token, or a *Failure.
+	RequestToken(ctx context.Context, req Request) (Token, error)
+}
+
+// Client is the Requester that talks to Entra ID. The zero value is ready to use
+// and safe for concurrent use.
+type Client struct {
+	// HTTPClient sends the requests. nil uses a client shared by all Clients whose
+	// transport is sized for many tenants signing in at the same host. Redirects
+	// are never followed, whatever the client's own policy.
+	HTTPClient *http.Client
+	// Timeout bounds each request; zero means DefaultTimeout.
+	Timeout time.Duration
+}
+
+var _ Requester = (*Client)(nil)
+
+// RequestToken requests a token with the client-credentials grant, credentials in
+// the form body, and sends exactly one HTTP request. Every error it returns is a
+// *Failure whose message does not contain req.ClientSecret.
+func (c *Client) RequestToken(ctx context.Context, req Request) (Token, error) {
+	timeout := c.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	ctx = context.WithValue(ctx, oauth2.HTTPClient, c.httpClient())
+
+	cfg := clientcredentials.Config{
+		ClientID:     req.ClientID,
+		ClientSecret: req.ClientSecret,
+		TokenURL:     TokenURL(req.AuthorityHost, req.TenantID),
+		Scopes:       []string{Scope(req.Resource)},
+		// The default style tries Basic auth first and the form body after any
+		// error, so a wrong secret would cost two requests (and two failed
+		// sign-ins in the customer's logs). Entra ID takes the form body.
+		AuthStyle: oauth2.AuthStyleInParams,
+	}
+	tok, err := cfg.Token(ctx)
+	if err != nil {
+		// x/oauth2 formats a failure to read the body with %v, which drops the
+		// context error; put it back so a slow body reads as a timeout.
+		if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
+			err = errors.Join(ctxErr, err)
+		}
+		return Token{}, classify(err, time.Now(), scrubber{secret: req.ClientSecret})
+	}
+	return Token{
+		AccessToken: tok.AccessToken,
+		TokenType:   tok.Type(),
+		ExpiresIn:   expiresIn(tok.Extra("expires_in")),
+	}, nil
+}
+
+// httpClient returns the client to send with, with redirects disabled: the request
+// body carries the client secret, and a 307 or 308 would resend it to wherever
+// the Location header points. Copying an http.Client is cheap and shares its
+// Transport, so connections are still pooled.
+func (c *Client) httpClient() *http.Client {
+	if c.HTTPClient == nil {
+		return defaultHTTPClient()
+	}
+	hc := *c.HTTPClient
+	hc.CheckRedirect = refuseRedirect
+	return &hc
+}
+
+func refuseRedirect(*http.Request, []*http.Request) error {
+	return http.ErrUseLastResponse
+}
+
+// defaultHTTPClient is shared so that every tenant reuses the same connections to
+// the sign-in host. The transport is built here rather than cloned from
+// http.DefaultTransport, which other code may have replaced.
+var defaultHTTPClient = sync.OnceValue(func() *http.Client {
+	return &http.Client{
+		Transport: &http.Transport{
+			Proxy: http.ProxyFromEnvironment, // air-gapped clusters reach Entra ID through a proxy
+			DialContext: (&net.Dialer{
+				Timeout:   10 * time.Second,
+				KeepAlive: 30 * time.Second,
+			}).DialContext,
+			ForceAttemptHTTP2:   true,
+			TLSHandshakeTimeout: 10 * time.Second,
+			// All tenants of a cloud sign in at one host. Go's default of two idle
+			// connections per host would make concurrent reconciles (10 by default)
+			// pay a TLS handshake each time.
+			MaxIdleConns:          100,
+			MaxIdleConnsPerHost:   32,
+			IdleConnTimeout:       90 * time.Second,
+			ExpectContinueTimeout: time.Second,
+		},
+		CheckRedirect: refuseRedirect,
+	}
+})
+
+// expiresIn reads expires_in as x/oauth2 left it in the token's extra fields: a
+// float64 from JSON numbers, a string from the v1 endpoint's quoted numbers, or an
+// int64 from form-encoded answers. Anything else, or a value that is not positive,
+// is treated as absent. Like x/oauth2, large values are capped at MaxInt32 seconds.
+func expiresIn(v any) time.Duration {
+	var secs float64
+	switch v := v.(type) {
+	case float64:
+		secs = v
+	case int64:
+		secs = float64(v)
+	case string:
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			return 0
+		}
+		secs = float64(n)
+	default:
+		return 0
+	}
+	if !(secs > 0) { // also rejects NaN
+		return 0
+	}
+	return time.Duration(min(secs, math.MaxInt32)) * time.Second
+}
