@@ -1,0 +1,148 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/tenantcreds/defender-tenant-operator/internal/entraemu"
+)
+
+const (
+	demoClientID = "0b9f7c55-8a3e-4d2a-9c61-5f0e7d3b2a10"
+	demoSecret   = "demo-client-secret-value"
+)
+
+// demoServer serves an emulator loaded with demo.yaml, logging into the buffer.
+func demoServer(t *testing.T) (*httptest.Server, *bytes.Buffer) {
+	t.Helper()
+	data, err := os.ReadFile("demo.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := entraemu.ParseConfig(data)
+	if err != nil {
+		t.Fatalf("demo.yaml: %v", err)
+	}
+	emu, err := entraemu.New(entraemu.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	emu.Load(cfg)
+	var logs bytes.Buffer
+	srv := httptest.NewServer(logRequests(slog.New(slog.NewTextHandler(&logs, nil)), emu))
+	t.Cleanup(srv.Close)
+	return srv, &logs
+}
+
+func requestToken(t *testing.T, srv *httptest.Server, tenant, secret string) (int, []byte) {
+	t.Helper()
+	resp, err := srv.Client().PostForm(srv.URL+"/"+tenant+"/oauth2/v2.0/token", url.Values{
+		"grant_type":    {"client_credentials"},
+		"client_id":     {demoClientID},
+		"client_secret": {secret},
+		"scope":         {"https://api.security.microsoft.com/.default"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, body
+}
+
+func TestDemoConfig(t *testing.T) {
+	tests := []struct {
+		name      string
+		tenant    string
+		status    int
+		roles     []string
+		errorCode int
+	}{
+		{name: "healthy tenant", tenant: "6e3c1a8e-2f6b-4c4f-9b7e-0d6f2a1c9e11", status: http.StatusOK,
+			roles: []string{"Incident.Read.All", "AdvancedHunting.Read.All"}},
+		{name: "tenant missing a permission", tenant: "3f2b8c1d-5a4e-4b7f-8c2d-1e9a6b5c4d30", status: http.StatusOK,
+			roles: []string{"Incident.Read.All"}},
+		{name: "tenant without consent", tenant: "9a1d7e3c-6b2f-4e8a-b5c4-2d0f1e3a7b65", status: http.StatusUnauthorized,
+			errorCode: 7000229},
+	}
+	srv, _ := demoServer(t)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body := requestToken(t, srv, tc.tenant, demoSecret)
+			if status != tc.status {
+				t.Fatalf("status = %d, want %d: %s", status, tc.status, body)
+			}
+			var resp struct {
+				AccessToken string `json:"access_token"`
+				ErrorCodes  []int  `json:"error_codes"`
+			}
+			if err := json.Unmarshal(body, &resp); err != nil {
+				t.Fatal(err)
+			}
+			if tc.errorCode != 0 {
+				if !slices.Equal(resp.ErrorCodes, []int{tc.errorCode}) {
+					t.Errorf("error_codes = %v, want [%d]", resp.ErrorCodes, tc.errorCode)
+				}
+				return
+			}
+			tok, err := jwt.ParseSigned(resp.AccessToken, []jose.SignatureAlgorithm{jose.RS256})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var claims struct {
+				Roles []string `json:"roles"`
+			}
+			// The signature is verified by the entraemu tests; here only roles matter.
+			if err := tok.UnsafeClaimsWithoutVerification(&claims); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(claims.Roles, tc.roles) {
+				t.Errorf("roles = %v, want %v", claims.Roles, tc.roles)
+			}
+		})
+	}
+}
+
+func TestLogRequestsNeverLogsSecretsOrTokens(t *testing.T) {
+	const tenant = "6e3c1a8e-2f6b-4c4f-9b7e-0d6f2a1c9e11"
+	srv, logs := demoServer(t)
+
+	_, okBody := requestToken(t, srv, tenant, demoSecret)
+	_, _ = requestToken(t, srv, tenant, "a-wrong-secret")
+
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("got %d log lines, want one per request:\n%s", len(lines), logs)
+	}
+	for i, want := range []string{"status=200 aadsts=0", "status=401 aadsts=7000215"} {
+		if !strings.Contains(lines[i], "tenant="+tenant) || !strings.Contains(lines[i], want) {
+			t.Errorf("log line %d = %q, want the tenant and %q", i, lines[i], want)
+		}
+	}
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.Unmarshal(okBody, &tok); err != nil || tok.AccessToken == "" {
+		t.Fatalf("no access token in %s", okBody)
+	}
+	for _, s := range []string{demoSecret, "a-wrong-secret", tok.AccessToken} {
+		if strings.Contains(logs.String(), s) {
+			t.Errorf("the log contains a secret or token:\n%s", logs)
+		}
+	}
+}

@@ -1,0 +1,124 @@
+package entraemu
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+// Config describes an emulated world: app registrations, customer tenants and the
+// consents between them. The entra-emulator command reads it from YAML or JSON.
+type Config struct {
+	// Resources are resource URIs to know besides the Defender APIs.
+	Resources []string `json:"resources,omitempty"`
+	// Apps are the multi-tenant app registrations.
+	Apps []AppConfig `json:"apps,omitempty"`
+	// Tenants are the customer tenants.
+	Tenants []TenantConfig `json:"tenants,omitempty"`
+}
+
+// AppConfig is an app registration and its client secrets.
+type AppConfig struct {
+	ClientID string   `json:"clientID"`
+	Secrets  []Secret `json:"secrets,omitempty"`
+}
+
+// TenantConfig is a customer tenant and the apps consented in it.
+type TenantConfig struct {
+	TenantID string `json:"tenantID"`
+	// Lifetime of the tenant's tokens, e.g. "1h"; empty means the default.
+	Lifetime Duration `json:"lifetime,omitzero"`
+	// Version of the tenant's tokens, TokenV1 or TokenV2; empty means TokenV1.
+	Version string `json:"version,omitempty"`
+	// Grants are the admin consents of apps in the tenant.
+	Grants []GrantConfig `json:"grants,omitempty"`
+}
+
+// GrantConfig is an admin consent, as made by Emulator.Grant.
+type GrantConfig struct {
+	ClientID string   `json:"clientID"`
+	Resource string   `json:"resource"`
+	Roles    []string `json:"roles,omitempty"`
+}
+
+// Duration is a time.Duration written as a Go duration string, such as "90m".
+type Duration struct {
+	time.Duration
+}
+
+// UnmarshalJSON parses a duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("a duration must be a string such as \"1h\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// ParseConfig parses and validates a Config in YAML or JSON. Unknown fields are
+// errors, so that a misspelt field does not silently change the world.
+func ParseConfig(data []byte) (Config, error) {
+	var cfg Config
+	if err := yaml.UnmarshalStrict(data, &cfg); err != nil {
+		return Config{}, fmt.Errorf("parsing the emulator config: %w", err)
+	}
+	if err := cfg.validate(); err != nil {
+		return Config{}, fmt.Errorf("invalid emulator config: %w", err)
+	}
+	return cfg, nil
+}
+
+func (c Config) validate() error {
+	var errs []error
+	for i, a := range c.Apps {
+		if a.ClientID == "" {
+			errs = append(errs, fmt.Errorf("apps[%d]: clientID is required", i))
+		}
+	}
+	for i, t := range c.Tenants {
+		if !isGUID(t.TenantID) {
+			errs = append(errs, fmt.Errorf("tenants[%d]: tenantID %q is not a GUID", i, t.TenantID))
+		}
+		if t.Lifetime.Duration < 0 {
+			errs = append(errs, fmt.Errorf("tenants[%d]: lifetime must not be negative", i))
+		}
+		if t.Version != "" && t.Version != TokenV1 && t.Version != TokenV2 {
+			errs = append(errs, fmt.Errorf("tenants[%d]: version must be %q or %q, not %q", i, TokenV1, TokenV2, t.Version))
+		}
+		for j, g := range t.Grants {
+			if g.ClientID == "" || g.Resource == "" {
+				errs = append(errs, fmt.Errorf("tenants[%d].grants[%d]: clientID and resource are required", i, j))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Load adds the world of cfg to the emulator. cfg must be valid, as ParseConfig
+// returns it.
+func (e *Emulator) Load(cfg Config) {
+	for _, r := range cfg.Resources {
+		e.AddResource(r)
+	}
+	for _, a := range cfg.Apps {
+		e.AddApp(a.ClientID, a.Secrets...)
+	}
+	for _, t := range cfg.Tenants {
+		e.AddTenant(t.TenantID)
+		e.SetLifetime(t.TenantID, t.Lifetime.Duration)
+		if t.Version != "" {
+			e.SetTokenVersion(t.TenantID, t.Version)
+		}
+		for _, g := range t.Grants {
+			e.Grant(t.TenantID, g.ClientID, g.Resource, g.Roles...)
+		}
+	}
+}

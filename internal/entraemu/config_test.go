@@ -1,0 +1,127 @@
+package entraemu_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tenantcreds/defender-tenant-operator/internal/entraemu"
+)
+
+func TestLoadConfigFromYAML(t *testing.T) {
+	const (
+		v2Tenant     = "3f2b8c1d-5a4e-4b7f-8c2d-1e9a6b5c4d30"
+		customAPI    = "https://api.contoso.example"
+		expiredApp   = "7d4c2b1a-0f9e-4d8c-a7b6-5e4d3c2b1a09"
+		expiredValue = "old-secret"
+	)
+	cfg, err := entraemu.ParseConfig([]byte(`
+resources: [` + customAPI + `]
+apps:
+  - clientID: ` + clientID + `
+    secrets:
+      - value: ` + secret + `
+  - clientID: ` + expiredApp + `
+    secrets:
+      - value: ` + expiredValue + `
+        expiresAt: 2026-11-21T11:00:00Z
+tenants:
+  - tenantID: ` + tenantID + `
+    lifetime: 90m
+    grants:
+      - clientID: ` + clientID + `
+        resource: ` + xdrAPI + `
+        roles: [Incident.Read.All]
+      - clientID: ` + expiredApp + `
+        resource: ` + xdrAPI + `
+  - tenantID: ` + v2Tenant + `
+    version: "2.0"
+    grants:
+      - clientID: ` + clientID + `
+        resource: ` + customAPI + `
+        roles: [Data.Read]
+`))
+	if err != nil {
+		t.Fatalf("ParseConfig: %v", err)
+	}
+	f := newFixture(t)
+	f.emu.Revoke(tenantID, clientID) // leave only what the config grants
+	f.emu.Load(cfg)
+
+	t.Run("grant and lifetime", func(t *testing.T) {
+		resp := f.post(t, v2Path(tenantID), creds("scope", xdrScope))
+		var body struct {
+			ExpiresIn   int    `json:"expires_in"`
+			AccessToken string `json:"access_token"`
+		}
+		if err := json.Unmarshal(resp.body, &body); err != nil || resp.status != http.StatusOK {
+			t.Fatalf("status %d, body %s", resp.status, resp.body)
+		}
+		if body.ExpiresIn != 5400 {
+			t.Errorf("expires_in = %d, want 5400", body.ExpiresIn)
+		}
+		if _, c, _ := f.verify(t, body.AccessToken); !slices.Equal(c.Roles, []string{"Incident.Read.All"}) {
+			t.Errorf("roles = %v, want [Incident.Read.All]", c.Roles)
+		}
+	})
+	t.Run("extra resource and token version", func(t *testing.T) {
+		_, c, _ := f.verify(t, f.token(t, v2Path(v2Tenant), creds("scope", customAPI+"/.default")))
+		if c.Ver != "2.0" || !slices.Equal(c.Roles, []string{"Data.Read"}) {
+			t.Errorf("ver = %q, roles = %v; want 2.0, [Data.Read]", c.Ver, c.Roles)
+		}
+	})
+	t.Run("secret expiry", func(t *testing.T) {
+		resp := f.post(t, v2Path(tenantID), creds("client_id", expiredApp, "client_secret", expiredValue, "scope", xdrScope))
+		if resp.status != http.StatusUnauthorized {
+			t.Errorf("status = %d, want 401", resp.status)
+		}
+		assertEntraError(t, resp, "invalid_client", 7000222)
+	})
+}
+
+func TestParseConfigErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want string
+	}{
+		{name: "misspelt field", yaml: "tenants:\n  - tenantID: " + tenantID + "\n    grant: []", want: "unknown field"},
+		{name: "tenant ID not a GUID", yaml: "tenants:\n  - tenantID: contoso", want: `tenantID "contoso" is not a GUID`},
+		{name: "unsupported token version", yaml: "tenants:\n  - tenantID: " + tenantID + "\n    version: \"3.0\"", want: "version must be"},
+		{name: "lifetime not a duration", yaml: "tenants:\n  - tenantID: " + tenantID + "\n    lifetime: 3600", want: "duration must be a string"},
+		{name: "negative lifetime", yaml: "tenants:\n  - tenantID: " + tenantID + "\n    lifetime: -1h", want: "lifetime must not be negative"},
+		{name: "app without client ID", yaml: "apps:\n  - secrets: [{value: x}]", want: "apps[0]: clientID is required"},
+		{name: "grant without resource", yaml: "tenants:\n  - tenantID: " + tenantID + "\n    grants: [{clientID: " + clientID + "}]", want: "clientID and resource are required"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := entraemu.ParseConfig([]byte(tc.yaml))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("ParseConfig error = %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseConfigSecretExpiry(t *testing.T) {
+	cfg, err := entraemu.ParseConfig([]byte(`{"apps":[{"clientID":"` + clientID + `","secrets":[{"value":"v","expiresAt":"2027-01-02T03:04:05Z"}]}]}`))
+	if err != nil {
+		t.Fatalf("ParseConfig: %v", err)
+	}
+	if want := time.Date(2027, 1, 2, 3, 4, 5, 0, time.UTC); !cfg.Apps[0].Secrets[0].ExpiresAt.Equal(want) {
+		t.Errorf("expiresAt = %v, want %v", cfg.Apps[0].Secrets[0].ExpiresAt, want)
+	}
+}
+
+func TestSetTokenVersionRejectsUnknownVersions(t *testing.T) {
+	f := newFixture(t)
+	defer func() {
+		if recover() == nil {
+			t.Error("SetTokenVersion(\"3.0\") did not panic")
+		}
+	}()
+	f.emu.SetTokenVersion(tenantID, "3.0")
+}

@@ -1,0 +1,300 @@
+// Package entraemu emulates the Microsoft Entra ID token endpoint for the OAuth2
+// client-credentials grant, speaking its wire format: the v1 and v2 token endpoints,
+// their success bodies, AADSTS error bodies, RS256 access tokens and the signing keys.
+//
+// It models what decides a client-credentials request in Entra: multi-tenant app
+// registrations with their secrets, customer tenants, and admin consent (a service
+// principal of the app in the tenant, holding application roles on a resource).
+// Failures the model cannot produce, such as throttling, outages and hanging
+// connections, are injected per tenant.
+//
+// An Emulator is an http.Handler; serve it with httptest.NewServer and point a token
+// client's authority host at the server's URL.
+package entraemu
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"k8s.io/utils/clock"
+)
+
+// Access token versions, chosen per tenant with SetTokenVersion.
+const (
+	// TokenV1 tokens are what the Defender APIs get, even from the v2 endpoint:
+	// the resource, not the endpoint, picks the token version.
+	TokenV1 = "1.0"
+	// TokenV2 tokens are issued for resources that ask for them.
+	TokenV2 = "2.0"
+)
+
+// defaultLifetime is the expires_in Entra returns for client credentials, rather than
+// the documented random 60 to 90 minutes.
+const defaultLifetime = 3599 * time.Second
+
+// defenderResources are the App ID URIs of the Defender XDR and Defender for Endpoint
+// APIs in the public and US government clouds. Every Emulator knows them.
+var defenderResources = []string{
+	"https://api.security.microsoft.com",
+	"https://api.securitycenter.microsoft.com",
+	"https://securitycenter.onmicrosoft.com/windowsatpservice",
+	"https://api-gcc.security.microsoft.us",
+	"https://api-gcc.securitycenter.microsoft.us",
+	"https://api-gov.security.microsoft.us",
+	"https://api-gov.securitycenter.microsoft.us",
+}
+
+// Options configure an Emulator.
+type Options struct {
+	// Clock is the source of iat, nbf and exp, of error timestamps and of secret
+	// expiry. Nil means the real clock. Delays (Failure.Delay, SetLatency) always use
+	// real time, because they hold real connections open.
+	Clock clock.PassiveClock
+	// DefaultLifetime is the token lifetime of tenants without SetLifetime.
+	// Zero means 3599s, what Entra returns for client credentials.
+	DefaultLifetime time.Duration
+}
+
+// Secret is a client secret of an app registration.
+type Secret struct {
+	// Value is the secret itself, what a client sends as client_secret.
+	Value string `json:"value"`
+	// ExpiresAt is when Entra stops accepting the secret; zero means never.
+	ExpiresAt time.Time `json:"expiresAt,omitzero"`
+}
+
+// Emulator is an emulated Entra ID token endpoint. Create it with New; all its
+// methods are safe for concurrent use, including while it serves requests.
+type Emulator struct {
+	clock           clock.PassiveClock
+	defaultLifetime time.Duration
+	key             *signingKey
+	mux             *http.ServeMux
+	latency         atomic.Int64 // time.Duration added to every token request
+
+	// mu guards the model and the traffic state below. Every request holds it only
+	// for map lookups, never while signing or waiting.
+	mu        sync.Mutex
+	apps      map[string][]Secret  // client ID → secrets
+	tenants   map[string]*tenant   // tenant ID → tenant
+	resources map[string]string    // resourceKey(URI) → URI as registered
+	failures  map[string][]Failure // tenant path segment → failures still to answer
+	requests  map[string]int       // tenant path segment → token requests received
+	total     int
+}
+
+// tenant is a customer tenant.
+type tenant struct {
+	lifetime time.Duration // zero means the emulator's default
+	version  string
+	// principals holds the service principals of apps consented in the tenant:
+	// client ID → resourceKey(URI) → application roles granted on that resource.
+	principals map[string]map[string][]string
+}
+
+// New returns an Emulator that knows the Defender API resources and nothing else.
+// It generates a fresh RSA-2048 signing key.
+func New(opts Options) (*Emulator, error) {
+	e := &Emulator{
+		clock:           opts.Clock,
+		defaultLifetime: opts.DefaultLifetime,
+		apps:            map[string][]Secret{},
+		tenants:         map[string]*tenant{},
+		resources:       map[string]string{},
+		failures:        map[string][]Failure{},
+		requests:        map[string]int{},
+	}
+	if e.clock == nil {
+		e.clock = clock.RealClock{}
+	}
+	if e.defaultLifetime <= 0 {
+		e.defaultLifetime = defaultLifetime
+	}
+	key, err := newSigningKey(e.clock.Now())
+	if err != nil {
+		return nil, err
+	}
+	e.key = key
+	for _, r := range defenderResources {
+		e.resources[resourceKey(r)] = r
+	}
+
+	e.mux = http.NewServeMux()
+	e.mux.HandleFunc("POST /{tenant}/oauth2/token", e.tokenHandler(v1Endpoint))
+	e.mux.HandleFunc("POST /{tenant}/oauth2/v2.0/token", e.tokenHandler(v2Endpoint))
+	e.mux.HandleFunc("GET /{tenant}/discovery/keys", e.serveKeys)
+	e.mux.HandleFunc("GET /{tenant}/discovery/v2.0/keys", e.serveKeys)
+	return e, nil
+}
+
+// ServeHTTP serves the token endpoints POST /{tenant}/oauth2/token (v1) and
+// POST /{tenant}/oauth2/v2.0/token (v2), and the signing keys at
+// GET /{tenant}/discovery/keys and GET /{tenant}/discovery/v2.0/keys.
+func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	e.mux.ServeHTTP(w, r)
+}
+
+// AddApp registers a multi-tenant app, or adds secrets to one already registered.
+func (e *Emulator) AddApp(clientID string, secrets ...Secret) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	id := normalizeID(clientID)
+	e.apps[id] = append(e.apps[id], secrets...)
+}
+
+// SetAppSecrets replaces all secrets of an app, as a rotation that deletes the old
+// ones does, registering the app if needed.
+func (e *Emulator) SetAppSecrets(clientID string, secrets ...Secret) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.apps[normalizeID(clientID)] = slices.Clone(secrets)
+}
+
+// AddTenant makes a customer tenant exist. Grant, SetLifetime and SetTokenVersion
+// add the tenant themselves.
+func (e *Emulator) AddTenant(tenantID string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.tenantLocked(tenantID)
+}
+
+// AddResource makes a resource URI known besides the Defender APIs, as if its
+// service principal existed in every tenant.
+func (e *Emulator) AddResource(resource string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.addResourceLocked(resource)
+}
+
+// Grant records admin consent of the app in the tenant: the app gets a service
+// principal there, holding roles on resource, which becomes known. Without roles the
+// app is consented without any permission, and its tokens carry no roles claim.
+// Granting again on the same resource replaces the roles.
+func (e *Emulator) Grant(tenantID, clientID, resource string, roles ...string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	t := e.tenantLocked(tenantID)
+	id := normalizeID(clientID)
+	if t.principals[id] == nil {
+		t.principals[id] = map[string][]string{}
+	}
+	t.principals[id][e.addResourceLocked(resource)] = slices.Clone(roles)
+}
+
+// Revoke deletes the app's service principal from the tenant, with all its grants.
+func (e *Emulator) Revoke(tenantID, clientID string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if t, ok := e.tenants[normalizeID(tenantID)]; ok {
+		delete(t.principals, normalizeID(clientID))
+	}
+}
+
+// SetLifetime sets the lifetime of the tenant's tokens; zero restores the default.
+func (e *Emulator) SetLifetime(tenantID string, d time.Duration) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.tenantLocked(tenantID).lifetime = d
+}
+
+// SetTokenVersion sets the version of the tenant's access tokens, TokenV1 (the
+// default) or TokenV2. It panics on any other version, a programming error.
+func (e *Emulator) SetTokenVersion(tenantID string, v string) {
+	if v != TokenV1 && v != TokenV2 {
+		panic(fmt.Sprintf("entraemu: unsupported token version %q", v))
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.tenantLocked(tenantID).version = v
+}
+
+// InjectFailures queues failures that the tenant's next token requests get, one
+// each, in order, before any normal processing. The tenant need not exist.
+func (e *Emulator) InjectFailures(tenantID string, failures ...Failure) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	id := normalizeID(tenantID)
+	e.failures[id] = append(e.failures[id], failures...)
+}
+
+// SetLatency adds d to every token request, as the network and Entra would. A
+// request whose client gives up stops waiting.
+func (e *Emulator) SetLatency(d time.Duration) {
+	e.latency.Store(int64(d))
+}
+
+// Requests returns the number of token requests received for the tenant, whatever
+// their outcome.
+func (e *Emulator) Requests(tenantID string) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.requests[normalizeID(tenantID)]
+}
+
+// TotalRequests returns the number of token requests received for all tenants.
+func (e *Emulator) TotalRequests() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.total
+}
+
+// tenantLocked returns the tenant, adding it if it does not exist yet.
+func (e *Emulator) tenantLocked(tenantID string) *tenant {
+	id := normalizeID(tenantID)
+	t, ok := e.tenants[id]
+	if !ok {
+		t = &tenant{principals: map[string]map[string][]string{}}
+		e.tenants[id] = t
+	}
+	return t
+}
+
+// addResourceLocked makes resource known, keeping an earlier spelling, and returns
+// its key.
+func (e *Emulator) addResourceLocked(resource string) string {
+	k := resourceKey(resource)
+	if _, ok := e.resources[k]; !ok {
+		e.resources[k] = resource
+	}
+	return k
+}
+
+// arrive counts a token request for the tenant path segment and pops the failure
+// injected for it, if any.
+func (e *Emulator) arrive(tenantID string) (Failure, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.requests[tenantID]++
+	e.total++
+	queue := e.failures[tenantID]
+	if len(queue) == 0 {
+		return Failure{}, false
+	}
+	if len(queue) == 1 {
+		delete(e.failures, tenantID)
+	} else {
+		e.failures[tenantID] = queue[1:]
+	}
+	return queue[0], true
+}
+
+func (e *Emulator) serveKeys(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", jsonContentType)
+	_, _ = w.Write(e.key.jwks) // a failed write means the client is gone
+}
+
+// normalizeID folds tenant and client IDs, which are GUIDs and so case-insensitive.
+func normalizeID(id string) string {
+	return strings.ToLower(id)
+}
+
+// resourceKey folds a resource URI the way Entra matches App ID URIs: without
+// regard to case or a trailing slash.
+func resourceKey(resource string) string {
+	return strings.ToLower(strings.TrimSuffix(resource, "/"))
+}

@@ -1,0 +1,133 @@
+package entraemu
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// jsonContentType is what Entra sends with every JSON body.
+const jsonContentType = "application/json; charset=utf-8"
+
+// Failure is an answer that InjectFailures makes a token request get instead of its
+// normal one. With Error set it is an Entra error body; otherwise Body is sent as is.
+type Failure struct {
+	// Status is the HTTP status. Zero means no answer of its own: after Delay the
+	// request is processed normally, which makes a slow but otherwise normal answer.
+	Status int
+	// Error is the OAuth error, e.g. "temporarily_unavailable". Empty means a raw Body.
+	Error string
+	// Code is the AADSTS number of the error; zero means none.
+	Code int
+	// Description is the error text, after "AADSTSnnnn: ".
+	Description string
+	// RetryAfter sets the Retry-After header, rounded up to whole seconds.
+	RetryAfter time.Duration
+	// Body is sent instead of an Entra error, e.g. a plain-text 429 or a proxy's HTML
+	// error page.
+	Body string
+	// ContentType is the Content-Type of Body; empty means text/plain.
+	ContentType string
+	// Delay is how long to wait before answering. The wait ends early when the
+	// client gives up, as a hanging endpoint would.
+	Delay time.Duration
+}
+
+// Throttled is Entra's rate limiting: 429 with Retry-After and a plain-text body,
+// not the OAuth JSON that clients may expect.
+func Throttled(retryAfter time.Duration) Failure {
+	return Failure{Status: http.StatusTooManyRequests, RetryAfter: retryAfter, Body: "Too Many Requests"}
+}
+
+// ServerError is a transient failure inside Entra, in the OAuth error shape, which a
+// retry with backoff gets past.
+func ServerError() Failure {
+	return Failure{
+		Status:      http.StatusInternalServerError,
+		Error:       "server_error",
+		Code:        50033,
+		Description: "A transient error has occurred. Please try again.",
+	}
+}
+
+// BadGateway is a front-end proxy failing to reach Entra: 502 with an HTML page.
+func BadGateway() Failure {
+	return Failure{
+		Status:      http.StatusBadGateway,
+		Body:        "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>",
+		ContentType: "text/html; charset=utf-8",
+	}
+}
+
+// Hang is an endpoint that does not answer for d, after which a front-end proxy
+// gives up with 504. Clients should time out well before.
+func Hang(d time.Duration) Failure {
+	return Failure{Status: http.StatusGatewayTimeout, Delay: d, Body: "upstream request timeout"}
+}
+
+// oauthError returns a Failure in the shape of an Entra error.
+func oauthError(status int, oauthErr string, code int, format string, args ...any) *Failure {
+	return &Failure{Status: status, Error: oauthErr, Code: code, Description: fmt.Sprintf(format, args...)}
+}
+
+// errorBody is Entra's error body, its fields in Entra's order.
+type errorBody struct {
+	Error         string `json:"error"`
+	Description   string `json:"error_description"`
+	Codes         []int  `json:"error_codes,omitempty"`
+	Timestamp     string `json:"timestamp"`
+	TraceID       string `json:"trace_id"`
+	CorrelationID string `json:"correlation_id"`
+	ErrorURI      string `json:"error_uri,omitempty"`
+}
+
+// writeFailure answers with f, which must have a Status.
+func (e *Emulator) writeFailure(w http.ResponseWriter, f Failure) {
+	if f.RetryAfter > 0 {
+		secs := (f.RetryAfter + time.Second - 1) / time.Second
+		w.Header().Set("Retry-After", strconv.FormatInt(int64(secs), 10))
+	}
+	if f.Error == "" {
+		contentType := f.ContentType
+		if contentType == "" {
+			contentType = "text/plain; charset=utf-8"
+		}
+		w.Header().Set("Content-Type", contentType)
+		w.WriteHeader(f.Status)
+		_, _ = io.WriteString(w, f.Body) // a failed write means the client is gone
+		return
+	}
+
+	// Entra repeats the trace and correlation IDs and the time in the description,
+	// where people who paste error messages into support tickets find them.
+	body := errorBody{
+		Error:         f.Error,
+		Description:   f.Description,
+		Timestamp:     e.clock.Now().UTC().Format("2006-01-02 15:04:05Z"),
+		TraceID:       newGUID(),
+		CorrelationID: newGUID(),
+	}
+	if f.Code != 0 {
+		body.Description = fmt.Sprintf("AADSTS%d: %s", f.Code, f.Description)
+		body.Codes = []int{f.Code}
+		body.ErrorURI = fmt.Sprintf("https://login.microsoftonline.com/error?code=%d", f.Code)
+	}
+	body.Description += "\r\nTrace ID: " + body.TraceID +
+		"\r\nCorrelation ID: " + body.CorrelationID +
+		"\r\nTimestamp: " + body.Timestamp
+	writeJSON(w, f.Status, body)
+}
+
+// writeJSON answers a token request with a JSON body. Like Entra, and as RFC 6749
+// section 5.1 requires, it forbids caching the answer.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	h := w.Header()
+	h.Set("Content-Type", jsonContentType)
+	h.Set("Cache-Control", "no-store, no-cache")
+	h.Set("Pragma", "no-cache")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v) // a failed write means the client is gone
+}
