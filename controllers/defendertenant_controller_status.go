@@ -1,0 +1,168 @@
+package controllers
+
+import (
+	"fmt"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
+)
+
+// problem is whatever keeps a fresh token from being published, as conditions show it.
+type problem struct {
+	Reason     string
+	Message    string
+	NeedsHuman bool
+}
+
+// tokenFacts describes the token in the token Secret once this reconcile's writes are done.
+type tokenFacts struct {
+	SecretName string
+	ExpiresAt  time.Time
+	MintedAt   time.Time
+	// Valid: the token is for the current tenant and client and carries every required role.
+	Valid bool
+}
+
+// roleFacts are the roles of the last minted token.
+type roleFacts struct {
+	Granted []string
+	Missing []string
+}
+
+// statusObservation is everything the status is computed from.
+type statusObservation struct {
+	Generation      int64
+	Now             time.Time
+	AdminConsentURL string
+	Published       *tokenFacts // nil: no token of ours is published
+	Problem         *problem    // nil: nothing is wrong
+	Attempted       bool        // a token request was made in this reconcile
+	Suspended       bool
+	Roles           *roleFacts // nil: unchanged since the last minted token
+	NextRefresh     time.Time  // zero: no token request is scheduled
+}
+
+// computeStatus derives the whole status from the previous one and this reconcile's
+// observations. It is pure so that every combination can be table-tested.
+func computeStatus(prev v1alpha1.DefenderTenantStatus, obs statusObservation) v1alpha1.DefenderTenantStatus {
+	next := v1alpha1.DefenderTenantStatus{
+		ObservedGeneration: obs.Generation,
+		Conditions:         append([]metav1.Condition(nil), prev.Conditions...),
+		AdminConsentURL:    obs.AdminConsentURL,
+		GrantedRoles:       prev.GrantedRoles,
+		MissingRoles:       prev.MissingRoles,
+		NextRefreshTime:    timeOrNil(obs.NextRefresh),
+	}
+	if obs.Roles != nil {
+		next.GrantedRoles, next.MissingRoles = obs.Roles.Granted, obs.Roles.Missing
+	}
+	if pub := obs.Published; pub != nil {
+		next.TokenSecretName = pub.SecretName
+		next.ExpiresAt = timeOrNil(pub.ExpiresAt)
+		next.LastRefreshTime = timeOrNil(pub.MintedAt)
+	}
+	switch {
+	case obs.Problem == nil:
+		next.FailedAttempts = 0
+	case obs.Attempted:
+		next.FailedAttempts = prev.FailedAttempts + 1
+	default:
+		next.FailedAttempts = prev.FailedAttempts
+	}
+
+	now := metav1.NewTime(obs.Now.Truncate(time.Second))
+	setCondition(&next.Conditions, readyCondition(obs), obs.Generation, now)
+	stalled, reconciling := progressConditions(obs.Problem)
+	for _, c := range []*metav1.Condition{stalled, reconciling} {
+		if c != nil {
+			setCondition(&next.Conditions, *c, obs.Generation, now)
+		}
+	}
+	if stalled == nil {
+		meta.RemoveStatusCondition(&next.Conditions, v1alpha1.ConditionStalled)
+	}
+	if reconciling == nil {
+		meta.RemoveStatusCondition(&next.Conditions, v1alpha1.ConditionReconciling)
+	}
+	return next
+}
+
+// readyCondition says whether workloads have a usable token. A valid, unexpired token
+// keeps Ready True even while refreshing it fails: the token still works, and the
+// failure is reported on Stalled or Reconciling.
+func readyCondition(obs statusObservation) metav1.Condition {
+	pub := obs.Published
+	switch {
+	case pub != nil && !obs.Now.Before(pub.ExpiresAt):
+		msg := fmt.Sprintf("The token in Secret %q expired at %s and has not been replaced.", pub.SecretName, rfc3339(pub.ExpiresAt))
+		if obs.Problem != nil {
+			msg += " " + obs.Problem.Message
+		}
+		return falseCondition(v1alpha1.ConditionReady, v1alpha1.ReasonTokenExpired, msg)
+	case pub != nil && pub.Valid:
+		msg := fmt.Sprintf("A valid token is published in Secret %q until %s.", pub.SecretName, rfc3339(pub.ExpiresAt))
+		if obs.Problem != nil {
+			msg += fmt.Sprintf(" Refreshing it fails (%s); it stays published until it expires.", obs.Problem.Reason)
+		}
+		return metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonTokenReady, Message: msg}
+	case obs.Problem != nil:
+		return falseCondition(v1alpha1.ConditionReady, obs.Problem.Reason, obs.Problem.Message)
+	case obs.Suspended:
+		return falseCondition(v1alpha1.ConditionReady, v1alpha1.ReasonSuspended, "spec.suspend is true: no token is requested.")
+	default:
+		return falseCondition(v1alpha1.ConditionReady, v1alpha1.ReasonProgressing, "No token has been published yet.")
+	}
+}
+
+// progressConditions maps a problem onto kstatus: needs-a-human problems stall,
+// transient ones keep the object reconciling.
+func progressConditions(p *problem) (stalled, reconciling *metav1.Condition) {
+	if p == nil {
+		return nil, nil
+	}
+	c := metav1.Condition{Status: metav1.ConditionTrue, Reason: p.Reason, Message: p.Message}
+	if p.NeedsHuman {
+		c.Type = v1alpha1.ConditionStalled
+		return &c, nil
+	}
+	c.Type = v1alpha1.ConditionReconciling
+	return nil, &c
+}
+
+// problemFromConditions recovers the problem the previous reconcile reported, for a
+// reconcile that waits out its backoff instead of asking Entra again.
+func problemFromConditions(conditions []metav1.Condition) *problem {
+	for _, t := range []string{v1alpha1.ConditionStalled, v1alpha1.ConditionReconciling} {
+		if c := meta.FindStatusCondition(conditions, t); c != nil && c.Status == metav1.ConditionTrue {
+			return &problem{Reason: c.Reason, Message: c.Message, NeedsHuman: t == v1alpha1.ConditionStalled}
+		}
+	}
+	return nil
+}
+
+func falseCondition(conditionType, reason, message string) metav1.Condition {
+	return metav1.Condition{Type: conditionType, Status: metav1.ConditionFalse, Reason: reason, Message: message}
+}
+
+func setCondition(conditions *[]metav1.Condition, c metav1.Condition, generation int64, now metav1.Time) {
+	c.ObservedGeneration = generation
+	c.LastTransitionTime = now
+	meta.SetStatusCondition(conditions, c)
+}
+
+// timeOrNil drops sub-second precision, which the API server does not store: keeping
+// it would make every computed status differ from the stored one and cause a write.
+func timeOrNil(t time.Time) *metav1.Time {
+	if t.IsZero() {
+		return nil
+	}
+	mt := metav1.NewTime(t.UTC().Truncate(time.Second))
+	return &mt
+}
+
+func rfc3339(t time.Time) string {
+	return t.UTC().Format(time.RFC3339)
+}

@@ -1,0 +1,126 @@
+package controllers
+
+import (
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
+)
+
+func TestComputeStatus(t *testing.T) {
+	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	fresh := &tokenFacts{SecretName: "contoso-token", MintedAt: now.Add(-10 * time.Minute), ExpiresAt: now.Add(50 * time.Minute), Valid: true}
+	expired := &tokenFacts{SecretName: "contoso-token", MintedAt: now.Add(-2 * time.Hour), ExpiresAt: now.Add(-time.Minute), Valid: false}
+	transient := &problem{Reason: v1alpha1.ReasonTokenEndpointUnavailable, Message: "down"}
+	human := &problem{Reason: v1alpha1.ReasonInvalidClientSecret, Message: "wrong secret", NeedsHuman: true}
+	type want struct {
+		ready, readyReason   string
+		stalled, reconciling string // reasons; "" = condition absent
+		failedAttempts       int32
+	}
+	tests := []struct {
+		name     string
+		prevFail int32
+		obs      statusObservation
+		want     want
+	}{
+		{"fresh token, no problem", 3, statusObservation{Published: fresh}, want{"True", "TokenReady", "", "", 0}},
+		{"fresh token, refresh fails transiently", 1, statusObservation{Published: fresh, Problem: transient, Attempted: true}, want{"True", "TokenReady", "", "TokenEndpointUnavailable", 2}},
+		{"fresh token, refresh needs a human", 0, statusObservation{Published: fresh, Problem: human, Attempted: true}, want{"True", "TokenReady", "InvalidClientSecret", "", 1}},
+		{"expired token and failing refresh", 4, statusObservation{Published: expired, Problem: transient, Attempted: true}, want{"False", "TokenExpired", "", "TokenEndpointUnavailable", 5}},
+		{"expired token while suspended", 0, statusObservation{Published: expired, Suspended: true}, want{"False", "TokenExpired", "", "", 0}},
+		{"no token, needs a human", 0, statusObservation{Problem: human, Attempted: true}, want{"False", "InvalidClientSecret", "InvalidClientSecret", "", 1}},
+		{"no token, waiting out a backoff keeps the count", 2, statusObservation{Problem: human}, want{"False", "InvalidClientSecret", "InvalidClientSecret", "", 2}},
+		{"no token, suspended", 0, statusObservation{Suspended: true}, want{"False", "Suspended", "", "", 0}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.obs.Now, tt.obs.Generation = now, 7
+			got := computeStatus(v1alpha1.DefenderTenantStatus{FailedAttempts: tt.prevFail}, tt.obs)
+			ready := findCondition(got.Conditions, v1alpha1.ConditionReady)
+			if ready == nil || string(ready.Status) != tt.want.ready || ready.Reason != tt.want.readyReason {
+				t.Errorf("Ready = %+v, want %s/%s", ready, tt.want.ready, tt.want.readyReason)
+			}
+			for typ, reason := range map[string]string{v1alpha1.ConditionStalled: tt.want.stalled, v1alpha1.ConditionReconciling: tt.want.reconciling} {
+				c := findCondition(got.Conditions, typ)
+				if (reason == "") != (c == nil) || (c != nil && (c.Reason != reason || c.Status != metav1.ConditionTrue)) {
+					t.Errorf("%s = %+v, want reason %q", typ, c, reason)
+				}
+			}
+			if got.FailedAttempts != tt.want.failedAttempts {
+				t.Errorf("failedAttempts = %d, want %d", got.FailedAttempts, tt.want.failedAttempts)
+			}
+			if got.ObservedGeneration != 7 || ready.ObservedGeneration != 7 {
+				t.Errorf("observedGeneration = %d / %d, want 7", got.ObservedGeneration, ready.ObservedGeneration)
+			}
+		})
+	}
+}
+
+func TestComputeStatusIsStableAndKeepsTransitionTimes(t *testing.T) {
+	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	obs := statusObservation{Generation: 1, Now: now.Add(123 * time.Millisecond), NextRefresh: now.Add(40*time.Minute + 500*time.Millisecond),
+		Published: &tokenFacts{SecretName: "s", MintedAt: now, ExpiresAt: now.Add(time.Hour), Valid: true}}
+	first := computeStatus(v1alpha1.DefenderTenantStatus{}, obs)
+	obs.Now = now.Add(10 * time.Minute)
+	second := computeStatus(first, obs)
+	if !equality.Semantic.DeepEqual(first, second) {
+		t.Errorf("recomputing an unchanged status changed it:\n%+v\n%+v", first, second)
+	}
+	if first.NextRefreshTime.Nanosecond() != 0 {
+		t.Error("times keep sub-second precision, which the API server drops; every reconcile would write")
+	}
+}
+
+func TestTransitionEvents(t *testing.T) {
+	ready := func(status metav1.ConditionStatus, reason string) metav1.Condition {
+		return metav1.Condition{Type: v1alpha1.ConditionReady, Status: status, Reason: reason}
+	}
+	stalled := func(reason string) metav1.Condition {
+		return metav1.Condition{Type: v1alpha1.ConditionStalled, Status: metav1.ConditionTrue, Reason: reason}
+	}
+	st := func(cs ...metav1.Condition) v1alpha1.DefenderTenantStatus {
+		return v1alpha1.DefenderTenantStatus{Conditions: cs}
+	}
+	tests := []struct {
+		name          string
+		before, after v1alpha1.DefenderTenantStatus
+		want          []string
+	}{
+		{"first token", st(), st(ready("True", "TokenReady")), []string{"Normal TokenReady"}},
+		{"routine refresh", st(ready("True", "TokenReady")), st(ready("True", "TokenReady")), nil},
+		{"first failure", st(), st(ready("False", "InvalidClientSecret"), stalled("InvalidClientSecret")), []string{"Warning InvalidClientSecret"}},
+		{"same failure again", st(ready("False", "InvalidClientSecret"), stalled("InvalidClientSecret")), st(ready("False", "InvalidClientSecret"), stalled("InvalidClientSecret")), nil},
+		{"failure reason changed", st(ready("False", "InvalidClientSecret"), stalled("InvalidClientSecret")), st(ready("False", "ConsentRequired"), stalled("ConsentRequired")), []string{"Warning ConsentRequired"}},
+		{"minted after failure", st(ready("False", "ConsentRequired"), stalled("ConsentRequired")), st(ready("True", "TokenReady")), []string{"Normal TokenReady"}},
+		{"token expired", st(ready("True", "TokenReady")), st(ready("False", "TokenExpired")), []string{"Warning TokenExpired"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			for _, e := range transitionEvents(tt.before, tt.after) {
+				got = append(got, e.Type+" "+e.Reason)
+			}
+			if len(got) != len(tt.want) {
+				t.Fatalf("events = %v, want %v", got, tt.want)
+			}
+			for i := range got {
+				if got[i] != tt.want[i] {
+					t.Errorf("events = %v, want %v", got, tt.want)
+				}
+			}
+		})
+	}
+}
+
+func findCondition(cs []metav1.Condition, t string) *metav1.Condition {
+	for i := range cs {
+		if cs[i].Type == t {
+			return &cs[i]
+		}
+	}
+	return nil
+}
