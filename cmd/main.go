@@ -1,0 +1,144 @@
+// Command manager runs the defender-tenant-operator.
+package main
+
+import (
+	"crypto/tls"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
+	"github.com/tenantcreds/defender-tenant-operator/controllers"
+	"github.com/tenantcreds/defender-tenant-operator/internal/entra"
+)
+
+var scheme = runtime.NewScheme()
+
+func init() {
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(v1alpha1.AddToScheme(scheme))
+}
+
+type options struct {
+	metricsAddr             string
+	metricsSecure           bool
+	probeAddr               string
+	leaderElect             bool
+	authorityHost           string
+	allowedResources        string
+	watchNamespaces         string
+	maxConcurrentReconciles int
+	qps                     float64
+	burst                   int
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":8443", "Address the metrics endpoint binds to; \"0\" disables it. Use :8080 with --metrics-secure=false for plain HTTP.")
+	flag.BoolVar(&o.metricsSecure, "metrics-secure", true, "Serve metrics over HTTPS, with authentication and authorization by the API server.")
+	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
+	flag.BoolVar(&o.leaderElect, "leader-elect", false, "Elect a leader so that only one replica mints tokens.")
+	flag.StringVar(&o.authorityHost, "authority-host", "", "Replace every cloud's Entra ID authority host (air-gapped proxies, emulators). Plain http is accepted only for loopback hosts.")
+	flag.StringVar(&o.allowedResources, "allowed-resources", strings.Join(entra.DefaultAllowedResources, ","), "Comma list of resources a DefenderTenant may request tokens for.")
+	flag.StringVar(&o.watchNamespaces, "watch-namespaces", "", "Comma list of namespaces to watch; empty watches all.")
+	flag.IntVar(&o.maxConcurrentReconciles, "max-concurrent-reconciles", 10, "DefenderTenants reconciled (and token requests made) in parallel.")
+	flag.Float64Var(&o.qps, "kube-api-qps", 50, "Queries per second to the Kubernetes API server.")
+	flag.IntVar(&o.burst, "kube-api-burst", 100, "Burst of queries to the Kubernetes API server.")
+	zapOpts := zap.Options{Development: false}
+	zapOpts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+
+	if err := run(o); err != nil {
+		ctrl.Log.Error(err, "Operator stopped")
+		os.Exit(1)
+	}
+}
+
+func run(o options) error {
+	log := ctrl.Log.WithName("setup")
+	allowed, err := entra.ParseAllowList(o.allowedResources)
+	if err != nil {
+		return fmt.Errorf("--allowed-resources: %w", err)
+	}
+	authority := ""
+	if o.authorityHost != "" {
+		if authority, err = entra.ParseAuthorityHost(o.authorityHost); err != nil {
+			return fmt.Errorf("--authority-host: %w", err)
+		}
+	}
+
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return err
+	}
+	cfg.QPS, cfg.Burst = float32(o.qps), o.burst
+
+	metricsOpts := metricsserver.Options{
+		BindAddress:   o.metricsAddr,
+		SecureServing: o.metricsSecure,
+		// HTTP/2 stays off: it is exposed to the Rapid Reset and Stream Cancellation CVEs.
+		TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }},
+	}
+	if o.metricsSecure {
+		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                        scheme,
+		Metrics:                       metricsOpts,
+		HealthProbeBindAddress:        o.probeAddr,
+		LeaderElection:                o.leaderElect,
+		LeaderElectionID:              "defender-tenant-operator.tenantcreds.io",
+		LeaderElectionReleaseOnCancel: true,
+		Cache:                         controllers.CacheOptions(splitList(o.watchNamespaces)),
+		Client:                        controllers.ClientOptions(),
+	})
+	if err != nil {
+		return err
+	}
+
+	reconciler := &controllers.DefenderTenantReconciler{
+		Client:                  mgr.GetClient(),
+		APIReader:               mgr.GetAPIReader(),
+		Clock:                   clock.RealClock{},
+		Entra:                   &entra.Client{},
+		AuthorityHost:           authority,
+		AllowedResources:        allowed,
+		Recorder:                mgr.GetEventRecorder("defender-tenant-operator"),
+		MaxConcurrentReconciles: o.maxConcurrentReconciles,
+	}
+	ctx := ctrl.SetupSignalHandler()
+	if err := reconciler.SetupWithManager(ctx, mgr); err != nil {
+		return fmt.Errorf("setting up the DefenderTenant controller: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return err
+	}
+	log.Info("Starting operator", "authorityHost", authority, "allowedResources", allowed.String(), "watchNamespaces", o.watchNamespaces)
+	return mgr.Start(ctx)
+}
+
+func splitList(csv string) []string {
+	var out []string
+	for _, s := range strings.Split(csv, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
