@@ -41,7 +41,7 @@ type ClientSecretReference struct {
 
 // DefenderTenantSpec describes one customer tenant whose Defender API token the
 // operator mints with the client-credentials grant and publishes in a Secret.
-// +kubebuilder:validation:XValidation:rule="!has(self.resource) || self.resource == ” || (isURL(self.resource) && url(self.resource).getScheme() == 'https' && url(self.resource).getHostname() != ”)",message="resource must be an https URL"
+// +kubebuilder:validation:XValidation:rule="!has(self.resource) || size(self.resource) == 0 || (isURL(self.resource) && url(self.resource).getScheme() == 'https' && size(url(self.resource).getHostname()) > 0)",message="resource must be an https URL"
 // +kubebuilder:validation:XValidation:rule="!has(self.refreshBefore) || duration(self.refreshBefore) > duration('0s')",message="refreshBefore must be a positive duration such as 20m or 1h"
 type DefenderTenantSpec struct {
 	// tenantID is the customer tenant's directory (tenant) ID, a GUID.
