@@ -61,6 +61,7 @@ func (r *DefenderTenantReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	if err := r.Get(ctx, req.NamespacedName, tenant); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.retries.forget(req.NamespacedName)
+			tenantsTally.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -97,6 +98,7 @@ func (r *DefenderTenantReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	if err := r.writeStatus(ctx, tenant, status); err != nil {
 		return ctrl.Result{}, err
 	}
+	tenantsTally.set(req.NamespacedName, status)
 	return ctrl.Result{RequeueAfter: out.RequeueAfter}, nil
 }
 

@@ -237,6 +237,19 @@ func (r *DefenderTenantReconciler) keep(ctx context.Context, obs *observation, d
 }
 
 func (r *DefenderTenantReconciler) mint(ctx context.Context, obs *observation) (outcome, error) {
+	start := r.Clock.Now()
+	out, err := r.requestAndPublish(ctx, obs)
+	if err == nil {
+		reason := v1alpha1.ReasonTokenReady
+		if out.Problem != nil {
+			reason = out.Problem.Reason
+		}
+		recordTokenRequest(reason, r.Clock.Since(start))
+	}
+	return out, err
+}
+
+func (r *DefenderTenantReconciler) requestAndPublish(ctx context.Context, obs *observation) (outcome, error) {
 	spec := obs.tenant.Spec
 	token, err := r.Entra.RequestToken(ctx, entra.Request{
 		AuthorityHost: obs.authority,

@@ -170,6 +170,13 @@ type harness struct {
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	t.Parallel()
+	return newSerialHarness(t)
+}
+
+// newSerialHarness is for tests that read process-wide state, such as metrics, and so
+// must not run beside other tests.
+func newSerialHarness(t *testing.T) *harness {
+	t.Helper()
 	clk := clocktesting.NewFakeClock(time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC))
 	emu, err := entraemu.New(entraemu.Options{Clock: clk})
 	if err != nil {

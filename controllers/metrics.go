@@ -1,0 +1,96 @@
+package controllers
+
+import (
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
+)
+
+// Metrics live in controller-runtime's registry, served on the manager's /metrics.
+// Labels carry object names and contract reasons only, never a secret or a token.
+var (
+	tokenExpiry = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "defender_tenant_token_expiry_timestamp_seconds",
+		Help: "Expiry of the token published for a DefenderTenant, as a Unix timestamp.",
+	}, []string{"namespace", "name"})
+
+	tokenRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "defender_tenant_token_requests_total",
+		Help: "Token requests to Entra ID by result (success, failure) and contract reason.",
+	}, []string{"result", "reason"})
+
+	tokenRequestDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "defender_tenant_token_request_duration_seconds",
+		Help:    "Duration of token requests to Entra ID, by result.",
+		Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
+	}, []string{"result"})
+
+	tenantsByReady = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "defender_tenant_tenants",
+		Help: "DefenderTenants by the status of their Ready condition (True, False, Unknown).",
+	}, []string{"ready"})
+)
+
+func init() {
+	metrics.Registry.MustRegister(tokenExpiry, tokenRequests, tokenRequestDuration, tenantsByReady)
+}
+
+// recordTokenRequest counts one token request; reason is TokenReady for a published
+// token, else the contract reason that kept it from being published.
+func recordTokenRequest(reason string, took time.Duration) {
+	result := "failure"
+	if reason == v1alpha1.ReasonTokenReady {
+		result = "success"
+	}
+	tokenRequests.WithLabelValues(result, reason).Inc()
+	tokenRequestDuration.WithLabelValues(result).Observe(took.Seconds())
+}
+
+// readyTally counts DefenderTenants by Ready status. It remembers each tenant's last
+// status so that a reconcile moves one tenant between buckets instead of listing all.
+type readyTally struct {
+	mu     sync.Mutex
+	status map[types.NamespacedName]string
+}
+
+var tenantsTally = &readyTally{status: map[types.NamespacedName]string{}}
+
+func (t *readyTally) set(key types.NamespacedName, status v1alpha1.DefenderTenantStatus) {
+	if status.ExpiresAt != nil {
+		tokenExpiry.WithLabelValues(key.Namespace, key.Name).Set(float64(status.ExpiresAt.Unix()))
+	} else {
+		tokenExpiry.DeleteLabelValues(key.Namespace, key.Name)
+	}
+	ready := string(metav1.ConditionUnknown)
+	if c := meta.FindStatusCondition(status.Conditions, v1alpha1.ConditionReady); c != nil {
+		ready = string(c.Status)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	old, known := t.status[key]
+	if known && old == ready {
+		return
+	}
+	if known {
+		tenantsByReady.WithLabelValues(old).Dec()
+	}
+	t.status[key] = ready
+	tenantsByReady.WithLabelValues(ready).Inc()
+}
+
+func (t *readyTally) forget(key types.NamespacedName) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if old, ok := t.status[key]; ok {
+		tenantsByReady.WithLabelValues(old).Dec()
+		delete(t.status, key)
+	}
+	tokenExpiry.DeleteLabelValues(key.Namespace, key.Name)
+}

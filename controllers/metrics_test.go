@@ -1,0 +1,55 @@
+package controllers
+
+import (
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/tenantcreds/defender-tenant-operator/internal/entraemu"
+)
+
+// Not parallel: the metrics registry is process-wide, and parallel tests would move
+// the counters this test reads.
+func TestMetricsFollowTokenRequestsAndReadiness(t *testing.T) {
+	h := newSerialHarness(t)
+	successes := testutil.ToFloat64(tokenRequests.WithLabelValues("success", "TokenReady"))
+	throttled := testutil.ToFloat64(tokenRequests.WithLabelValues("failure", "Throttled"))
+	readyTrue := testutil.ToFloat64(tenantsByReady.WithLabelValues("True"))
+	readyFalse := testutil.ToFloat64(tenantsByReady.WithLabelValues("False"))
+
+	h.entra.InjectFailures(testTenantID, entraemu.Throttled(time.Minute))
+	h.createCredential(testClientSecret)
+	h.createTenant()
+	h.reconcile()
+	if d := testutil.ToFloat64(tokenRequests.WithLabelValues("failure", "Throttled")) - throttled; d != 1 {
+		t.Errorf("throttled requests counted %v times, want 1", d)
+	}
+	if d := testutil.ToFloat64(tenantsByReady.WithLabelValues("False")) - readyFalse; d != 1 {
+		t.Errorf("tenants Ready=False moved by %v, want 1", d)
+	}
+
+	h.clock.Step(2 * time.Minute)
+	h.reconcile()
+	if d := testutil.ToFloat64(tokenRequests.WithLabelValues("success", "TokenReady")) - successes; d != 1 {
+		t.Errorf("successful requests counted %v times, want 1", d)
+	}
+	if dt, df := testutil.ToFloat64(tenantsByReady.WithLabelValues("True"))-readyTrue, testutil.ToFloat64(tenantsByReady.WithLabelValues("False"))-readyFalse; dt != 1 || df != 0 {
+		t.Errorf("tenants by Ready moved True %v, False %v; want 1, 0", dt, df)
+	}
+	expiry := h.tenant().Status.ExpiresAt.Unix()
+	if got := testutil.ToFloat64(tokenExpiry.WithLabelValues(h.ns, "contoso")); got != float64(expiry) {
+		t.Errorf("expiry gauge = %v, want %d", got, expiry)
+	}
+
+	if err := k8s.Delete(h.ctx, h.tenant()); err != nil {
+		t.Fatal(err)
+	}
+	h.reconcile()
+	if d := testutil.ToFloat64(tenantsByReady.WithLabelValues("True")) - readyTrue; d != 0 {
+		t.Errorf("a deleted tenant is still counted (delta %v)", d)
+	}
+	if tokenExpiry.DeleteLabelValues(h.ns, "contoso") {
+		t.Error("the expiry series of a deleted tenant remains")
+	}
+}
