@@ -166,8 +166,32 @@ func (r *DefenderTenantReconciler) observeCredential(ctx context.Context, obs *o
 			fmt.Sprintf("Secret %q has no non-empty key %q. Put the application's client secret value under that key, or set spec.clientSecretRef.key.", ref.Name, key))
 		return nil
 	}
+	if !plausibleClientSecret(obs.clientSecret) {
+		obs.blockIfClear(v1alpha1.ReasonInvalidClientSecret,
+			fmt.Sprintf("Key %q of Secret %q does not hold a client secret: Entra ID client secrets are at most %d printable ASCII characters. Put the secret's value there.", key, ref.Name, maxClientSecretLength))
+		obs.clientSecret = ""
+		return nil
+	}
 	obs.inputsHash = inputsHash(obs.authority, obs.tenant.Spec.TenantID, obs.tenant.Spec.ClientID, obs.resource, obs.clientSecret)
 	return nil
+}
+
+// maxClientSecretLength is far above the 40 characters Entra generates, and far
+// below what would make a form body worth sending.
+const maxClientSecretLength = 1024
+
+// plausibleClientSecret rejects values that cannot be an Entra client secret (binary
+// data, a certificate, a whole file) before they cost a token request.
+func plausibleClientSecret(s string) bool {
+	if len(s) > maxClientSecretLength {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 func (obs *observation) blockIfClear(reason, message string) {

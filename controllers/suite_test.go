@@ -188,7 +188,7 @@ func newSerialHarness(t *testing.T) *harness {
 	server := httptest.NewServer(emu)
 	t.Cleanup(server.Close)
 
-	h := &harness{t: t, ctx: context.Background(), ns: createNamespace(t), clock: clk, entra: emu, recorder: events.NewFakeRecorder(100)}
+	h := &harness{t: t, ctx: context.Background(), ns: createNamespace(t), clock: clk, entra: emu, recorder: events.NewFakeRecorder(1024)} // Eventf blocks when this fills up
 	h.r = h.newReconciler(server.URL)
 	return h
 }
