@@ -35,6 +35,7 @@ type options struct {
 	metricsSecure           bool
 	probeAddr               string
 	leaderElect             bool
+	leaderElectNamespace    string
 	authorityHost           string
 	allowedResources        string
 	watchNamespaces         string
@@ -49,6 +50,7 @@ func main() {
 	flag.BoolVar(&o.metricsSecure, "metrics-secure", true, "Serve metrics over HTTPS, with authentication and authorization by the API server.")
 	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
 	flag.BoolVar(&o.leaderElect, "leader-elect", false, "Elect a leader so that only one replica mints tokens.")
+	flag.StringVar(&o.leaderElectNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease; defaults to the operator's own namespace when running in a cluster.")
 	flag.StringVar(&o.authorityHost, "authority-host", "", "Replace every cloud's Entra ID authority host (air-gapped proxies, emulators). Plain http is accepted only for loopback hosts.")
 	flag.StringVar(&o.allowedResources, "allowed-resources", strings.Join(entra.DefaultAllowedResources, ","), "Comma list of resources a DefenderTenant may request tokens for.")
 	flag.StringVar(&o.watchNamespaces, "watch-namespaces", "", "Comma list of namespaces to watch; empty watches all.")
@@ -101,6 +103,7 @@ func run(o options) error {
 		HealthProbeBindAddress:        o.probeAddr,
 		LeaderElection:                o.leaderElect,
 		LeaderElectionID:              "defender-tenant-operator.tenantcreds.io",
+		LeaderElectionNamespace:       o.leaderElectNamespace,
 		LeaderElectionReleaseOnCancel: true,
 		Cache:                         controllers.CacheOptions(splitList(o.watchNamespaces)),
 		Client:                        controllers.ClientOptions(),

@@ -76,6 +76,7 @@ func runSuite(m *testing.M) int {
 	var err error
 	if restConfig, err = env.Start(); err != nil {
 		fmt.Fprintln(os.Stderr, "starting the test control plane:", err)
+		_ = env.Stop() // envtest leaves a half-started etcd or kube-apiserver running otherwise
 		return 1
 	}
 	defer func() { _ = env.Stop() }()
