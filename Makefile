@@ -49,7 +49,7 @@ envtest: ## Build (once, cached outside the clone) the kube-apiserver and etcd t
 	@K8S_VERSION=$(K8S_VERSION) hack/envtest-binaries.sh >/dev/null
 
 .PHONY: test
-test: manifests generate fmt vet envtest test-e2e ## Run every test against a real kube-apiserver + etcd and the Entra ID emulator.
+test: manifests generate fmt vet envtest test-e2e fuzz ## Run every test against a real kube-apiserver + etcd and the Entra ID emulator.
 	KUBEBUILDER_ASSETS="$$(K8S_VERSION=$(K8S_VERSION) hack/envtest-binaries.sh)" go test $(GOTESTFLAGS) ./...
 
 # The e2e tests build the manager and render config/default (with kustomize's library)
@@ -57,6 +57,14 @@ test: manifests generate fmt vet envtest test-e2e ## Run every test against a re
 .PHONY: test-e2e
 test-e2e: manifests envtest ## Run the manager binary, as its ServiceAccount, against a local API server and the Entra ID emulator.
 	KUBEBUILDER_ASSETS="$$(K8S_VERSION=$(K8S_VERSION) hack/envtest-binaries.sh)" go test $(GOTESTFLAGS) -tags e2e ./test/e2e/...
+
+# Each fuzz target runs for FUZZTIME; their seed corpora (f.Add) run with every go test.
+FUZZTIME ?= 10s
+.PHONY: fuzz
+fuzz: ## Fuzz token claim validation and Entra error classification for FUZZTIME each.
+	go test -run='^$$' -fuzz='^FuzzCheck$$' -fuzztime=$(FUZZTIME) ./internal/tokencheck
+	go test -run='^$$' -fuzz='^FuzzClaims$$' -fuzztime=$(FUZZTIME) ./internal/tokencheck
+	go test -run='^$$' -fuzz='^FuzzClassify$$' -fuzztime=$(FUZZTIME) ./internal/entra
 
 .PHONY: bench
 bench: envtest ## Measure the operator at scale: N DefenderTenants against kube-apiserver, etcd and the Entra emulator (BENCH_ARGS="-n 5000 -latency 50ms -idle 60s"; see docs/performance.md).
