@@ -114,9 +114,7 @@ func TestTokenReadyPublishesTokenSecret(t *testing.T) {
 
 func TestSteadyStateMakesNoWritesAndNoTokenRequests(t *testing.T) {
 	h := newHarness(t)
-	h.createCredential(testClientSecret)
-	h.createTenant()
-	h.reconcile()
+	h.publishToken()
 	dtVersion, secretVersion := h.tenant().ResourceVersion, h.tokenSecret("contoso-token").ResourceVersion
 
 	h.clock.Step(10 * time.Minute)
@@ -196,9 +194,7 @@ func TestRefreshNeverMoreThanOnceAMinute(t *testing.T) {
 
 func TestOperatorRestartReusesFreshToken(t *testing.T) {
 	h := newHarness(t)
-	h.createCredential(testClientSecret)
-	h.createTenant()
-	h.reconcile()
+	h.publishToken()
 	before := h.tenant()
 
 	restarted := h.newReconciler(h.r.AuthorityHost)
@@ -477,9 +473,7 @@ func TestAllowedResourceWithTrailingSlashIsAccepted(t *testing.T) {
 
 func TestFailedRefreshKeepsTokenUntilItExpires(t *testing.T) {
 	h := newHarness(t)
-	h.createCredential(testClientSecret)
-	h.createTenant()
-	h.reconcile()
+	h.publishToken()
 	published := h.tokenSecret("contoso-token")
 	expiry := h.tenant().Status.ExpiresAt.Time
 
@@ -586,9 +580,7 @@ func TestCredentialRotationMintsPromptly(t *testing.T) {
 
 func TestSpecChangeMintsNewToken(t *testing.T) {
 	h := newHarness(t)
-	h.createCredential(testClientSecret)
-	h.createTenant()
-	h.reconcile()
+	h.publishToken()
 	h.updateTenant(func(dt *v1alpha1.DefenderTenant) { dt.Spec.Resource = "https://api.securitycenter.microsoft.com" })
 	h.reconcile()
 
@@ -607,9 +599,7 @@ func TestSpecChangeMintsNewToken(t *testing.T) {
 func TestHandEditedTokenSecretIsRestored(t *testing.T) {
 	t.Run("metadata and extra keys restored without a new token", func(t *testing.T) {
 		h := newHarness(t)
-		h.createCredential(testClientSecret)
-		h.createTenant()
-		h.reconcile()
+		h.publishToken()
 		s := h.tokenSecret("contoso-token")
 		want := s.DeepCopy().Data
 		s.Data["expires_at"] = []byte("2099-01-01T00:00:00Z")
@@ -634,9 +624,7 @@ func TestHandEditedTokenSecretIsRestored(t *testing.T) {
 	})
 	t.Run("an overwritten token is replaced by a new one", func(t *testing.T) {
 		h := newHarness(t)
-		h.createCredential(testClientSecret)
-		h.createTenant()
-		h.reconcile()
+		h.publishToken()
 		s := h.tokenSecret("contoso-token")
 		s.Data["access_token"] = []byte("garbage")
 		if err := k8s.Update(h.ctx, s); err != nil {
@@ -652,9 +640,7 @@ func TestHandEditedTokenSecretIsRestored(t *testing.T) {
 
 func TestDeletedTokenSecretIsRecreated(t *testing.T) {
 	h := newHarness(t)
-	h.createCredential(testClientSecret)
-	h.createTenant()
-	h.reconcile()
+	h.publishToken()
 	if err := k8s.Delete(h.ctx, h.tokenSecret("contoso-token")); err != nil {
 		t.Fatal(err)
 	}
@@ -680,9 +666,7 @@ func TestSuspendMakesNoRequestsAndLeavesSecretAlone(t *testing.T) {
 	})
 	t.Run("suspended with a published token", func(t *testing.T) {
 		h := newHarness(t)
-		h.createCredential(testClientSecret)
-		h.createTenant()
-		h.reconcile()
+		h.publishToken()
 		published := h.tokenSecret("contoso-token")
 		h.updateTenant(func(dt *v1alpha1.DefenderTenant) { dt.Spec.Suspend = true })
 		h.clock.Step(50 * time.Minute) // past the refresh time
@@ -703,9 +687,7 @@ func TestSuspendMakesNoRequestsAndLeavesSecretAlone(t *testing.T) {
 
 func TestTokenSecretRenameMovesTheToken(t *testing.T) {
 	h := newHarness(t)
-	h.createCredential(testClientSecret)
-	h.createTenant()
-	h.reconcile()
+	h.publishToken()
 	h.updateTenant(func(dt *v1alpha1.DefenderTenant) { dt.Spec.TokenSecretName = "contoso-defender" })
 	h.reconcile()
 
@@ -722,9 +704,7 @@ func TestTokenSecretRenameMovesTheToken(t *testing.T) {
 
 func TestSecretsNeverReachStatusOrEvents(t *testing.T) {
 	h := newHarness(t)
-	h.createCredential(testClientSecret)
-	h.createTenant()
-	h.reconcile()
+	h.publishToken()
 	token := string(h.tokenSecret("contoso-token").Data["access_token"])
 	signature := token[strings.LastIndex(token, ".")+1:]
 

@@ -19,9 +19,7 @@ func TestMetricsFollowTokenRequestsAndReadiness(t *testing.T) {
 	readyFalse := testutil.ToFloat64(tenantsByReady.WithLabelValues("False"))
 
 	h.entra.InjectFailures(testTenantID, entraemu.Throttled(time.Minute))
-	h.createCredential(testClientSecret)
-	h.createTenant()
-	h.reconcile()
+	h.publishToken()
 	if d := testutil.ToFloat64(tokenRequests.WithLabelValues("failure", "Throttled")) - throttled; d != 1 {
 		t.Errorf("throttled requests counted %v times, want 1", d)
 	}

@@ -260,6 +260,14 @@ func (h *harness) createTenant(mutate ...func(*v1alpha1.DefenderTenant)) *v1alph
 	return dt
 }
 
+// publishToken is the common start: a credential, a tenant, and the first reconcile.
+func (h *harness) publishToken() {
+	h.t.Helper()
+	h.createCredential(testClientSecret)
+	h.createTenant()
+	h.reconcile()
+}
+
 func (h *harness) reconcile() ctrl.Result {
 	h.t.Helper()
 	res, err := h.r.Reconcile(h.ctx, ctrl.Request{NamespacedName: keyOf(h.ns, "contoso")})

@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"k8s.io/utils/clock"
+
+	"github.com/tenantcreds/defender-tenant-operator/internal/entra"
 )
 
 // Access token versions, chosen per tenant with SetTokenVersion.
@@ -36,18 +38,6 @@ const (
 // defaultLifetime is the expires_in Entra returns for client credentials, rather than
 // the documented random 60 to 90 minutes.
 const defaultLifetime = 3599 * time.Second
-
-// defenderResources are the App ID URIs of the Defender XDR and Defender for Endpoint
-// APIs in the public and US government clouds. Every Emulator knows them.
-var defenderResources = []string{
-	"https://api.security.microsoft.com",
-	"https://api.securitycenter.microsoft.com",
-	"https://securitycenter.onmicrosoft.com/windowsatpservice",
-	"https://api-gcc.security.microsoft.us",
-	"https://api-gcc.securitycenter.microsoft.us",
-	"https://api-gov.security.microsoft.us",
-	"https://api-gov.securitycenter.microsoft.us",
-}
 
 // Options configure an Emulator.
 type Options struct {
@@ -120,7 +110,8 @@ func New(opts Options) (*Emulator, error) {
 		return nil, err
 	}
 	e.key = key
-	for _, r := range defenderResources {
+	// Every Emulator knows the Defender APIs that the operator allows by default.
+	for _, r := range entra.DefaultAllowedResources {
 		e.resources[resourceKey(r)] = r
 	}
 
