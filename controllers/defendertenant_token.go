@@ -327,7 +327,12 @@ func (r *DefenderTenantReconciler) requestAndPublish(ctx context.Context, obs *o
 // stays: a failed refresh never removes a token that still works.
 func (r *DefenderTenantReconciler) failed(obs *observation, p *problem, retryAfter time.Duration, roles *roleFacts) outcome {
 	attempts := obs.tenant.Status.FailedAttempts + 1
-	until := obs.now.Add(retryDelay(attempts, p.NeedsHuman, retryAfter, jitterFraction(string(obs.tenant.UID))))
+	delay := retryDelay(attempts, p.NeedsHuman, retryAfter, jitterFraction(string(obs.tenant.UID)))
+	if obs.published != nil && obs.published.valid {
+		// Workloads still have a working token: refreshing stays at most once a minute.
+		delay = max(delay, minRefreshInterval)
+	}
+	until := obs.now.Add(delay)
 	r.retries.block(keyOf(obs.tenant.Namespace, obs.tenant.Name), retryEntry{
 		inputsHash: obs.inputsHash, generation: obs.tenant.Generation, until: until,
 	})
