@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -36,6 +37,9 @@ type options struct {
 	probeAddr               string
 	leaderElect             bool
 	leaderElectNamespace    string
+	leaseDuration           time.Duration
+	renewDeadline           time.Duration
+	retryPeriod             time.Duration
 	authorityHost           string
 	allowedResources        string
 	watchNamespaces         string
@@ -51,6 +55,9 @@ func main() {
 	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
 	flag.BoolVar(&o.leaderElect, "leader-elect", false, "Elect a leader so that only one replica mints tokens.")
 	flag.StringVar(&o.leaderElectNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease; defaults to the operator's own namespace when running in a cluster.")
+	flag.DurationVar(&o.leaseDuration, "leader-elect-lease-duration", 15*time.Second, "How long a standby waits before taking over a Lease that is not renewed.")
+	flag.DurationVar(&o.renewDeadline, "leader-elect-renew-deadline", 10*time.Second, "How long the leader keeps trying to renew before it gives up leading (and exits).")
+	flag.DurationVar(&o.retryPeriod, "leader-elect-retry-period", 2*time.Second, "How often leader election clients retry.")
 	flag.StringVar(&o.authorityHost, "authority-host", "", "Replace every cloud's Entra ID authority host (air-gapped proxies, emulators). Plain http is accepted only for loopback hosts.")
 	flag.StringVar(&o.allowedResources, "allowed-resources", strings.Join(entra.DefaultAllowedResources, ","), "Comma list of resources a DefenderTenant may request tokens for.")
 	flag.StringVar(&o.watchNamespaces, "watch-namespaces", "", "Comma list of namespaces to watch; empty watches all.")
@@ -104,6 +111,9 @@ func run(o options) error {
 		LeaderElection:                o.leaderElect,
 		LeaderElectionID:              "defender-tenant-operator.tenantcreds.io",
 		LeaderElectionNamespace:       o.leaderElectNamespace,
+		LeaseDuration:                 &o.leaseDuration,
+		RenewDeadline:                 &o.renewDeadline,
+		RetryPeriod:                   &o.retryPeriod,
 		LeaderElectionReleaseOnCancel: true,
 		Cache:                         controllers.CacheOptions(splitList(o.watchNamespaces)),
 		Client:                        controllers.ClientOptions(),
