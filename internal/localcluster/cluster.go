@@ -22,6 +22,10 @@ import (
 // state lives in a temporary directory that Stop removes.
 type Cluster struct {
 	env *envtest.Environment
+	// certDir holds kube-apiserver's serving certificate, client CA and
+	// service-account signing key. The Cluster owns it, rather than envtest, so that
+	// it outlives a StopAPIServer: see StartAPIServer.
+	certDir string
 	// Admin is a cluster-admin (system:masters) client configuration.
 	Admin *rest.Config
 }
@@ -34,22 +38,61 @@ func Start(crdDirs ...string) (*Cluster, error) {
 		return nil, errors.New("KUBEBUILDER_ASSETS is not set: it must name the directory holding kube-apiserver and etcd, " +
 			"as printed by hack/envtest-binaries.sh (the Makefile sets it)")
 	}
+	certDir, err := os.MkdirTemp("", "localcluster-apiserver-")
+	if err != nil {
+		return nil, err
+	}
 	env := &envtest.Environment{
 		CRDDirectoryPaths:     crdDirs,
 		ErrorIfCRDPathMissing: len(crdDirs) > 0,
 	}
+	apiServer := env.ControlPlane.GetAPIServer()
+	apiServer.CertDir = certDir
+	// On SIGTERM kube-apiserver stops listening at once, but by default then waits up
+	// to its request timeout (60s) for open connections, such as a controller's
+	// watches, to close. With this flag it drains only the requests in flight and
+	// then gives open connections 2s, so that stopping (in Stop and StopAPIServer)
+	// takes seconds, not as long as clients stay connected.
+	apiServer.Configure().Set("shutdown-send-retry-after", "true")
 	cfg, err := env.Start()
 	if err != nil {
 		// Start may fail after etcd is up, e.g. on an invalid CRD: do not leave it running.
 		_ = env.Stop()
+		_ = os.RemoveAll(certDir)
 		return nil, fmt.Errorf("starting the control plane: %w", err)
 	}
-	return &Cluster{env: env, Admin: cfg}, nil
+	return &Cluster{env: env, certDir: certDir, Admin: cfg}, nil
 }
 
 // Stop stops kube-apiserver and etcd and removes their data.
 func (c *Cluster) Stop() error {
-	return c.env.Stop()
+	err := c.env.Stop()
+	return errors.Join(err, os.RemoveAll(c.certDir))
+}
+
+// StopAPIServer stops kube-apiserver only, as a control-plane upgrade or crash
+// does: etcd, and so every object, stays. Clients get connection errors until
+// StartAPIServer.
+func (c *Cluster) StopAPIServer() error {
+	if err := c.env.ControlPlane.APIServer.Stop(); err != nil {
+		return fmt.Errorf("stopping kube-apiserver: %w", err)
+	}
+	return nil
+}
+
+// StartAPIServer starts kube-apiserver again after StopAPIServer, on the same
+// address, with the same serving certificate, client CA and service-account signing
+// key, so that Admin, kubeconfigs written earlier and ServiceAccount tokens issued
+// earlier keep working. It returns once the API server reports healthy.
+//
+// envtest can only do this because the Cluster owns the certificate directory: with
+// envtest's default, a temporary directory that Stop deletes, a restarted API server
+// gets a new CA and a new signing key, and every existing client is locked out.
+func (c *Cluster) StartAPIServer() error {
+	if err := c.env.ControlPlane.APIServer.Start(); err != nil {
+		return fmt.Errorf("starting kube-apiserver again: %w", err)
+	}
+	return nil
 }
 
 // WriteKubeconfig writes a kubeconfig file for cfg, whose credentials may be a client

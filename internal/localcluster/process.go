@@ -87,3 +87,14 @@ func (p *Process) Stop(grace time.Duration) error {
 		return fmt.Errorf("%s did not stop within %s of SIGTERM and was killed", p.name, grace)
 	}
 }
+
+// Kill sends SIGKILL, as the kernel's OOM killer or a node failure would: the process
+// gets no chance to finish requests, release its leader election Lease or flush
+// anything. It returns once the process has exited.
+func (p *Process) Kill() error {
+	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("killing %s: %w", p.name, err)
+	}
+	<-p.done
+	return nil
+}
