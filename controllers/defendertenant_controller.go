@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -125,9 +126,19 @@ func (r *DefenderTenantReconciler) SetupWithManager(ctx context.Context, mgr ctr
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.DefenderTenant{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.tenantsForSecret)).
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.tenantsForSecret),
+			builder.WithPredicates(ignoreCreatedTokenSecrets)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
 		Complete(r)
+}
+
+// ignoreCreatedTokenSecrets drops Create events for Secrets a DefenderTenant
+// controls. Such a Secret appears because the operator just published it (the tenant
+// needs no second reconcile, which would cost two reads and could repeat a status
+// patch from a stale cache) or because the cache is starting, when every
+// DefenderTenant is queued anyway. Updates and deletions still wake the tenant.
+var ignoreCreatedTokenSecrets = predicate.Funcs{
+	CreateFunc: func(e event.CreateEvent) bool { return metav1ControllerOf(e.Object) == nil },
 }
 
 func secretNames(obj client.Object) []string {
