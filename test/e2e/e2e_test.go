@@ -363,22 +363,7 @@ func waitForSamplesToSettle(t *testing.T) {
 }
 
 func readyIs(name string, want metav1.ConditionStatus, reason string) func() error {
-	return func() error {
-		tenant := &v1alpha1.DefenderTenant{}
-		if err := w.admin.Get(context.Background(), client.ObjectKey{Namespace: samplesNamespace, Name: name}, tenant); err != nil {
-			return err
-		}
-		ready := apimeta.FindStatusCondition(tenant.Status.Conditions, v1alpha1.ConditionReady)
-		switch {
-		case tenant.Status.ObservedGeneration != tenant.Generation:
-			return fmt.Errorf("%s: status.observedGeneration %d, generation %d", name, tenant.Status.ObservedGeneration, tenant.Generation)
-		case ready == nil:
-			return fmt.Errorf("%s has no Ready condition", name)
-		case ready.Status != want || ready.Reason != reason:
-			return fmt.Errorf("%s: Ready=%s %s (%s), want Ready=%s %s", name, ready.Status, ready.Reason, ready.Message, want, reason)
-		}
-		return nil
-	}
+	return func() error { return conditionError(w.admin, samplesNamespace, name, want, reason) }
 }
 
 func getTenant(t *testing.T, name string) *v1alpha1.DefenderTenant {
