@@ -752,3 +752,33 @@ func expectEvents(t *testing.T, rec *events.FakeRecorder, want ...string) {
 		t.Errorf("events = %q, want %q", got, want)
 	}
 }
+
+func TestCloudPicksConsentHostAndDefaultResource(t *testing.T) {
+	tests := []struct {
+		cloud           v1alpha1.Cloud
+		consentHost     string
+		defaultResource string
+	}{
+		{v1alpha1.CloudPublic, "https://login.microsoftonline.com/", "https://api.security.microsoft.com"},
+		{v1alpha1.CloudUSGov, "https://login.microsoftonline.com/", "https://api-gcc.security.microsoft.us"},
+		{v1alpha1.CloudUSGovHigh, "https://login.microsoftonline.us/", "https://api-gov.security.microsoft.us"},
+		{v1alpha1.CloudDoD, "https://login.microsoftonline.us/", "https://api-gov.security.microsoft.us"},
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.cloud), func(t *testing.T) {
+			h := newHarness(t)
+			h.entra.Grant(testTenantID, testClientID, tt.defaultResource, "Incident.Read.All", "AdvancedHunting.Read.All")
+			h.createCredential(testClientSecret)
+			h.createTenant(func(dt *v1alpha1.DefenderTenant) { dt.Spec.Cloud = tt.cloud })
+			h.reconcile()
+
+			dt := h.tenant()
+			expectCondition(t, dt, "Ready", metav1.ConditionTrue, "TokenReady")
+			escaped := strings.NewReplacer(":", "%3A", "/", "%2F").Replace(tt.defaultResource + "/.default")
+			if !strings.HasPrefix(dt.Status.AdminConsentURL, tt.consentHost+testTenantID+"/v2.0/adminconsent?") ||
+				!strings.HasSuffix(dt.Status.AdminConsentURL, "&scope="+escaped) {
+				t.Errorf("adminConsentURL = %q, want the %s sign-in host and scope %s", dt.Status.AdminConsentURL, tt.cloud, tt.defaultResource)
+			}
+		})
+	}
+}
