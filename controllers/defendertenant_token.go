@@ -113,7 +113,7 @@ func (r *DefenderTenantReconciler) observeTokenSecret(ctx context.Context, obs *
 	if raw == "" {
 		return nil
 	}
-	want := tokencheck.Expectation{TenantID: obs.tenant.Spec.TenantID, ClientID: obs.tenant.Spec.ClientID, RequiredRoles: obs.tenant.Spec.RequiredRoles}
+	want := expectation(obs.tenant)
 	verdict, err := tokencheck.Check(raw, want, obs.now)
 	expired := false
 	if err != nil {
@@ -132,6 +132,12 @@ func (r *DefenderTenantReconciler) observeTokenSecret(ctx context.Context, obs *
 		valid:      !expired && len(verdict.MissingRoles) == 0,
 	}
 	return nil
+}
+
+// expectation is what every token of this tenant must match, whether just minted or
+// found published: one definition, so the two checks cannot drift apart.
+func expectation(tenant *v1alpha1.DefenderTenant) tokencheck.Expectation {
+	return tokencheck.Expectation{TenantID: tenant.Spec.TenantID, ClientID: tenant.Spec.ClientID, RequiredRoles: tenant.Spec.RequiredRoles}
 }
 
 // mintedAt reads when the published token was minted. The annotation is authoritative;
@@ -290,8 +296,7 @@ func (r *DefenderTenantReconciler) requestAndPublish(ctx context.Context, obs *o
 		return r.failed(obs, &problem{Reason: f.Reason, Message: f.Message, NeedsHuman: f.Kind == entra.NeedsHuman}, f.RetryAfter, nil), nil
 	}
 
-	want := tokencheck.Expectation{TenantID: spec.TenantID, ClientID: spec.ClientID, RequiredRoles: spec.RequiredRoles}
-	verdict, err := tokencheck.Check(token.AccessToken, want, obs.now)
+	verdict, err := tokencheck.Check(token.AccessToken, expectation(obs.tenant), obs.now)
 	if err != nil {
 		return r.failed(obs, &problem{
 			Reason: v1alpha1.ReasonInvalidToken, NeedsHuman: true,
