@@ -128,6 +128,7 @@ func run(o options) error {
 	reconciler := &controllers.DefenderTenantReconciler{
 		Client:                  mgr.GetClient(),
 		APIReader:               mgr.GetAPIReader(),
+		SecretMetadata:          mgr.GetCache(),
 		Clock:                   clock.RealClock{},
 		Entra:                   &entra.Client{},
 		AuthorityHost:           authority,

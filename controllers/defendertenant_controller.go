@@ -34,11 +34,15 @@ const secretNameIndex = "defender.tenantcreds.io/secret-names"
 type DefenderTenantReconciler struct {
 	client.Client
 	// APIReader reads Secrets straight from the API server. The manager caches only
-	// Secret metadata, so neither credential Secrets nor tokens sit in the operator's
-	// memory, and a just-written token Secret is never read back stale.
+	// Secret metadata, so no Secret's contents sit in the operator's memory beyond the
+	// client secrets it uses, and a just-written token Secret is never read back stale.
 	APIReader client.Reader
-	Clock     clock.PassiveClock
-	Entra     entra.Requester
+	// SecretMetadata reads Secret metadata from the watch cache (the manager's cache),
+	// which spares the live reads that could tell nothing new; see secret_reads.go.
+	// Nil sends every read to the API server.
+	SecretMetadata client.Reader
+	Clock          clock.PassiveClock
+	Entra          entra.Requester
 	// AuthorityHost, when set, replaces every cloud's authority host (proxies, emulators).
 	AuthorityHost    string
 	AllowedResources entra.AllowList
@@ -46,7 +50,8 @@ type DefenderTenantReconciler struct {
 	// MaxConcurrentReconciles bounds parallel reconciles, and so parallel token requests.
 	MaxConcurrentReconciles int
 
-	retries retryGate
+	retries     retryGate
+	credentials credentialCache
 }
 
 // +kubebuilder:rbac:groups=defender.tenantcreds.io,resources=defendertenants,verbs=get;list;watch
@@ -147,6 +152,7 @@ func secretNames(obj client.Object) []string {
 }
 
 func (r *DefenderTenantReconciler) tenantsForSecret(ctx context.Context, secret client.Object) []reconcile.Request {
+	r.forgetDeletedCredential(ctx, client.ObjectKeyFromObject(secret))
 	var tenants v1alpha1.DefenderTenantList
 	if err := r.List(ctx, &tenants, client.InNamespace(secret.GetNamespace()), client.MatchingFields{secretNameIndex: secret.GetName()}); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "Failed to list DefenderTenants for a Secret", "secret", client.ObjectKeyFromObject(secret))

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"time"
@@ -61,7 +62,11 @@ func (r *DefenderTenantReconciler) publish(ctx context.Context, obs *observation
 	}
 
 	if obs.tokenSecret == nil {
-		if err := r.Create(ctx, secret); err != nil {
+		err := r.Create(ctx, secret)
+		if apierrors.IsAlreadyExists(err) {
+			return r.publishOverUnseen(ctx, obs, token, expiresAt, minted)
+		}
+		if err != nil {
 			return fmt.Errorf("creating token Secret %s: %w", secret.Name, err)
 		}
 	} else if !equality.Semantic.DeepEqual(before, secret) {
@@ -71,6 +76,24 @@ func (r *DefenderTenantReconciler) publish(ctx context.Context, obs *observation
 	}
 	obs.tokenSecret = secret
 	return nil
+}
+
+// errTokenSecretTaken: the token Secret's name belongs to a Secret the tenant does not own.
+var errTokenSecretTaken = errors.New("token Secret name taken by a Secret the DefenderTenant does not own")
+
+// publishOverUnseen handles a token Secret that exists although the watch cache had
+// not seen it: it is read, then published over if the tenant owns it and left alone
+// if not.
+func (r *DefenderTenantReconciler) publishOverUnseen(ctx context.Context, obs *observation, token string, expiresAt, minted time.Time) error {
+	live := &corev1.Secret{}
+	if err := r.APIReader.Get(ctx, keyOf(obs.tenant.Namespace, obs.secretName), live); err != nil {
+		return fmt.Errorf("reading token Secret %s: %w", obs.secretName, err)
+	}
+	obs.tokenSecret = live
+	if !metav1.IsControlledBy(live, obs.tenant) {
+		return errTokenSecretTaken
+	}
+	return r.publish(ctx, obs, token, expiresAt, minted)
 }
 
 // deleteStaleTokenSecret removes the Secret published under a previous

@@ -93,8 +93,12 @@ func (r *DefenderTenantReconciler) observe(ctx context.Context, tenant *v1alpha1
 }
 
 func (r *DefenderTenantReconciler) observeTokenSecret(ctx context.Context, obs *observation) error {
+	key := keyOf(obs.tenant.Namespace, obs.secretName)
+	if _, exists, known := r.cachedSecretVersion(ctx, key); known && !exists {
+		return nil
+	}
 	secret := &corev1.Secret{}
-	err := r.APIReader.Get(ctx, keyOf(obs.tenant.Namespace, obs.secretName), secret)
+	err := r.APIReader.Get(ctx, key, secret)
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
@@ -103,10 +107,7 @@ func (r *DefenderTenantReconciler) observeTokenSecret(ctx context.Context, obs *
 	}
 	obs.tokenSecret = secret
 	if !metav1.IsControlledBy(secret, obs.tenant) {
-		obs.blocker = &problem{
-			Reason: v1alpha1.ReasonSecretConflict, NeedsHuman: true,
-			Message: fmt.Sprintf("Secret %q already exists and is not owned by this DefenderTenant, so it is left untouched. Delete or rename that Secret, or set spec.tokenSecretName to a free name.", obs.secretName),
-		}
+		obs.blocker = secretConflict(obs.secretName)
 		return nil
 	}
 	raw := string(secret.Data[v1alpha1.TokenSecretKeyAccessToken])
@@ -134,6 +135,13 @@ func (r *DefenderTenantReconciler) observeTokenSecret(ctx context.Context, obs *
 	return nil
 }
 
+func secretConflict(name string) *problem {
+	return &problem{
+		Reason: v1alpha1.ReasonSecretConflict, NeedsHuman: true,
+		Message: fmt.Sprintf("Secret %q already exists and is not owned by this DefenderTenant, so it is left untouched. Delete or rename that Secret, or set spec.tokenSecretName to a free name.", name),
+	}
+}
+
 // expectation is what every token of this tenant must match, whether just minted or
 // found published: one definition, so the two checks cannot drift apart.
 func expectation(tenant *v1alpha1.DefenderTenant) tokencheck.Expectation {
@@ -155,30 +163,24 @@ func mintedAt(secret *corev1.Secret, verdict tokencheck.Verdict) time.Time {
 func (r *DefenderTenantReconciler) observeCredential(ctx context.Context, obs *observation) error {
 	ref := obs.tenant.Spec.ClientSecretRef
 	key := obs.tenant.ClientSecretKeyOrDefault()
-	secret := &corev1.Secret{}
-	err := r.APIReader.Get(ctx, keyOf(obs.tenant.Namespace, ref.Name), secret)
-	switch {
-	case apierrors.IsNotFound(err):
-		obs.blockIfClear(v1alpha1.ReasonCredentialsNotFound,
-			fmt.Sprintf("Secret %q with the application's client secret was not found in namespace %q. Create it with the secret's value under key %q.", ref.Name, obs.tenant.Namespace, key))
-		return nil
-	case err != nil:
+	cred, err := r.credential(ctx, keyOf(obs.tenant.Namespace, ref.Name), key)
+	if err != nil {
 		return fmt.Errorf("reading credential Secret %s: %w", ref.Name, err)
 	}
-	// A trailing newline from `kubectl create secret --from-file` is not part of the secret.
-	obs.clientSecret = strings.TrimSpace(string(secret.Data[key]))
-	if obs.clientSecret == "" {
+	switch cred.state {
+	case credentialSecretMissing:
+		obs.blockIfClear(v1alpha1.ReasonCredentialsNotFound,
+			fmt.Sprintf("Secret %q with the application's client secret was not found in namespace %q. Create it with the secret's value under key %q.", ref.Name, obs.tenant.Namespace, key))
+	case credentialKeyEmpty:
 		obs.blockIfClear(v1alpha1.ReasonCredentialsNotFound,
 			fmt.Sprintf("Secret %q has no non-empty key %q. Put the application's client secret value under that key, or set spec.clientSecretRef.key.", ref.Name, key))
-		return nil
-	}
-	if !plausibleClientSecret(obs.clientSecret) {
+	case credentialImplausible:
 		obs.blockIfClear(v1alpha1.ReasonInvalidClientSecret,
 			fmt.Sprintf("Key %q of Secret %q does not hold a client secret: Entra ID client secrets are at most %d printable ASCII characters. Put the secret's value there.", key, ref.Name, maxClientSecretLength))
-		obs.clientSecret = ""
-		return nil
+	case credentialUsable:
+		obs.clientSecret = cred.value
+		obs.inputsHash = inputsHash(obs.authority, obs.tenant.Spec.TenantID, obs.tenant.Spec.ClientID, obs.resource, obs.clientSecret)
 	}
-	obs.inputsHash = inputsHash(obs.authority, obs.tenant.Spec.TenantID, obs.tenant.Spec.ClientID, obs.resource, obs.clientSecret)
 	return nil
 }
 
@@ -314,6 +316,10 @@ func (r *DefenderTenantReconciler) requestAndPublish(ctx context.Context, obs *o
 
 	minted := obs.now.UTC().Truncate(time.Second)
 	if err := r.publish(ctx, obs, token.AccessToken, verdict.ExpiresAt, minted); err != nil {
+		if errors.Is(err, errTokenSecretTaken) {
+			obs.blocker = secretConflict(obs.secretName)
+			return r.hold(obs, obs.blocker), nil
+		}
 		return outcome{}, err
 	}
 	r.retries.forget(keyOf(obs.tenant.Namespace, obs.tenant.Name))

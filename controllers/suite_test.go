@@ -122,6 +122,7 @@ func startManager(ctx context.Context) (<-chan struct{}, error) {
 	r := &DefenderTenantReconciler{
 		Client:                  mgr.GetClient(),
 		APIReader:               mgr.GetAPIReader(),
+		SecretMetadata:          mgr.GetCache(),
 		Clock:                   clock.RealClock{},
 		Entra:                   &entra.Client{},
 		AuthorityHost:           server.URL,
@@ -194,11 +195,13 @@ func newSerialHarness(t *testing.T) *harness {
 	return h
 }
 
-// newReconciler builds a reconciler as a freshly started operator would have it.
+// newReconciler builds a reconciler as a freshly started operator would have it. Its
+// Secret metadata comes straight from the API server: a watch cache that is never behind.
 func (h *harness) newReconciler(authority string) *DefenderTenantReconciler {
 	return &DefenderTenantReconciler{
 		Client:           k8s,
 		APIReader:        k8s,
+		SecretMetadata:   k8s,
 		Clock:            h.clock,
 		Entra:            &entra.Client{Timeout: 5 * time.Second},
 		AuthorityHost:    authority,

@@ -1,0 +1,162 @@
+package controllers
+
+import (
+	"context"
+	"strings"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// Secret contents are never cached, so every reconcile would read both of its Secrets
+// from the API server: thousands of reads of one shared credential and of token Secrets
+// that do not exist yet. The Secret metadata the watch already caches answers most of
+// them. The cache may lag the API server; each use below is safe when it does:
+//   - a token Secret the cache has not seen is created, and Create fails rather than
+//     overwrite one that exists (publish then reads it and decides again);
+//   - a credential read at an older resourceVersion than the cache's is read again, and
+//     a newer one is announced by the watch, which queues the tenant.
+
+var secretTypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"}
+
+// cachedSecretVersion reports the resourceVersion the watch cache holds for a Secret:
+// exists=false when the cache knows it does not exist, known=false when the cache
+// cannot tell (no cache configured, or the namespace is not watched).
+func (r *DefenderTenantReconciler) cachedSecretVersion(ctx context.Context, key types.NamespacedName) (resourceVersion string, exists, known bool) {
+	if r.SecretMetadata == nil {
+		return "", false, false
+	}
+	meta := &metav1.PartialObjectMetadata{TypeMeta: secretTypeMeta}
+	switch err := r.SecretMetadata.Get(ctx, key, meta); {
+	case err == nil:
+		return meta.ResourceVersion, true, true
+	case apierrors.IsNotFound(err):
+		return "", false, true
+	default:
+		return "", false, false
+	}
+}
+
+// credentialState is what a credential Secret holds under the tenant's key.
+type credentialState int
+
+const (
+	credentialUsable credentialState = iota
+	credentialSecretMissing
+	credentialKeyEmpty
+	credentialImplausible
+)
+
+type credential struct {
+	state credentialState
+	// value is the client secret, set only when state is credentialUsable.
+	value string
+}
+
+func readCredential(secret *corev1.Secret, key string) credential {
+	// A trailing newline from `kubectl create secret --from-file` is not part of the secret.
+	value := strings.TrimSpace(string(secret.Data[key]))
+	switch {
+	case value == "":
+		return credential{state: credentialKeyEmpty}
+	case !plausibleClientSecret(value):
+		return credential{state: credentialImplausible}
+	}
+	return credential{state: credentialUsable, value: value}
+}
+
+// credential returns what the tenant's credential Secret holds under key, reading the
+// Secret from the API server only when the watch cache shows a version not read yet.
+func (r *DefenderTenantReconciler) credential(ctx context.Context, secretKey types.NamespacedName, key string) (credential, error) {
+	if rv, exists, known := r.cachedSecretVersion(ctx, secretKey); known && exists {
+		if c, ok := r.credentials.get(secretKey, key, rv); ok {
+			return c, nil
+		}
+	}
+	secret := &corev1.Secret{}
+	if err := r.APIReader.Get(ctx, secretKey, secret); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.credentials.forget(secretKey)
+			return credential{state: credentialSecretMissing}, nil
+		}
+		return credential{}, err
+	}
+	c := readCredential(secret, key)
+	r.credentials.put(secretKey, key, secret.ResourceVersion, c)
+	return c, nil
+}
+
+// credentialCache holds, per credential Secret and key, what was read and at which
+// resourceVersion. Only what readCredential keeps is stored: a client secret of at most
+// maxClientSecretLength bytes, never the rest of the Secret.
+type credentialCache struct {
+	mu      sync.Mutex
+	entries map[types.NamespacedName]map[string]cachedCredential
+}
+
+type cachedCredential struct {
+	resourceVersion string
+	credential
+}
+
+func (c *credentialCache) get(secret types.NamespacedName, key, resourceVersion string) (credential, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[secret][key]
+	if !ok || e.resourceVersion != resourceVersion {
+		return credential{}, false
+	}
+	return e.credential, true
+}
+
+func (c *credentialCache) put(secret types.NamespacedName, key, resourceVersion string, cred credential) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.entries == nil {
+		c.entries = map[types.NamespacedName]map[string]cachedCredential{}
+	}
+	byKey := c.entries[secret]
+	if byKey == nil || heldAtOtherVersion(byKey, resourceVersion) {
+		// Values read at another version of the Secret are stale; drop them with it.
+		byKey = map[string]cachedCredential{}
+		c.entries[secret] = byKey
+	}
+	byKey[key] = cachedCredential{resourceVersion: resourceVersion, credential: cred}
+}
+
+func heldAtOtherVersion(byKey map[string]cachedCredential, resourceVersion string) bool {
+	for _, e := range byKey {
+		if e.resourceVersion != resourceVersion {
+			return true
+		}
+	}
+	return false
+}
+
+// forget drops a Secret that no longer exists, so its client secret leaves memory.
+func (c *credentialCache) forget(secret types.NamespacedName) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.entries, secret)
+}
+
+func (c *credentialCache) holds(secret types.NamespacedName) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.entries[secret]
+	return ok
+}
+
+// forgetDeletedCredential is called for every Secret event: a deleted credential
+// leaves memory even when no tenant refers to it any more.
+func (r *DefenderTenantReconciler) forgetDeletedCredential(ctx context.Context, secret types.NamespacedName) {
+	if !r.credentials.holds(secret) {
+		return
+	}
+	if _, exists, known := r.cachedSecretVersion(ctx, secret); known && !exists {
+		r.credentials.forget(secret)
+	}
+}

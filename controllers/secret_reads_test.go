@@ -1,0 +1,196 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
+	"github.com/tenantcreds/defender-tenant-operator/internal/entraemu"
+)
+
+// countingReader counts live Secret reads by name.
+type countingReader struct {
+	client.Reader
+	mu    sync.Mutex
+	reads map[string]int
+}
+
+func (c *countingReader) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if _, ok := obj.(*corev1.Secret); ok {
+		c.mu.Lock()
+		if c.reads == nil {
+			c.reads = map[string]int{}
+		}
+		c.reads[key.Name]++
+		c.mu.Unlock()
+	}
+	return c.Reader.Get(ctx, key, obj, opts...)
+}
+
+func (c *countingReader) count(name string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reads[name]
+}
+
+// unseenCache is a watch cache that has not yet seen any Secret.
+type unseenCache struct{}
+
+func (unseenCache) Get(_ context.Context, key client.ObjectKey, _ client.Object, _ ...client.GetOption) error {
+	return apierrors.NewNotFound(schema.GroupResource{Resource: "secrets"}, key.Name)
+}
+
+func (unseenCache) List(context.Context, client.ObjectList, ...client.ListOption) error {
+	return fmt.Errorf("not used")
+}
+
+func TestSharedCredentialIsReadOncePerVersion(t *testing.T) {
+	h := newHarness(t)
+	reads := &countingReader{Reader: k8s}
+	h.r.APIReader = reads
+	cred := h.createCredential(testClientSecret)
+	names := []string{"contoso", "fabrikam", "northwind"}
+	for _, name := range names {
+		if err := k8s.Create(h.ctx, newTenant(h.ns, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reconcileAll := func() {
+		t.Helper()
+		for _, name := range names {
+			if _, err := h.r.Reconcile(h.ctx, reqNamed(h.ns, name)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	reconcileAll()
+	if n := reads.count(credentialName); n != 1 {
+		t.Errorf("credential read %d times for %d tenants, want once", n, len(names))
+	}
+	for _, name := range names {
+		if n := reads.count(name + "-token"); n != 0 {
+			t.Errorf("token Secret %s read %d times before it existed, want 0", name, n)
+		}
+		expectCondition(t, tenantNamed(t, h.ns, name), "Ready", metav1.ConditionTrue, "TokenReady")
+	}
+
+	cred.Data[v1alpha1.DefaultClientSecretKey] = []byte(testClientSecret + "\n")
+	if err := k8s.Update(h.ctx, cred); err != nil {
+		t.Fatal(err)
+	}
+	reconcileAll()
+	if n := reads.count(credentialName); n != 2 {
+		t.Errorf("credential read %d times after one update, want 2", n)
+	}
+	for _, name := range names {
+		if n := reads.count(name + "-token"); n != 1 {
+			t.Errorf("token Secret %s read %d times once it existed, want 1", name, n)
+		}
+	}
+	if n := h.entra.Requests(testTenantID); n != len(names) {
+		t.Errorf("token requests = %d, want %d: the same secret value needs no new token", n, len(names))
+	}
+
+	if err := k8s.Delete(h.ctx, cred); err != nil {
+		t.Fatal(err)
+	}
+	reconcileAll()
+	for _, name := range names {
+		expectCondition(t, tenantNamed(t, h.ns, name), "Stalled", metav1.ConditionTrue, "CredentialsNotFound")
+	}
+	if h.r.credentials.holds(keyOf(h.ns, credentialName)) {
+		t.Error("the deleted credential's value is still held in memory")
+	}
+}
+
+func TestTokenSecretUnseenByTheCache(t *testing.T) {
+	t.Run("a foreign Secret is left untouched", func(t *testing.T) {
+		h := newHarness(t)
+		h.r.SecretMetadata = unseenCache{}
+		h.createCredential(testClientSecret)
+		foreign := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: "contoso-token", Namespace: h.ns},
+			Data:       map[string][]byte{"access_token": []byte("someone else's")},
+		}
+		if err := k8s.Create(h.ctx, foreign); err != nil {
+			t.Fatal(err)
+		}
+		h.createTenant()
+		h.reconcile()
+
+		expectCondition(t, h.tenant(), "Stalled", metav1.ConditionTrue, "SecretConflict")
+		after := h.tokenSecret("contoso-token")
+		if after.ResourceVersion != foreign.ResourceVersion || string(after.Data["access_token"]) != "someone else's" {
+			t.Error("the foreign Secret was modified")
+		}
+	})
+	t.Run("own Secret is updated in place", func(t *testing.T) {
+		h := newHarness(t)
+		cred := h.createCredential(testClientSecret)
+		h.createTenant()
+		h.reconcile()
+		before := h.tokenSecret("contoso-token")
+		h.r.SecretMetadata = unseenCache{}
+		h.entra.SetAppSecrets(testClientID, entraemu.Secret{Value: "new-secret-value"})
+		cred.Data[v1alpha1.DefaultClientSecretKey] = []byte("new-secret-value")
+		if err := k8s.Update(h.ctx, cred); err != nil {
+			t.Fatal(err)
+		}
+		h.reconcile()
+
+		expectCondition(t, h.tenant(), "Ready", metav1.ConditionTrue, "TokenReady")
+		after := h.tokenSecret("contoso-token")
+		if after.UID != before.UID || after.ResourceVersion == before.ResourceVersion {
+			t.Errorf("token Secret not updated in place: uid %s→%s, resourceVersion %s→%s", before.UID, after.UID, before.ResourceVersion, after.ResourceVersion)
+		}
+		if string(after.Data[v1alpha1.TokenSecretKeyAccessToken]) == string(before.Data[v1alpha1.TokenSecretKeyAccessToken]) {
+			t.Error("the token was not replaced")
+		}
+	})
+}
+
+func TestCredentialCache(t *testing.T) {
+	secret := types.NamespacedName{Namespace: "ns", Name: "app"}
+	usable := credential{state: credentialUsable, value: "v1"}
+	var c credentialCache
+	if _, ok := c.get(secret, "client-secret", "1"); ok {
+		t.Fatal("empty cache returned a value")
+	}
+	c.put(secret, "client-secret", "1", usable)
+	c.put(secret, "other", "1", credential{state: credentialKeyEmpty})
+	if got, ok := c.get(secret, "client-secret", "1"); !ok || got != usable {
+		t.Errorf("get at the version read = %+v, %v", got, ok)
+	}
+	if _, ok := c.get(secret, "client-secret", "2"); ok {
+		t.Error("a value read at version 1 was returned for version 2")
+	}
+	c.put(secret, "client-secret", "2", credential{state: credentialUsable, value: "v2"})
+	if _, ok := c.get(secret, "other", "1"); ok {
+		t.Error("a key read at an older version survived a read of a newer one")
+	}
+	c.forget(secret)
+	if c.holds(secret) {
+		t.Error("forget left the Secret's values in memory")
+	}
+}
+
+func reqNamed(ns, name string) ctrl.Request { return ctrl.Request{NamespacedName: keyOf(ns, name)} }
+
+func tenantNamed(t *testing.T, ns, name string) *v1alpha1.DefenderTenant {
+	t.Helper()
+	dt := &v1alpha1.DefenderTenant{}
+	if err := k8s.Get(context.Background(), keyOf(ns, name), dt); err != nil {
+		t.Fatal(err)
+	}
+	return dt
+}
