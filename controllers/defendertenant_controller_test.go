@@ -88,8 +88,8 @@ func TestTokenReadyPublishesTokenSecret(t *testing.T) {
 	if st.TokenSecretName != "contoso-token" || !st.ExpiresAt.Time.Equal(wantExpiry) || !st.LastRefreshTime.Time.Equal(now) {
 		t.Errorf("status token fields = %q %v %v", st.TokenSecretName, st.ExpiresAt, st.LastRefreshTime)
 	}
-	// Default refreshBefore is a third of 3599 s, moved up to a tenth of that earlier by jitter.
-	latest, earliest := wantExpiry.Add(-1199*time.Second-time.Second), wantExpiry.Add(-1200*time.Second-120*time.Second)
+	// Default refreshBefore is a third of 3599 s, moved up to a fifth of that earlier by jitter.
+	latest, earliest := wantExpiry.Add(-1199*time.Second-time.Second), wantExpiry.Add(-1200*time.Second-240*time.Second)
 	if nr := st.NextRefreshTime.Time; nr.Before(earliest) || nr.After(latest) {
 		t.Errorf("nextRefreshTime = %s, want within [%s, %s]", nr, earliest, latest)
 	}
@@ -142,7 +142,7 @@ func TestRefreshHappensRefreshBeforeExpiryWithJitter(t *testing.T) {
 	first := h.tenant().Status
 	firstToken := string(h.tokenSecret("contoso-token").Data["access_token"])
 	due := first.NextRefreshTime.Time
-	if latest, earliest := first.ExpiresAt.Add(-10*time.Minute), first.ExpiresAt.Add(-11*time.Minute); due.After(latest) || due.Before(earliest) {
+	if latest, earliest := first.ExpiresAt.Add(-10*time.Minute), first.ExpiresAt.Add(-12*time.Minute); due.After(latest) || due.Before(earliest) {
 		t.Fatalf("nextRefreshTime = %s, want within [%s, %s]", due, earliest, latest)
 	}
 

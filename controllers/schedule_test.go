@@ -17,7 +17,7 @@ func TestRefreshTime(t *testing.T) {
 		{"default is one third of the lifetime before expiry", 3600 * time.Second, 0, 0, minted.Add(40 * time.Minute)},
 		{"refreshBefore shorter than the lifetime is used", time.Hour, 10 * time.Minute, 0, minted.Add(50 * time.Minute)},
 		{"refreshBefore not shorter than the lifetime falls back to a third", time.Hour, 2 * time.Hour, 0, minted.Add(40 * time.Minute)},
-		{"jitter moves the refresh up to a tenth of refreshBefore earlier", time.Hour, 0, 0.5, minted.Add(40*time.Minute - time.Minute)},
+		{"jitter moves the refresh up to a fifth of refreshBefore earlier", time.Hour, 0, 0.5, minted.Add(40*time.Minute - 2*time.Minute)},
 		{"jitter is capped at five minutes", 6 * time.Hour, 0, 0.999999, minted.Add(4*time.Hour - 5*time.Minute)},
 		{"never sooner than a minute after minting", 90 * time.Second, 0, 0, minted.Add(time.Minute)},
 		{"a token already past its lifetime refreshes at mint time", -time.Second, 0, 0, minted},
