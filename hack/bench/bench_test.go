@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -23,14 +24,25 @@ func TestBenchSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, want := range map[string]string{
-		"run_token_requests":     "5",
-		"idle_token_requests":    "0",
-		"idle_api_writes":        "0",
-		"restart_token_requests": "0",
-		"run_api POST secrets":   "5",
+		"run_token_requests":                   "5",
+		"idle_token_requests":                  "0",
+		"idle_api_writes":                      "0",
+		"restart_token_requests":               "0",
+		"run_api POST secrets":                 "5",
+		"run_api PATCH defendertenants/status": "5",
 	} {
 		if got := r.values[name]; got != want {
 			t.Errorf("%s = %q, want %q", name, got, want)
+		}
+	}
+	// The five tenants share one credential Secret. Workers that start before its first
+	// read returns read it too; token Secrets that do not exist yet are never read.
+	if got, err := strconv.Atoi(r.values["run_api GET secrets"]); err != nil || got > 5 {
+		t.Errorf("run_api GET secrets = %q, want at most 5 (one credential, no token Secret reads)", r.values["run_api GET secrets"])
+	}
+	for _, name := range []string{"run_reconcile_mean_ms", "run_token_request_mean_ms"} {
+		if ms, err := strconv.ParseFloat(r.values[name], 64); err != nil || ms <= 0 {
+			t.Errorf("%s = %q, want a positive figure from the operator's histograms", name, r.values[name])
 		}
 	}
 }

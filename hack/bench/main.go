@@ -97,6 +97,7 @@ type bench struct {
 	config
 	out  *report
 	cl   client.Client // the harness's client, unthrottled, its requests counted
+	cfg  *rest.Config  // cl's config
 	api  *apiServerMetrics
 	emu  *entraemu.Emulator
 	op   *operator
@@ -187,6 +188,7 @@ func (b *bench) setUp(ctx context.Context) (stop func(), err error) {
 	scheme := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(scheme)
 	_ = v1alpha1.AddToScheme(scheme)
+	b.cfg = hcfg
 	if b.cl, err = client.New(hcfg, client.Options{Scheme: scheme}); err != nil {
 		return stop, err
 	}
@@ -322,6 +324,12 @@ func (b *bench) requests(phase string, counts map[string]float64) {
 func (b *bench) create(ctx context.Context) error {
 	progress("creating %d DefenderTenants", b.N)
 	return b.window(ctx, "run", func() error {
+		watchCtx, stopWatch := context.WithCancel(ctx)
+		defer stopWatch()
+		readiness, err := watchReady(watchCtx, b.cfg, b.cl.Scheme(), benchNS, b.N)
+		if err != nil {
+			return err
+		}
 		start := time.Now()
 		var createTime time.Duration
 		created := make(chan error, 1)
@@ -332,7 +340,7 @@ func (b *bench) create(ctx context.Context) error {
 			createTime = time.Since(start)
 			created <- err
 		}()
-		if err := waitAllReady(ctx, b.cl, benchNS, b.N); err != nil {
+		if err := readiness.wait(ctx); err != nil {
 			return err
 		}
 		b.ready = time.Since(start)
@@ -346,8 +354,26 @@ func (b *bench) create(ctx context.Context) error {
 		b.out.add("create_seconds", "%.2f", createTime.Seconds())
 		b.out.add("ready_seconds", "%.2f", b.ready.Seconds())
 		b.out.add("quiet_seconds", "%.2f", quietAt.Sub(start).Seconds())
-		return nil
+		return b.latencies(ctx)
 	})
+}
+
+// latencies reports where a reconcile's time went, from the operator's histograms:
+// waiting in the work queue, the whole reconcile, and its token request.
+func (b *bench) latencies(ctx context.Context) error {
+	fams, err := b.op.metrics(ctx, "workqueue_queue_duration_seconds", "controller_runtime_reconcile_time_seconds", "defender_tenant_token_request_duration_seconds")
+	if err != nil {
+		return err
+	}
+	for _, h := range []struct{ metric, name string }{
+		{"workqueue_queue_duration_seconds", "run_queue_wait_mean_ms"},
+		{"controller_runtime_reconcile_time_seconds", "run_reconcile_mean_ms"},
+		{"defender_tenant_token_request_duration_seconds", "run_token_request_mean_ms"},
+	} {
+		mean, _ := histogramMean(fams, h.metric)
+		b.out.add(h.name, "%.1f", mean*1000)
+	}
+	return nil
 }
 
 func (b *bench) idle(ctx context.Context) error {

@@ -158,7 +158,7 @@ func parseMetrics(raw []byte, names ...string) (map[string]*dto.MetricFamily, er
 	for sc.Scan() {
 		line := sc.Text()
 		for _, n := range names {
-			if strings.HasPrefix(line, n+"{") || strings.HasPrefix(line, n+" ") || strings.HasPrefix(line, "# TYPE "+n+" ") {
+			if isSampleOf(line, n) || isSampleOf(line, n+"_bucket") || isSampleOf(line, n+"_sum") || isSampleOf(line, n+"_count") || strings.HasPrefix(line, "# TYPE "+n+" ") {
 				keep.WriteString(line + "\n")
 			}
 		}
@@ -168,6 +168,10 @@ func parseMetrics(raw []byte, names ...string) (map[string]*dto.MetricFamily, er
 	}
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	return p.TextToMetricFamilies(&keep)
+}
+
+func isSampleOf(line, name string) bool {
+	return strings.HasPrefix(line, name+"{") || strings.HasPrefix(line, name+" ")
 }
 
 func samples(fams map[string]*dto.MetricFamily, name string) []sample {
@@ -200,6 +204,20 @@ func sum(fams map[string]*dto.MetricFamily, name string) float64 {
 		total += s.value
 	}
 	return total
+}
+
+// histogramMean is the mean of a histogram's observations over all its series, and
+// how many there were.
+func histogramMean(fams map[string]*dto.MetricFamily, name string) (mean float64, count uint64) {
+	total := 0.0
+	for _, m := range fams[name].GetMetric() {
+		total += m.GetHistogram().GetSampleSum()
+		count += m.GetHistogram().GetSampleCount()
+	}
+	if count == 0 {
+		return 0, 0
+	}
+	return total / float64(count), count
 }
 
 // report prints "name: value" lines and keeps them for tests.
