@@ -52,6 +52,7 @@ type DefenderTenantReconciler struct {
 
 	retries     retryGate
 	credentials credentialCache
+	unpublished unpublishedTokens
 }
 
 // +kubebuilder:rbac:groups=defender.tenantcreds.io,resources=defendertenants,verbs=get;list;watch
@@ -67,6 +68,7 @@ func (r *DefenderTenantReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	if err := r.Get(ctx, req.NamespacedName, tenant); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.retries.forget(req.NamespacedName)
+			r.unpublished.take(req.NamespacedName)
 			tenantsTally.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -208,4 +210,35 @@ func (g *retryGate) forget(key types.NamespacedName) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	delete(g.entries, key)
+}
+
+// unpublishedTokens holds, per tenant, a token that was minted but whose write
+// failed. It lives in memory only until the next attempt takes it.
+type unpublishedTokens struct {
+	mu      sync.Mutex
+	entries map[types.NamespacedName]unpublishedToken
+}
+
+type unpublishedToken struct {
+	raw        string
+	minted     time.Time
+	inputsHash string
+	generation int64
+}
+
+func (u *unpublishedTokens) keep(key types.NamespacedName, t unpublishedToken) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.entries == nil {
+		u.entries = map[types.NamespacedName]unpublishedToken{}
+	}
+	u.entries[key] = t
+}
+
+func (u *unpublishedTokens) take(key types.NamespacedName) (unpublishedToken, bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	t, ok := u.entries[key]
+	delete(u.entries, key)
+	return t, ok
 }

@@ -269,19 +269,30 @@ func (r *DefenderTenantReconciler) keep(ctx context.Context, obs *observation, d
 }
 
 func (r *DefenderTenantReconciler) mint(ctx context.Context, obs *observation) (outcome, error) {
-	start := r.Clock.Now()
-	out, err := r.requestAndPublish(ctx, obs)
-	if err == nil {
-		reason := v1alpha1.ReasonTokenReady
-		if out.Problem != nil {
-			reason = out.Problem.Reason
-		}
-		recordTokenRequest(reason, r.Clock.Since(start))
+	if pending, verdict, ok := r.takeUnpublished(obs); ok {
+		return r.publishMinted(ctx, obs, pending.raw, verdict, pending.minted)
 	}
-	return out, err
+	raw, verdict, failure := r.requestToken(ctx, obs)
+	if failure != nil {
+		return *failure, nil
+	}
+	return r.publishMinted(ctx, obs, raw, verdict, obs.now.UTC().Truncate(time.Second))
 }
 
-func (r *DefenderTenantReconciler) requestAndPublish(ctx context.Context, obs *observation) (outcome, error) {
+// requestToken asks Entra ID for a token and checks it. A token that must not be
+// published comes back as the failure outcome instead.
+func (r *DefenderTenantReconciler) requestToken(ctx context.Context, obs *observation) (string, tokencheck.Verdict, *outcome) {
+	start := r.Clock.Now()
+	raw, verdict, failure := r.requestAndCheck(ctx, obs)
+	reason := v1alpha1.ReasonTokenReady
+	if failure != nil {
+		reason = failure.Problem.Reason
+	}
+	recordTokenRequest(reason, r.Clock.Since(start))
+	return raw, verdict, failure
+}
+
+func (r *DefenderTenantReconciler) requestAndCheck(ctx context.Context, obs *observation) (string, tokencheck.Verdict, *outcome) {
 	spec := obs.tenant.Spec
 	token, err := r.Entra.RequestToken(ctx, entra.Request{
 		AuthorityHost: obs.authority,
@@ -295,43 +306,66 @@ func (r *DefenderTenantReconciler) requestAndPublish(ctx context.Context, obs *o
 		if !errors.As(err, &f) {
 			f = entra.Classify(err, obs.now)
 		}
-		return r.failed(obs, &problem{Reason: f.Reason, Message: f.Message, NeedsHuman: f.Kind == entra.NeedsHuman}, f.RetryAfter, nil), nil
+		out := r.failed(obs, &problem{Reason: f.Reason, Message: f.Message, NeedsHuman: f.Kind == entra.NeedsHuman}, f.RetryAfter, nil)
+		return "", tokencheck.Verdict{}, &out
 	}
 
 	verdict, err := tokencheck.Check(token.AccessToken, expectation(obs.tenant), obs.now)
 	if err != nil {
-		return r.failed(obs, &problem{
+		out := r.failed(obs, &problem{
 			Reason: v1alpha1.ReasonInvalidToken, NeedsHuman: true,
 			Message: fmt.Sprintf("Entra ID returned a token that was not published: %v. Check spec.tenantID, spec.clientID and --authority-host.", err),
-		}, 0, nil), nil
+		}, 0, nil)
+		return "", tokencheck.Verdict{}, &out
 	}
-	roles := &roleFacts{Granted: verdict.GrantedRoles, Missing: verdict.MissingRoles}
 	if len(verdict.MissingRoles) > 0 {
-		return r.failed(obs, &problem{
+		out := r.failed(obs, &problem{
 			Reason: v1alpha1.ReasonMissingRoles, NeedsHuman: true,
 			Message: fmt.Sprintf("The token lacks required roles %s (see status.missingRoles). Grant these application permissions to the app, then have the customer tenant's admin consent again (status.adminConsentURL).",
 				strings.Join(verdict.MissingRoles, ", ")),
-		}, 0, roles), nil
+		}, 0, &roleFacts{Granted: verdict.GrantedRoles, Missing: verdict.MissingRoles})
+		return "", tokencheck.Verdict{}, &out
 	}
+	return token.AccessToken, verdict, nil
+}
 
-	minted := obs.now.UTC().Truncate(time.Second)
-	if err := r.publish(ctx, obs, token.AccessToken, verdict.ExpiresAt, minted); err != nil {
+// publishMinted writes a checked token to the tenant's Secret. When the write fails,
+// the token is kept in memory, so that the retry publishes it instead of asking
+// Entra ID again: an API server outage costs no token requests.
+func (r *DefenderTenantReconciler) publishMinted(ctx context.Context, obs *observation, raw string, verdict tokencheck.Verdict, minted time.Time) (outcome, error) {
+	key := keyOf(obs.tenant.Namespace, obs.tenant.Name)
+	if err := r.publish(ctx, obs, raw, verdict.ExpiresAt, minted); err != nil {
 		if errors.Is(err, errTokenSecretTaken) {
 			obs.blocker = secretConflict(obs.secretName)
 			return r.hold(obs, obs.blocker), nil
 		}
+		r.unpublished.keep(key, unpublishedToken{raw: raw, minted: minted, inputsHash: obs.inputsHash, generation: obs.tenant.Generation})
 		return outcome{}, err
 	}
-	r.retries.forget(keyOf(obs.tenant.Namespace, obs.tenant.Name))
-	ctrl.FromContext(ctx).V(1).Info("Minted token", "expiresAt", rfc3339(verdict.ExpiresAt))
+	r.retries.forget(key)
+	ctrl.FromContext(ctx).V(1).Info("Published token", "expiresAt", rfc3339(verdict.ExpiresAt))
 	due := r.refreshAt(obs, minted, verdict.ExpiresAt)
 	return outcome{
 		Published:    &tokenFacts{SecretName: obs.secretName, ExpiresAt: verdict.ExpiresAt, MintedAt: minted, Valid: true},
 		Attempted:    true,
-		Roles:        roles,
+		Roles:        &roleFacts{Granted: verdict.GrantedRoles, Missing: verdict.MissingRoles},
 		NextRefresh:  due,
 		RequeueAfter: due.Sub(obs.now),
 	}, nil
+}
+
+// takeUnpublished returns the token a failed write left behind, if it was minted from
+// the current inputs and is still good to publish.
+func (r *DefenderTenantReconciler) takeUnpublished(obs *observation) (unpublishedToken, tokencheck.Verdict, bool) {
+	pending, ok := r.unpublished.take(keyOf(obs.tenant.Namespace, obs.tenant.Name))
+	if !ok || pending.inputsHash != obs.inputsHash || pending.generation != obs.tenant.Generation {
+		return unpublishedToken{}, tokencheck.Verdict{}, false
+	}
+	verdict, err := tokencheck.Check(pending.raw, expectation(obs.tenant), obs.now)
+	if err != nil || len(verdict.MissingRoles) > 0 || !obs.now.Before(r.refreshAt(obs, pending.minted, verdict.ExpiresAt)) {
+		return unpublishedToken{}, tokencheck.Verdict{}, false
+	}
+	return pending, verdict, true
 }
 
 // failed schedules the retry of a failed token request. The published token, if any,

@@ -194,3 +194,73 @@ func tenantNamed(t *testing.T, ns, name string) *v1alpha1.DefenderTenant {
 	}
 	return dt
 }
+
+// failingSecretWrites makes the next `failures` Secret creates and updates fail as
+// an unreachable API server would.
+type failingSecretWrites struct {
+	client.Client
+	mu       sync.Mutex
+	failures int
+}
+
+func (f *failingSecretWrites) fail(obj client.Object) error {
+	if _, ok := obj.(*corev1.Secret); !ok {
+		return nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failures == 0 {
+		return nil
+	}
+	f.failures--
+	return apierrors.NewServiceUnavailable("the API server is restarting")
+}
+
+func (f *failingSecretWrites) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
+	if err := f.fail(obj); err != nil {
+		return err
+	}
+	return f.Client.Create(ctx, obj, opts...)
+}
+
+func (f *failingSecretWrites) Update(ctx context.Context, obj client.Object, opts ...client.UpdateOption) error {
+	if err := f.fail(obj); err != nil {
+		return err
+	}
+	return f.Client.Update(ctx, obj, opts...)
+}
+
+func TestFailedWriteOfAMintedTokenCostsNoSecondRequest(t *testing.T) {
+	t.Run("the retry publishes the token already minted", func(t *testing.T) {
+		h := newHarness(t)
+		h.r.Client = &failingSecretWrites{Client: k8s, failures: 3}
+		h.createCredential(testClientSecret)
+		h.createTenant()
+		for i := range 3 {
+			if _, err := h.r.Reconcile(h.ctx, reqFor(h.ns)); err == nil {
+				t.Fatalf("reconcile %d with a failing write returned no error", i+1)
+			}
+		}
+		h.reconcile()
+		expectCondition(t, h.tenant(), "Ready", metav1.ConditionTrue, "TokenReady")
+		if n := h.entra.Requests(testTenantID); n != 1 {
+			t.Errorf("token requests = %d, want 1: the token minted before the failed writes is still good", n)
+		}
+		claimsOf(t, h.tokenSecret("contoso-token"))
+	})
+	t.Run("a spec change discards it", func(t *testing.T) {
+		h := newHarness(t)
+		h.r.Client = &failingSecretWrites{Client: k8s, failures: 1}
+		h.createCredential(testClientSecret)
+		h.createTenant()
+		if _, err := h.r.Reconcile(h.ctx, reqFor(h.ns)); err == nil {
+			t.Fatal("reconcile with a failing write returned no error")
+		}
+		h.updateTenant(func(dt *v1alpha1.DefenderTenant) { dt.Spec.RequiredRoles = []string{"Incident.Read.All"} })
+		h.reconcile()
+		expectCondition(t, h.tenant(), "Ready", metav1.ConditionTrue, "TokenReady")
+		if n := h.entra.Requests(testTenantID); n != 2 {
+			t.Errorf("token requests = %d, want 2: a token minted for the previous spec was published", n)
+		}
+	})
+}
