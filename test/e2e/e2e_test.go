@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
@@ -230,6 +231,33 @@ func TestMetricsEndpointServesControllerAndOperatorMetrics(t *testing.T) {
 	}
 }
 
+// The operator serves metrics as the Deployment runs it (--metrics-secure, the
+// default): the API server authenticates each scraper and authorizes it by the
+// metrics-reader ClusterRole that config/rbac ships.
+func TestMetricsEndpointServesOnlyScrapersBoundToTheMetricsReaderRole(t *testing.T) {
+	unbound, err := createScraper("metrics-scraper-unbound", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		scraper string
+		token   string
+		want    int
+	}{
+		{"without a token", "", http.StatusUnauthorized},
+		{"with a token the API server does not accept", "not-a-token", http.StatusUnauthorized},
+		{"of a ServiceAccount without the metrics-reader binding", unbound, http.StatusForbidden},
+		{"of a ServiceAccount bound to " + w.metricsReaderRole, w.metricsToken, http.StatusOK},
+	} {
+		status, body := getMetrics(t, c.token)
+		if status != c.want {
+			t.Errorf("scraper %s: %d %q, want %d", c.scraper, status, strings.TrimSpace(body), c.want)
+		} else if status == http.StatusOK && !strings.Contains(body, "controller_runtime_") {
+			t.Errorf("scraper %s: 200 without controller-runtime's metrics", c.scraper)
+		}
+	}
+}
+
 // jwtPattern matches a JWT's header and the start of its payload, both base64url
 // JSON objects ("eyJ" is `{"`), whatever token it is: a published one or one the
 // operator rejected.
@@ -407,9 +435,32 @@ func tokenOf(t *testing.T, secretName string) string {
 	return token
 }
 
+// fetchMetrics scrapes the operator as Prometheus would, with a token of a
+// ServiceAccount bound to the metrics-reader ClusterRole.
 func fetchMetrics(t *testing.T) string {
 	t.Helper()
-	resp, err := http.Get(w.metricsURL)
+	status, body := getMetrics(t, w.metricsToken)
+	if status != http.StatusOK {
+		t.Fatalf("GET %s: %d %s", w.metricsURL, status, body)
+	}
+	return body
+}
+
+// metricsClient trusts the self-signed certificate the manager generates when none
+// is mounted, as config/prometheus/monitor.yaml does.
+var metricsClient = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+
+// getMetrics sends GET /metrics with a bearer token, or none if token is empty.
+func getMetrics(t *testing.T, token string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, w.metricsURL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := metricsClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -418,10 +469,7 @@ func fetchMetrics(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %s", w.metricsURL, resp.Status)
-	}
-	return string(body)
+	return resp.StatusCode, string(body)
 }
 
 func eventNotes(t *testing.T) string {

@@ -27,6 +27,9 @@ import (
 
 	"go.uber.org/zap/zapcore"
 	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -68,6 +71,9 @@ type world struct {
 	operator    *localcluster.Process
 	operatorLog string
 	metricsURL  string
+
+	metricsReaderRole string // the rendered ClusterRole that config/rbac/metrics_reader_role.yaml ships
+	metricsToken      string // a scraper's, bound to metricsReaderRole as Prometheus' ServiceAccount would be
 
 	crd          *unstructured.Unstructured // the CRD as rendered by kustomize
 	clientSecret string                     // the value in config/samples, to look for leaks
@@ -160,6 +166,9 @@ func setUp(dir string) (stop func() error, err error) {
 	if err := writeServiceAccountKubeconfig(cluster.Admin, operatorKubeconfig); err != nil {
 		return stop, err
 	}
+	if w.metricsToken, err = createScraper("metrics-scraper", true); err != nil {
+		return stop, err
+	}
 
 	emulator, err := startEmulator()
 	if err != nil {
@@ -221,11 +230,15 @@ func renderDefault() ([]*unstructured.Unstructured, error) {
 			w.serviceAccount, _, _ = unstructured.NestedString(u.Object, "spec", "template", "spec", "serviceAccountName")
 		case "CustomResourceDefinition":
 			w.crd = u
+		case "ClusterRole":
+			if strings.HasSuffix(u.GetName(), "metrics-reader") {
+				w.metricsReaderRole = u.GetName()
+			}
 		}
 		objects = append(objects, u)
 	}
-	if w.serviceAccount == "" || w.operatorNamespace == "" || w.crd == nil {
-		return nil, errors.New("config/default renders no Deployment with a serviceAccountName, or no CRD")
+	if w.serviceAccount == "" || w.operatorNamespace == "" || w.crd == nil || w.metricsReaderRole == "" {
+		return nil, errors.New("config/default renders no Deployment with a serviceAccountName, no CRD or no metrics-reader ClusterRole")
 	}
 	return objects, nil
 }
@@ -267,6 +280,55 @@ func writeServiceAccountKubeconfig(admin *rest.Config, path string) error {
 	return localcluster.WriteKubeconfig(path, w.operatorConfig)
 }
 
+// createScraper creates a ServiceAccount in the operator's namespace, bound to the
+// rendered metrics-reader ClusterRole if bound, and returns a token of it.
+func createScraper(name string, bound bool) (string, error) {
+	ctx := context.Background()
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: w.operatorNamespace, Name: name}}
+	if err := w.admin.Create(ctx, sa); err != nil {
+		return "", err
+	}
+	if bound {
+		binding := &rbacv1.ClusterRoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: w.metricsReaderRole},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: sa.Namespace, Name: sa.Name}},
+		}
+		if err := w.admin.Create(ctx, binding); err != nil {
+			return "", err
+		}
+		// The operator caches a denial for 30s: a scrape must not beat RBAC's informers.
+		if err := waitForMetricsAccess("system:serviceaccount:" + sa.Namespace + ":" + sa.Name); err != nil {
+			return "", err
+		}
+	}
+	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)}}
+	if err := w.admin.SubResource("token").Create(ctx, sa, tr); err != nil {
+		return "", fmt.Errorf("requesting a token for ServiceAccount %s/%s: %w", sa.Namespace, sa.Name, err)
+	}
+	return tr.Status.Token, nil
+}
+
+func waitForMetricsAccess(user string) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		review := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User:                  user,
+			NonResourceAttributes: &authorizationv1.NonResourceAttributes{Path: "/metrics", Verb: "get"},
+		}}
+		if err := w.admin.Create(context.Background(), review); err != nil {
+			return err
+		}
+		if review.Status.Allowed {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s may still not get /metrics 10s after it was bound to %s", user, w.metricsReaderRole)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // startEmulator serves the world of cmd/entra-emulator/demo.yaml, which the
 // samples are written for.
 func startEmulator() (*httptest.Server, error) {
@@ -296,11 +358,13 @@ func startOperator(manager, kubeconfig, authorityHost string) (readyz string, er
 	if err != nil {
 		return "", err
 	}
-	w.metricsURL = "http://" + metricsAddr + "/metrics"
+	w.metricsURL = "https://" + metricsAddr + "/metrics"
 	args := []string{
 		"--kubeconfig", kubeconfig,
 		"--authority-host", authorityHost,
-		"--metrics-bind-address", metricsAddr, "--metrics-secure=false",
+		// Secure metrics, the default the Deployment relies on: HTTPS, and only for
+		// scrapers the API server authenticates and authorizes.
+		"--metrics-bind-address", metricsAddr,
 		"--health-probe-bind-address", probeAddr,
 		// Debug logs say the most, which is what the leak test wants to scan.
 		"--zap-log-level=debug",
