@@ -9,9 +9,11 @@ import (
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 )
 
-// transitionEvent is the Event a status change deserves, if any. Routine refreshes
-// change only times, so they record nothing; a new failure reason, recovery and
-// expiry do.
+// transitionEvent is the Event a status change deserves, if any. A new failure
+// reason, recovery and expiry record one. Routine refreshes change only times, and a
+// tenant's first token is what everyone expects (its status says so): neither
+// records anything, so applying thousands of tenants does not write thousands of
+// Events, a quarter of the operator's API writes for a new tenant.
 type transitionEvent struct {
 	Type, Reason, Action, Note string
 }
@@ -27,7 +29,7 @@ func transitionEvents(before, after v1alpha1.DefenderTenantStatus) []transitionE
 		return evs
 	}
 	switch {
-	case newReady.Status == metav1.ConditionTrue:
+	case newReady.Status == metav1.ConditionTrue && oldReady != nil:
 		evs = append(evs, transitionEvent{corev1.EventTypeNormal, newReady.Reason, "PublishToken", newReady.Message})
 	case newReady.Reason == v1alpha1.ReasonTokenExpired:
 		evs = append(evs, transitionEvent{corev1.EventTypeWarning, newReady.Reason, "PublishToken", newReady.Message})

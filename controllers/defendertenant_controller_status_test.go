@@ -90,13 +90,14 @@ func TestTransitionEvents(t *testing.T) {
 		before, after v1alpha1.DefenderTenantStatus
 		want          []string
 	}{
-		{"first token", st(), st(ready("True", "TokenReady")), []string{"Normal TokenReady"}},
+		{"first token", st(), st(ready("True", "TokenReady")), nil},
 		{"routine refresh", st(ready("True", "TokenReady")), st(ready("True", "TokenReady")), nil},
 		{"first failure", st(), st(ready("False", "InvalidClientSecret"), stalled("InvalidClientSecret")), []string{"Warning InvalidClientSecret"}},
 		{"same failure again", st(ready("False", "InvalidClientSecret"), stalled("InvalidClientSecret")), st(ready("False", "InvalidClientSecret"), stalled("InvalidClientSecret")), nil},
 		{"failure reason changed", st(ready("False", "InvalidClientSecret"), stalled("InvalidClientSecret")), st(ready("False", "ConsentRequired"), stalled("ConsentRequired")), []string{"Warning ConsentRequired"}},
 		{"minted after failure", st(ready("False", "ConsentRequired"), stalled("ConsentRequired")), st(ready("True", "TokenReady")), []string{"Normal TokenReady"}},
 		{"token expired", st(ready("True", "TokenReady")), st(ready("False", "TokenExpired")), []string{"Warning TokenExpired"}},
+		{"new token after expiry", st(ready("False", "TokenExpired")), st(ready("True", "TokenReady")), []string{"Normal TokenReady"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -109,7 +109,7 @@ func TestTokenReadyPublishesTokenSecret(t *testing.T) {
 	if n := h.entra.Requests(testTenantID); n != 1 {
 		t.Errorf("token requests = %d, want 1", n)
 	}
-	expectEvents(t, h.recorder, "Normal TokenReady")
+	expectEvents(t, h.recorder) // a first token is no news: the status says it
 }
 
 func TestSteadyStateMakesNoWritesAndNoTokenRequests(t *testing.T) {
@@ -168,7 +168,7 @@ func TestRefreshHappensRefreshBeforeExpiryWithJitter(t *testing.T) {
 	if res.RequeueAfter <= 0 || res.RequeueAfter > 3599*time.Second-10*time.Minute {
 		t.Errorf("RequeueAfter = %s after refresh", res.RequeueAfter)
 	}
-	expectEvents(t, h.recorder, "Normal TokenReady") // the routine refresh records nothing
+	expectEvents(t, h.recorder) // neither the first token nor the routine refresh records anything
 }
 
 func TestRefreshNeverMoreThanOnceAMinute(t *testing.T) {
@@ -509,7 +509,7 @@ func TestFailedRefreshKeepsTokenUntilItExpires(t *testing.T) {
 	if !h.clock.Now().Add(-transientBackoffCap - transientBackoffCap/10).Before(expiry) {
 		t.Error("Ready did not turn to TokenExpired within one backoff step of expiry")
 	}
-	expectEvents(t, h.recorder, "Normal TokenReady", "Warning TokenEndpointUnavailable", "Warning TokenExpired")
+	expectEvents(t, h.recorder, "Warning TokenEndpointUnavailable", "Warning TokenExpired")
 
 	// Recovery: one backoff step later a token is published again.
 	for h.tenant().Status.FailedAttempts > 0 && h.entra.Requests(testTenantID) < 60 {
