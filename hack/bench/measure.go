@@ -106,17 +106,37 @@ func newAPIServerMetrics(cfg *rest.Config, harness *requestCounter) (*apiServerM
 }
 
 // requestSnapshot is the API server's request counts and, taken just after, the
-// harness's own.
-type requestSnapshot struct{ server, harness map[string]float64 }
+// harness's own; and the time requests waited in API Priority and Fairness queues,
+// by priority level.
+type requestSnapshot struct {
+	server, harness map[string]float64
+	queued          map[string]waitTotal
+}
+
+type waitTotal struct {
+	seconds  float64
+	requests uint64
+}
 
 func (m *apiServerMetrics) snapshot(ctx context.Context) (requestSnapshot, error) {
 	raw, err := m.rest.Get().AbsPath("/metrics").DoRaw(ctx)
 	if err != nil {
 		return requestSnapshot{}, fmt.Errorf("reading the API server's /metrics: %w", err)
 	}
-	fams, err := parseMetrics(raw, "apiserver_request_total")
+	fams, err := parseMetrics(raw, "apiserver_request_total", apfWait)
 	if err != nil {
 		return requestSnapshot{}, err
+	}
+	queued := map[string]waitTotal{}
+	for _, m := range fams[apfWait].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "priority_level" {
+				w := queued[l.GetValue()]
+				w.seconds += m.GetHistogram().GetSampleSum()
+				w.requests += m.GetHistogram().GetSampleCount()
+				queued[l.GetValue()] = w
+			}
+		}
 	}
 	server := map[string]float64{}
 	for _, s := range samples(fams, "apiserver_request_total") {
@@ -128,7 +148,25 @@ func (m *apiServerMetrics) snapshot(ctx context.Context) (requestSnapshot, error
 		}
 		server[s.labels["verb"]+" "+res] += s.value
 	}
-	return requestSnapshot{server: server, harness: m.harness.snapshot()}, nil
+	return requestSnapshot{server: server, harness: m.harness.snapshot(), queued: queued}, nil
+}
+
+const apfWait = "apiserver_flowcontrol_request_wait_duration_seconds"
+
+// queuedSince is the mean wait in API Priority and Fairness queues per priority
+// level between two snapshots, leaving out "exempt" (the harness's admin requests
+// and kube-apiserver's own, which never wait).
+func (s requestSnapshot) queuedSince(before requestSnapshot) map[string]float64 {
+	out := map[string]float64{}
+	for level, w := range s.queued {
+		if level == "exempt" {
+			continue
+		}
+		if n := w.requests - before.queued[level].requests; n > 0 {
+			out[level] = (w.seconds - before.queued[level].seconds) / float64(n)
+		}
+	}
+	return out
 }
 
 // minus returns the requests made between two snapshots by anyone but the harness.

@@ -128,9 +128,10 @@ func (w *readyWatch) wait(ctx context.Context) error {
 }
 
 // floorOnce does what the operator must do at the least, with none of its logic: the
-// same tenant creates by the same harness workers, and for each created tenant one
-// token Secret create and one status patch by a plain client with as many workers.
-func floorOnce(ctx context.Context, cl client.Client, ns string, n, workers int, sampleSecret *corev1.Secret, sampleStatus v1alpha1.DefenderTenantStatus) (time.Duration, error) {
+// same tenant creates by the same harness workers (cl), and for each created tenant
+// one token Secret create and one status patch by a plain client with as many
+// workers, authenticated as the operator (writer).
+func floorOnce(ctx context.Context, cl, writer client.Client, ns string, n, workers int, sampleSecret *corev1.Secret, sampleStatus v1alpha1.DefenderTenantStatus) (time.Duration, error) {
 	created := make(chan *v1alpha1.DefenderTenant, n)
 	start := time.Now()
 	errs := make(chan error, workers+1)
@@ -158,7 +159,7 @@ func floorOnce(ctx context.Context, cl client.Client, ns string, n, workers int,
 					Type: corev1.SecretTypeOpaque,
 					Data: sampleSecret.Data,
 				}
-				if err := cl.Create(ctx, secret); err != nil {
+				if err := writer.Create(ctx, secret); err != nil {
 					errs <- err
 					return
 				}
@@ -166,7 +167,7 @@ func floorOnce(ctx context.Context, cl client.Client, ns string, n, workers int,
 				dt.Status = *sampleStatus.DeepCopy()
 				dt.Status.ObservedGeneration = dt.Generation
 				dt.Status.TokenSecretName = secret.Name
-				if err := cl.Status().Patch(ctx, dt, patch); err != nil {
+				if err := writer.Status().Patch(ctx, dt, patch); err != nil {
 					errs <- err
 					return
 				}
