@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -40,7 +41,10 @@ func TestBenchSmoke(t *testing.T) {
 	if got, err := strconv.Atoi(r.values["run_api GET secrets"]); err != nil || got > 5 {
 		t.Errorf("run_api GET secrets = %q, want at most 5 (one credential, no token Secret reads)", r.values["run_api GET secrets"])
 	}
-	for _, name := range []string{"run_reconcile_mean_ms", "run_token_request_mean_ms"} {
+	if got := strings.Fields(r.values["paired_ready_seconds"]); len(got) != 3 {
+		t.Errorf("paired_ready_seconds = %q, want three operator runs paired with the floor's", r.values["paired_ready_seconds"])
+	}
+	for _, name := range []string{"run_reconcile_mean_ms", "run_token_request_mean_ms", "ratio_to_floor"} {
 		if ms, err := strconv.ParseFloat(r.values[name], 64); err != nil || ms <= 0 {
 			t.Errorf("%s = %q, want a positive figure from the operator's histograms", name, r.values[name])
 		}
