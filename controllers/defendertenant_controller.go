@@ -52,7 +52,7 @@ type DefenderTenantReconciler struct {
 
 	retries     retryGate
 	credentials credentialCache
-	unpublished unpublishedTokens
+	unpublished perTenant[unpublishedToken]
 }
 
 // +kubebuilder:rbac:groups=defender.tenantcreds.io,resources=defendertenants,verbs=get;list;watch
@@ -176,8 +176,7 @@ func (r *DefenderTenantReconciler) tenantsForSecret(ctx context.Context, secret 
 // once; that is what makes a rotated secret take effect promptly. It lives in memory:
 // after a restart each failing tenant retries once, which is cheap and safe.
 type retryGate struct {
-	mu      sync.Mutex
-	entries map[types.NamespacedName]retryEntry
+	entries perTenant[retryEntry]
 }
 
 type retryEntry struct {
@@ -186,39 +185,21 @@ type retryEntry struct {
 	until      time.Time
 }
 
-func (g *retryGate) block(key types.NamespacedName, e retryEntry) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.entries == nil {
-		g.entries = map[types.NamespacedName]retryEntry{}
-	}
-	g.entries[key] = e
-}
+func (g *retryGate) block(key types.NamespacedName, e retryEntry) { g.entries.set(key, e) }
 
 // blocked reports until when the tenant must wait, if it must.
 func (g *retryGate) blocked(key types.NamespacedName, inputsHash string, generation int64, now time.Time) (time.Time, bool) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	e, ok := g.entries[key]
+	e, ok := g.entries.get(key)
 	if !ok || e.inputsHash != inputsHash || e.generation != generation || !now.Before(e.until) {
 		return time.Time{}, false
 	}
 	return e.until, true
 }
 
-func (g *retryGate) forget(key types.NamespacedName) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	delete(g.entries, key)
-}
+func (g *retryGate) forget(key types.NamespacedName) { g.entries.take(key) }
 
-// unpublishedTokens holds, per tenant, a token that was minted but whose write
-// failed. It lives in memory only until the next attempt takes it.
-type unpublishedTokens struct {
-	mu      sync.Mutex
-	entries map[types.NamespacedName]unpublishedToken
-}
-
+// unpublishedToken is a token that was minted but whose write failed. It lives in
+// memory only until the next attempt takes it.
 type unpublishedToken struct {
 	raw        string
 	minted     time.Time
@@ -226,19 +207,33 @@ type unpublishedToken struct {
 	generation int64
 }
 
-func (u *unpublishedTokens) keep(key types.NamespacedName, t unpublishedToken) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.entries == nil {
-		u.entries = map[types.NamespacedName]unpublishedToken{}
-	}
-	u.entries[key] = t
+// perTenant is what the operator remembers per tenant between reconciles, safe for
+// concurrent workers.
+type perTenant[V any] struct {
+	mu      sync.Mutex
+	entries map[types.NamespacedName]V
 }
 
-func (u *unpublishedTokens) take(key types.NamespacedName) (unpublishedToken, bool) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	t, ok := u.entries[key]
-	delete(u.entries, key)
-	return t, ok
+func (p *perTenant[V]) set(key types.NamespacedName, v V) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.entries == nil {
+		p.entries = map[types.NamespacedName]V{}
+	}
+	p.entries[key] = v
+}
+
+func (p *perTenant[V]) get(key types.NamespacedName) (V, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	v, ok := p.entries[key]
+	return v, ok
+}
+
+func (p *perTenant[V]) take(key types.NamespacedName) (V, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	v, ok := p.entries[key]
+	delete(p.entries, key)
+	return v, ok
 }

@@ -339,7 +339,7 @@ func (r *DefenderTenantReconciler) publishMinted(ctx context.Context, obs *obser
 			obs.blocker = secretConflict(obs.secretName)
 			return r.hold(obs, obs.blocker), nil
 		}
-		r.unpublished.keep(key, unpublishedToken{raw: raw, minted: minted, inputsHash: obs.inputsHash, generation: obs.tenant.Generation})
+		r.unpublished.set(key, unpublishedToken{raw: raw, minted: minted, inputsHash: obs.inputsHash, generation: obs.tenant.Generation})
 		return outcome{}, err
 	}
 	r.retries.forget(key)
