@@ -28,6 +28,7 @@ func TestBenchSmoke(t *testing.T) {
 		"run_token_requests":                   "5",
 		"idle_token_requests":                  "0",
 		"idle_api_writes":                      "0",
+		"idle_api_requests":                    "0",
 		"restart_token_requests":               "0",
 		"run_api POST secrets":                 "5",
 		"run_api PATCH defendertenants/status": "5",

@@ -336,7 +336,7 @@ func (b *bench) requests(phase string, counts map[string]float64) {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	writes := 0.0
+	requests, writes := 0.0, 0.0
 	for _, k := range keys {
 		verb, res, _ := strings.Cut(k, " ")
 		switch {
@@ -345,11 +345,13 @@ func (b *bench) requests(phase string, counts map[string]float64) {
 			b.out.add(phase+"_apiserver_own "+k, "%.0f", counts[k])
 		default:
 			b.out.add(phase+"_api "+k, "%.0f", counts[k])
+			requests += counts[k]
 			if isWrite(verb) {
 				writes += counts[k]
 			}
 		}
 	}
+	b.out.add(phase+"_api_requests", "%.0f", requests)
 	b.out.add(phase+"_api_writes", "%.0f", writes)
 }
 
