@@ -68,7 +68,7 @@ func (r *DefenderTenantReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	if err := r.Get(ctx, req.NamespacedName, tenant); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.retries.forget(req.NamespacedName)
-			r.unpublished.take(req.NamespacedName)
+			r.unpublished.forget(req.NamespacedName)
 			tenantsTally.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -196,7 +196,7 @@ func (g *retryGate) blocked(key types.NamespacedName, inputsHash string, generat
 	return e.until, true
 }
 
-func (g *retryGate) forget(key types.NamespacedName) { g.entries.take(key) }
+func (g *retryGate) forget(key types.NamespacedName) { g.entries.forget(key) }
 
 // unpublishedToken is a token that was minted but whose write failed. It lives in
 // memory only until the next attempt takes it.
@@ -229,6 +229,8 @@ func (p *perTenant[V]) get(key types.NamespacedName) (V, bool) {
 	v, ok := p.entries[key]
 	return v, ok
 }
+
+func (p *perTenant[V]) forget(key types.NamespacedName) { p.take(key) }
 
 func (p *perTenant[V]) take(key types.NamespacedName) (V, bool) {
 	p.mu.Lock()
