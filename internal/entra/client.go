@@ -4,16 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"net"
 	"net/http"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
+	"k8s.io/utils/clock"
 )
 
 // DefaultTimeout bounds one token request when Client.Timeout is zero.
@@ -55,9 +53,6 @@ type Token struct {
 	AccessToken string
 	// TokenType is the token type, "Bearer" when the answer did not say.
 	TokenType string
-	// ExpiresIn is the lifetime from expires_in, zero if the answer had none.
-	// Callers compute the expiry from it and the time they sent the request.
-	ExpiresIn time.Duration
 }
 
 // Requester requests tokens. The controller depends on it so that tests can use a
@@ -76,6 +71,9 @@ type Client struct {
 	HTTPClient *http.Client
 	// Timeout bounds each request; zero means DefaultTimeout.
 	Timeout time.Duration
+	// Clock resolves a Retry-After given as an HTTP date into a wait, so that
+	// tests on a fake clock get the wait they expect. nil means the real clock.
+	Clock clock.PassiveClock
 }
 
 var _ Requester = (*Client)(nil)
@@ -109,13 +107,16 @@ func (c *Client) RequestToken(ctx context.Context, req Request) (Token, error) {
 		if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
 			err = errors.Join(ctxErr, err)
 		}
-		return Token{}, classify(err, time.Now(), scrubber{secret: req.ClientSecret})
+		return Token{}, classify(err, c.now(), scrubber{secret: req.ClientSecret})
 	}
-	return Token{
-		AccessToken: tok.AccessToken,
-		TokenType:   tok.Type(),
-		ExpiresIn:   expiresIn(tok.Extra("expires_in")),
-	}, nil
+	return Token{AccessToken: tok.AccessToken, TokenType: tok.Type()}, nil
+}
+
+func (c *Client) now() time.Time {
+	if c.Clock == nil {
+		return time.Now()
+	}
+	return c.Clock.Now()
 }
 
 // httpClient returns the client to send with, with redirects disabled: the request
@@ -159,29 +160,3 @@ var defaultHTTPClient = sync.OnceValue(func() *http.Client {
 		CheckRedirect: refuseRedirect,
 	}
 })
-
-// expiresIn reads expires_in as x/oauth2 left it in the token's extra fields: a
-// float64 from JSON numbers, a string from the v1 endpoint's quoted numbers, or an
-// int64 from form-encoded answers. Anything else, or a value that is not positive,
-// is treated as absent. Like x/oauth2, large values are capped at MaxInt32 seconds.
-func expiresIn(v any) time.Duration {
-	var secs float64
-	switch v := v.(type) {
-	case float64:
-		secs = v
-	case int64:
-		secs = float64(v)
-	case string:
-		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-		if err != nil {
-			return 0
-		}
-		secs = float64(n)
-	default:
-		return 0
-	}
-	if !(secs > 0) { // also rejects NaN
-		return 0
-	}
-	return time.Duration(min(secs, math.MaxInt32)) * time.Second
-}

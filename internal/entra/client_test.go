@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	clocktesting "k8s.io/utils/clock/testing"
+
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 	"github.com/tenantcreds/defender-tenant-operator/internal/entra"
 )
@@ -84,12 +86,12 @@ func TestClientRequestToken(t *testing.T) {
 		{
 			name:      "v2 answer with numeric expires_in",
 			respond:   answer(200, "application/json; charset=utf-8", `{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":"eyJhbGciOi.v2.sig"}`),
-			wantToken: entra.Token{AccessToken: "eyJhbGciOi.v2.sig", TokenType: "Bearer", ExpiresIn: 3599 * time.Second},
+			wantToken: entra.Token{AccessToken: "eyJhbGciOi.v2.sig", TokenType: "Bearer"},
 		},
 		{
 			name:      "v1-style answer with quoted expires_in",
 			respond:   answer(200, "application/json", `{"token_type":"Bearer","expires_in":"3599","ext_expires_in":"3599","expires_on":"1622089429","not_before":"1622085529","resource":"https://api.security.microsoft.com","access_token":"eyJhbGciOi.v1.sig"}`),
-			wantToken: entra.Token{AccessToken: "eyJhbGciOi.v1.sig", TokenType: "Bearer", ExpiresIn: 3599 * time.Second},
+			wantToken: entra.Token{AccessToken: "eyJhbGciOi.v1.sig", TokenType: "Bearer"},
 		},
 		{
 			name:      "answer without expires_in or token_type",
@@ -222,6 +224,26 @@ func checkResult(t *testing.T, tok entra.Token, err error, wantToken entra.Token
 	}
 	if tok != (entra.Token{}) {
 		t.Errorf("token = %+v alongside an error, want zero", tok)
+	}
+}
+
+// The date is 90 seconds after the fake clock's time, and nowhere near that from
+// the machine's clock, so only a Client that asks its Clock gets 90 seconds.
+func TestClientRequestTokenRetryAfterDateUsesClock(t *testing.T) {
+	retryAt := testNow.Add(90 * time.Second).Format(http.TimeFormat)
+	srv, _ := tokenEndpoint(t, answer(429, "text/plain", "Too many requests", "Retry-After", retryAt))
+
+	c := &entra.Client{Clock: clocktesting.NewFakePassiveClock(testNow)}
+	_, err := c.RequestToken(context.Background(), entra.Request{
+		AuthorityHost: srv.URL, TenantID: testTenant, ClientID: testClient,
+		ClientSecret: testSecret, Resource: "https://api.security.microsoft.com",
+	})
+	var f *entra.Failure
+	if !errors.As(err, &f) {
+		t.Fatalf("error %v (%T) is not a *Failure", err, err)
+	}
+	if f.Reason != v1alpha1.ReasonThrottled || f.RetryAfter != 90*time.Second {
+		t.Errorf("got %s, RetryAfter %v; want %s, 1m30s", f.Reason, f.RetryAfter, v1alpha1.ReasonThrottled)
 	}
 }
 
