@@ -32,12 +32,6 @@ const MaxTokenBytes = 64 << 10
 // ErrInvalid is matched (errors.Is) by every error Check returns.
 var ErrInvalid = errors.New("invalid token")
 
-// ErrExpired is matched (errors.Is) when the only problem found is that the
-// token's exp is not after now. It also matches ErrInvalid. Callers use it to
-// tell an expired published token (re-mint, nothing for a human to fix) from
-// a wrong one.
-var ErrExpired = fmt.Errorf("%w: expired", ErrInvalid)
-
 // Token versions as found in the ver claim.
 const (
 	versionV1 = "1.0"
@@ -161,7 +155,7 @@ func Check(raw string, want Expectation, now time.Time) (Verdict, error) {
 	}
 	exp := c.Expiry.Time().UTC()
 	if !exp.After(now) {
-		return Verdict{}, fmt.Errorf("%w: exp is not after %s", ErrExpired, now.UTC().Format(time.RFC3339))
+		return Verdict{}, invalid("exp is not after %s", now.UTC().Format(time.RFC3339))
 	}
 
 	v := Verdict{
