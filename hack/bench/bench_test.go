@@ -16,6 +16,7 @@ func TestBenchSmoke(t *testing.T) {
 	if testing.Short() || os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		t.Skip("needs KUBEBUILDER_ASSETS (make test sets it) and is not short")
 	}
+	setLogger()
 	// The build is outside the run's deadline: cold (see buildManager), it can take
 	// longer on a small machine than the whole run is allowed.
 	root, err := moduleRoot()
