@@ -3,8 +3,7 @@ package controllers
 
 import (
 	"context"
-	"sync"
-	"time"
+	"errors"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -50,9 +49,8 @@ type DefenderTenantReconciler struct {
 	// MaxConcurrentReconciles bounds parallel reconciles, and so parallel token requests.
 	MaxConcurrentReconciles int
 
-	retries     retryGate
 	credentials credentialCache
-	unpublished perTenant[unpublishedToken]
+	leftovers   perTenant[leftover]
 }
 
 // +kubebuilder:rbac:groups=defender.tenantcreds.io,resources=defendertenants,verbs=get;list;watch
@@ -61,15 +59,14 @@ type DefenderTenantReconciler struct {
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
-// Reconcile observes the tenant, its credential and its published token, refreshes the
-// token when it is due, and writes the status once.
-func (r *DefenderTenantReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+// Reconcile observes the tenant, its credential and its published token, decides
+// what to do, does it, and writes the status once, in a defer, also when acting
+// failed.
+func (r *DefenderTenantReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, err error) {
 	tenant := &v1alpha1.DefenderTenant{}
 	if err := r.Get(ctx, req.NamespacedName, tenant); err != nil {
 		if apierrors.IsNotFound(err) {
-			r.retries.forget(req.NamespacedName)
-			r.unpublished.forget(req.NamespacedName)
-			tenantsTally.forget(req.NamespacedName)
+			r.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -78,36 +75,56 @@ func (r *DefenderTenantReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		return ctrl.Result{}, nil
 	}
 
+	// A failed read leaves nothing new to report: the status stays as it is and
+	// controller-runtime retries.
 	obs, err := r.observe(ctx, tenant)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	out, err := r.refresh(ctx, obs)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	if out.Published != nil {
-		if err := r.deleteStaleTokenSecret(ctx, tenant, obs.secretName); err != nil {
-			return ctrl.Result{}, err
+	p := decide(obs)
+	ctrl.LoggerFrom(ctx).V(2).Info("Decided", "check", p.check, "action", p.action.String())
+	out := held(obs, p)
+	defer func() {
+		status := computeStatus(tenant.Status, statusInputOf(obs, out))
+		if werr := r.writeStatus(ctx, tenant, status); werr != nil {
+			err = errors.Join(err, werr)
+			return
 		}
-	}
+		tenantsTally.set(req.NamespacedName, status)
+	}()
 
-	status := computeStatus(tenant.Status, statusObservation{
-		Generation:      tenant.Generation,
+	out = r.act(ctx, obs, p)
+	if out.err != nil {
+		return ctrl.Result{}, out.err
+	}
+	return ctrl.Result{RequeueAfter: requeueAfter(obs.now, out.recheck, out.published)}, nil
+}
+
+// statusInputOf is what the status is computed from. The generation is stamped only
+// when the spec was fully handled: after an API error it was not.
+func statusInputOf(obs *observation, out outcome) statusInput {
+	generation := obs.tenant.Generation
+	if out.err != nil {
+		generation = obs.tenant.Status.ObservedGeneration
+	}
+	return statusInput{
+		Generation:      generation,
 		Now:             obs.now,
 		AdminConsentURL: obs.adminConsentURL,
-		Published:       out.Published,
-		Problem:         out.Problem,
-		Attempted:       out.Attempted,
-		Suspended:       tenant.Spec.Suspend,
-		Roles:           out.Roles,
-		NextRefresh:     out.NextRefresh,
-	})
-	if err := r.writeStatus(ctx, tenant, status); err != nil {
-		return ctrl.Result{}, err
+		SecretName:      obs.secretName,
+		Published:       out.published,
+		Problem:         out.problem,
+		Failure:         out.failure,
+		Suspended:       obs.tenant.Spec.Suspend,
+		Roles:           out.roles,
+		NextRefresh:     out.nextRefresh,
 	}
-	tenantsTally.set(req.NamespacedName, status)
-	return ctrl.Result{RequeueAfter: out.RequeueAfter}, nil
+}
+
+// forget drops what the operator remembers of a deleted tenant.
+func (r *DefenderTenantReconciler) forget(key types.NamespacedName) {
+	r.leftovers.forget(key)
+	tenantsTally.forget(key)
 }
 
 // writeStatus patches the status only when it changed, and records an Event for
@@ -145,7 +162,7 @@ func (r *DefenderTenantReconciler) SetupWithManager(ctx context.Context, mgr ctr
 // patch from a stale cache) or because the cache is starting, when every
 // DefenderTenant is queued anyway. Updates and deletions still wake the tenant.
 var ignoreCreatedTokenSecrets = predicate.Funcs{
-	CreateFunc: func(e event.CreateEvent) bool { return metav1ControllerOf(e.Object) == nil },
+	CreateFunc: func(e event.CreateEvent) bool { return tenantControllerOf(e.Object) == nil },
 }
 
 func secretNames(obj client.Object) []string {
@@ -165,77 +182,8 @@ func (r *DefenderTenantReconciler) tenantsForSecret(ctx context.Context, secret 
 		requests = append(requests, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&tenants.Items[i])})
 	}
 	// A Secret we own under a name the tenant no longer uses still leads back to it.
-	if ref := metav1ControllerOf(secret); ref != nil && len(requests) == 0 {
+	if ref := tenantControllerOf(secret); ref != nil && len(requests) == 0 {
 		requests = append(requests, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: secret.GetNamespace(), Name: ref.Name}})
 	}
 	return requests
-}
-
-// retryGate remembers, per tenant, until when a failed token request must not be
-// repeated for the same inputs. A change of credential or spec opens the gate at
-// once; that is what makes a rotated secret take effect promptly. It lives in memory:
-// after a restart each failing tenant retries once, which is cheap and safe.
-type retryGate struct {
-	entries perTenant[retryEntry]
-}
-
-type retryEntry struct {
-	inputsHash string
-	generation int64
-	until      time.Time
-}
-
-func (g *retryGate) block(key types.NamespacedName, e retryEntry) { g.entries.set(key, e) }
-
-// blocked reports until when the tenant must wait, if it must.
-func (g *retryGate) blocked(key types.NamespacedName, inputsHash string, generation int64, now time.Time) (time.Time, bool) {
-	e, ok := g.entries.get(key)
-	if !ok || e.inputsHash != inputsHash || e.generation != generation || !now.Before(e.until) {
-		return time.Time{}, false
-	}
-	return e.until, true
-}
-
-func (g *retryGate) forget(key types.NamespacedName) { g.entries.forget(key) }
-
-// unpublishedToken is a token that was minted but whose write failed. It lives in
-// memory only until the next attempt takes it.
-type unpublishedToken struct {
-	raw        string
-	minted     time.Time
-	inputsHash string
-	generation int64
-}
-
-// perTenant is what the operator remembers per tenant between reconciles, safe for
-// concurrent workers.
-type perTenant[V any] struct {
-	mu      sync.Mutex
-	entries map[types.NamespacedName]V
-}
-
-func (p *perTenant[V]) set(key types.NamespacedName, v V) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.entries == nil {
-		p.entries = map[types.NamespacedName]V{}
-	}
-	p.entries[key] = v
-}
-
-func (p *perTenant[V]) get(key types.NamespacedName) (V, bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	v, ok := p.entries[key]
-	return v, ok
-}
-
-func (p *perTenant[V]) forget(key types.NamespacedName) { p.take(key) }
-
-func (p *perTenant[V]) take(key types.NamespacedName) (V, bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	v, ok := p.entries[key]
-	delete(p.entries, key)
-	return v, ok
 }

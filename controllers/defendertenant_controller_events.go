@@ -20,7 +20,7 @@ type transitionEvent struct {
 
 func transitionEvents(before, after v1alpha1.DefenderTenantStatus) []transitionEvent {
 	var evs []transitionEvent
-	oldProblem, newProblem := problemFromConditions(before.Conditions), problemFromConditions(after.Conditions)
+	oldProblem, newProblem := reportedProblem(before.Conditions), reportedProblem(after.Conditions)
 	if newProblem != nil && (oldProblem == nil || oldProblem.Reason != newProblem.Reason) {
 		evs = append(evs, transitionEvent{corev1.EventTypeWarning, newProblem.Reason, "RefreshToken", newProblem.Message})
 	}

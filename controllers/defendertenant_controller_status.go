@@ -12,18 +12,15 @@ import (
 
 // problem is whatever keeps a fresh token from being published, as conditions show it.
 type problem struct {
-	Reason     string
-	Message    string
-	NeedsHuman bool
+	Reason  string
+	Message string
+	// Stalled: a human must act (Stalled=True); otherwise it is retried (Reconciling=True).
+	Stalled bool
 }
 
-// tokenFacts describes the token in the token Secret once this reconcile's writes are done.
-type tokenFacts struct {
-	SecretName string
-	ExpiresAt  time.Time
-	MintedAt   time.Time
-	// Valid: the token is for the current tenant and client and carries every required role.
-	Valid bool
+// newProblem takes whether the reason stalls from the reasons table.
+func newProblem(reason, message string) *problem {
+	return &problem{Reason: reason, Message: message, Stalled: v1alpha1.Stalls(reason)}
 }
 
 // roleFacts are the roles of the last minted token.
@@ -32,22 +29,23 @@ type roleFacts struct {
 	Missing []string
 }
 
-// statusObservation is everything the status is computed from.
-type statusObservation struct {
-	Generation      int64
+// statusInput is everything the status is computed from.
+type statusInput struct {
+	Generation      int64 // the generation fully handled
 	Now             time.Time
 	AdminConsentURL string
-	Published       *tokenFacts // nil: no token of ours is published
-	Problem         *problem    // nil: nothing is wrong
-	Attempted       bool        // a token request was made in this reconcile
+	SecretName      string
+	Published       *token                // nil: no token of ours is published
+	Problem         *problem              // nil: nothing is wrong
+	Failure         *v1alpha1.LastFailure // a refresh failed in this reconcile
 	Suspended       bool
 	Roles           *roleFacts // nil: unchanged since the last minted token
 	NextRefresh     time.Time  // zero: no token request is scheduled
 }
 
 // computeStatus derives the whole status from the previous one and this reconcile's
-// observations. It is pure so that every combination can be table-tested.
-func computeStatus(prev v1alpha1.DefenderTenantStatus, obs statusObservation) v1alpha1.DefenderTenantStatus {
+// outcome. It is pure so that every combination can be table-tested.
+func computeStatus(prev v1alpha1.DefenderTenantStatus, obs statusInput) v1alpha1.DefenderTenantStatus {
 	next := v1alpha1.DefenderTenantStatus{
 		ObservedGeneration: obs.Generation,
 		Conditions:         append([]metav1.Condition(nil), prev.Conditions...),
@@ -60,17 +58,19 @@ func computeStatus(prev v1alpha1.DefenderTenantStatus, obs statusObservation) v1
 		next.GrantedRoles, next.MissingRoles = obs.Roles.Granted, obs.Roles.Missing
 	}
 	if pub := obs.Published; pub != nil {
-		next.TokenSecretName = pub.SecretName
-		next.ExpiresAt = timeOrNil(pub.ExpiresAt)
-		next.LastRefreshTime = timeOrNil(pub.MintedAt)
+		next.TokenSecretName = obs.SecretName
+		next.ExpiresAt = timeOrNil(pub.expiresAt())
+		next.LastRefreshTime = timeOrNil(pub.mintedAt)
 	}
+	// The backoff is derived from these two, so they change only with a new failure
+	// (counted) or a reconcile without a problem (cleared); waiting one out keeps them.
 	switch {
+	case obs.Failure != nil:
+		next.FailedAttempts, next.LastFailure = prev.FailedAttempts+1, obs.Failure
 	case obs.Problem == nil:
-		next.FailedAttempts = 0
-	case obs.Attempted:
-		next.FailedAttempts = prev.FailedAttempts + 1
+		next.FailedAttempts, next.LastFailure = 0, nil
 	default:
-		next.FailedAttempts = prev.FailedAttempts
+		next.FailedAttempts, next.LastFailure = prev.FailedAttempts, prev.LastFailure
 	}
 
 	now := metav1.NewTime(obs.Now.Truncate(time.Second))
@@ -93,17 +93,17 @@ func computeStatus(prev v1alpha1.DefenderTenantStatus, obs statusObservation) v1
 // readyCondition says whether workloads have a usable token. A valid, unexpired token
 // keeps Ready True even while refreshing it fails: the token still works, and the
 // failure is reported on Stalled or Reconciling.
-func readyCondition(obs statusObservation) metav1.Condition {
+func readyCondition(obs statusInput) metav1.Condition {
 	pub := obs.Published
 	switch {
-	case pub != nil && !obs.Now.Before(pub.ExpiresAt):
-		msg := fmt.Sprintf("The token in Secret %q expired at %s and has not been replaced.", pub.SecretName, rfc3339(pub.ExpiresAt))
+	case pub != nil && !obs.Now.Before(pub.expiresAt()):
+		msg := fmt.Sprintf("The token in Secret %q expired at %s and has not been replaced.", obs.SecretName, rfc3339(pub.expiresAt()))
 		if obs.Problem != nil {
 			msg += " " + obs.Problem.Message
 		}
 		return falseCondition(v1alpha1.ConditionReady, v1alpha1.ReasonTokenExpired, msg)
-	case pub != nil && pub.Valid:
-		msg := fmt.Sprintf("A valid token is published in Secret %q until %s.", pub.SecretName, rfc3339(pub.ExpiresAt))
+	case pub != nil && pub.usable(obs.Now):
+		msg := fmt.Sprintf("A valid token is published in Secret %q until %s.", obs.SecretName, rfc3339(pub.expiresAt()))
 		if obs.Problem != nil {
 			msg += fmt.Sprintf(" Refreshing it fails (%s); it stays published until it expires.", obs.Problem.Reason)
 		}
@@ -124,7 +124,7 @@ func progressConditions(p *problem) (stalled, reconciling *metav1.Condition) {
 		return nil, nil
 	}
 	c := metav1.Condition{Status: metav1.ConditionTrue, Reason: p.Reason, Message: p.Message}
-	if p.NeedsHuman {
+	if p.Stalled {
 		c.Type = v1alpha1.ConditionStalled
 		return &c, nil
 	}
@@ -132,12 +132,12 @@ func progressConditions(p *problem) (stalled, reconciling *metav1.Condition) {
 	return nil, &c
 }
 
-// problemFromConditions recovers the problem the previous reconcile reported, for a
-// reconcile that waits out its backoff instead of asking Entra again.
-func problemFromConditions(conditions []metav1.Condition) *problem {
+// reportedProblem is the problem a status reports on Stalled or Reconciling, for
+// telling which transitions deserve an Event.
+func reportedProblem(conditions []metav1.Condition) *problem {
 	for _, t := range []string{v1alpha1.ConditionStalled, v1alpha1.ConditionReconciling} {
 		if c := meta.FindStatusCondition(conditions, t); c != nil && c.Status == metav1.ConditionTrue {
-			return &problem{Reason: c.Reason, Message: c.Message, NeedsHuman: t == v1alpha1.ConditionStalled}
+			return &problem{Reason: c.Reason, Message: c.Message, Stalled: t == v1alpha1.ConditionStalled}
 		}
 	}
 	return nil

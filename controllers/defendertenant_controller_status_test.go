@@ -8,14 +8,16 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
+	"github.com/tenantcreds/defender-tenant-operator/internal/tokencheck"
 )
 
 func TestComputeStatus(t *testing.T) {
 	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
-	fresh := &tokenFacts{SecretName: "contoso-token", MintedAt: now.Add(-10 * time.Minute), ExpiresAt: now.Add(50 * time.Minute), Valid: true}
-	expired := &tokenFacts{SecretName: "contoso-token", MintedAt: now.Add(-2 * time.Hour), ExpiresAt: now.Add(-time.Minute), Valid: false}
-	transient := &problem{Reason: v1alpha1.ReasonTokenEndpointUnavailable, Message: "down"}
-	human := &problem{Reason: v1alpha1.ReasonInvalidClientSecret, Message: "wrong secret", NeedsHuman: true}
+	fresh := &token{mintedAt: now.Add(-10 * time.Minute), claims: tokencheck.Verdict{ExpiresAt: now.Add(50 * time.Minute)}}
+	expired := &token{mintedAt: now.Add(-2 * time.Hour), claims: tokencheck.Verdict{ExpiresAt: now.Add(-time.Minute)}}
+	transient := newProblem(v1alpha1.ReasonTokenEndpointUnavailable, "down")
+	human := newProblem(v1alpha1.ReasonInvalidClientSecret, "wrong secret")
+	failed := &v1alpha1.LastFailure{Time: metav1.NewTime(now), Reason: "any"}
 	type want struct {
 		ready, readyReason   string
 		stalled, reconciling string // reasons; "" = condition absent
@@ -24,21 +26,21 @@ func TestComputeStatus(t *testing.T) {
 	tests := []struct {
 		name     string
 		prevFail int32
-		obs      statusObservation
+		obs      statusInput
 		want     want
 	}{
-		{"fresh token, no problem", 3, statusObservation{Published: fresh}, want{"True", "TokenReady", "", "", 0}},
-		{"fresh token, refresh fails transiently", 1, statusObservation{Published: fresh, Problem: transient, Attempted: true}, want{"True", "TokenReady", "", "TokenEndpointUnavailable", 2}},
-		{"fresh token, refresh needs a human", 0, statusObservation{Published: fresh, Problem: human, Attempted: true}, want{"True", "TokenReady", "InvalidClientSecret", "", 1}},
-		{"expired token and failing refresh", 4, statusObservation{Published: expired, Problem: transient, Attempted: true}, want{"False", "TokenExpired", "", "TokenEndpointUnavailable", 5}},
-		{"expired token while suspended", 0, statusObservation{Published: expired, Suspended: true}, want{"False", "TokenExpired", "", "", 0}},
-		{"no token, needs a human", 0, statusObservation{Problem: human, Attempted: true}, want{"False", "InvalidClientSecret", "InvalidClientSecret", "", 1}},
-		{"no token, waiting out a backoff keeps the count", 2, statusObservation{Problem: human}, want{"False", "InvalidClientSecret", "InvalidClientSecret", "", 2}},
-		{"no token, suspended", 0, statusObservation{Suspended: true}, want{"False", "Suspended", "", "", 0}},
+		{"fresh token, no problem", 3, statusInput{Published: fresh}, want{"True", "TokenReady", "", "", 0}},
+		{"fresh token, refresh fails transiently", 1, statusInput{Published: fresh, Problem: transient, Failure: failed}, want{"True", "TokenReady", "", "TokenEndpointUnavailable", 2}},
+		{"fresh token, refresh needs a human", 0, statusInput{Published: fresh, Problem: human, Failure: failed}, want{"True", "TokenReady", "InvalidClientSecret", "", 1}},
+		{"expired token and failing refresh", 4, statusInput{Published: expired, Problem: transient, Failure: failed}, want{"False", "TokenExpired", "", "TokenEndpointUnavailable", 5}},
+		{"expired token while suspended", 0, statusInput{Published: expired, Suspended: true}, want{"False", "TokenExpired", "", "", 0}},
+		{"no token, needs a human", 0, statusInput{Problem: human, Failure: failed}, want{"False", "InvalidClientSecret", "InvalidClientSecret", "", 1}},
+		{"no token, waiting out a backoff keeps the count", 2, statusInput{Problem: human}, want{"False", "InvalidClientSecret", "InvalidClientSecret", "", 2}},
+		{"no token, suspended", 0, statusInput{Suspended: true}, want{"False", "Suspended", "", "", 0}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tt.obs.Now, tt.obs.Generation = now, 7
+			tt.obs.Now, tt.obs.Generation, tt.obs.SecretName = now, 7, "contoso-token"
 			got := computeStatus(v1alpha1.DefenderTenantStatus{FailedAttempts: tt.prevFail}, tt.obs)
 			ready := findCondition(got.Conditions, v1alpha1.ConditionReady)
 			if ready == nil || string(ready.Status) != tt.want.ready || ready.Reason != tt.want.readyReason {
@@ -62,8 +64,8 @@ func TestComputeStatus(t *testing.T) {
 
 func TestComputeStatusIsStableAndKeepsTransitionTimes(t *testing.T) {
 	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
-	obs := statusObservation{Generation: 1, Now: now.Add(123 * time.Millisecond), NextRefresh: now.Add(40*time.Minute + 500*time.Millisecond),
-		Published: &tokenFacts{SecretName: "s", MintedAt: now, ExpiresAt: now.Add(time.Hour), Valid: true}}
+	obs := statusInput{Generation: 1, Now: now.Add(123 * time.Millisecond), NextRefresh: now.Add(40*time.Minute + 500*time.Millisecond),
+		SecretName: "s", Published: &token{mintedAt: now, claims: tokencheck.Verdict{ExpiresAt: now.Add(time.Hour)}}}
 	first := computeStatus(v1alpha1.DefenderTenantStatus{}, obs)
 	obs.Now = now.Add(10 * time.Minute)
 	second := computeStatus(first, obs)

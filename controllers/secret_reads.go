@@ -54,18 +54,40 @@ type credential struct {
 	state credentialState
 	// value is the client secret, set only when state is credentialUsable.
 	value string
+	// version names the Secret read (UID and resourceVersion), empty when it is
+	// missing: any change of the Secret is new input for a failed request.
+	version string
 }
 
 func readCredential(secret *corev1.Secret, key string) credential {
+	version := string(secret.UID) + "/" + secret.ResourceVersion
 	// A trailing newline from `kubectl create secret --from-file` is not part of the secret.
 	value := strings.TrimSpace(string(secret.Data[key]))
 	switch {
 	case value == "":
-		return credential{state: credentialKeyEmpty}
+		return credential{state: credentialKeyEmpty, version: version}
 	case !plausibleClientSecret(value):
-		return credential{state: credentialImplausible}
+		return credential{state: credentialImplausible, version: version}
 	}
-	return credential{state: credentialUsable, value: value}
+	return credential{state: credentialUsable, value: value, version: version}
+}
+
+// maxClientSecretLength is far above the 40 characters Entra generates, and far
+// below what would make a form body worth sending.
+const maxClientSecretLength = 1024
+
+// plausibleClientSecret rejects values that cannot be an Entra client secret (binary
+// data, a certificate, a whole file) before they cost a token request.
+func plausibleClientSecret(s string) bool {
+	if len(s) > maxClientSecretLength {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // credential returns what the tenant's credential Secret holds under key, reading the

@@ -203,7 +203,7 @@ func (h *harness) newReconciler(authority string) *DefenderTenantReconciler {
 		APIReader:        k8s,
 		SecretMetadata:   k8s,
 		Clock:            h.clock,
-		Entra:            &entra.Client{Timeout: 5 * time.Second},
+		Entra:            &entra.Client{Timeout: 5 * time.Second, Clock: h.clock},
 		AuthorityHost:    authority,
 		AllowedResources: entra.NewAllowList(entra.DefaultAllowedResources),
 		Recorder:         h.recorder,

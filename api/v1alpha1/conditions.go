@@ -50,7 +50,58 @@ const (
 	ReasonSuspended = "Suspended"
 	// ReasonProgressing: the first token is being requested.
 	ReasonProgressing = "Progressing"
+	// ReasonSecretWriteFailed: the token Secret could not be written. Forbidden (RBAC,
+	// an exceeded ResourceQuota, an admission policy) and Invalid stall, because a retry
+	// cannot help; any other API error is retried as Reconciling.
+	ReasonSecretWriteFailed = "SecretWriteFailed"
 )
+
+// ReasonKind is how a reason shows on the conditions, and so how it is retried.
+type ReasonKind string
+
+const (
+	// KindReady reasons set Ready=True.
+	KindReady ReasonKind = "Ready=True"
+	// KindStalled reasons set Stalled=True: a human must act. The operator still
+	// retries with the slow backoff, because most fixes happen in Entra ID.
+	KindStalled ReasonKind = "Stalled"
+	// KindReconciling reasons set Reconciling=True: transient, retried with backoff.
+	KindReconciling ReasonKind = "Reconciling"
+	// KindNotReady reasons appear on Ready=False only: a state, not a failure.
+	KindNotReady ReasonKind = "Ready=False"
+	// KindStalledOrReconciling reasons stall when a retry cannot help and reconcile
+	// otherwise; whoever reports one says which.
+	KindStalledOrReconciling ReasonKind = "Stalled or Reconciling"
+)
+
+// ReasonKinds gives every reason its kind. It is the one table that the controller
+// and the Entra client consult, and the README's reasons table must agree with it
+// (a test checks both).
+var ReasonKinds = map[string]ReasonKind{
+	ReasonTokenReady:               KindReady,
+	ReasonCredentialsNotFound:      KindStalled,
+	ReasonInvalidClientSecret:      KindStalled,
+	ReasonClientSecretExpired:      KindStalled,
+	ReasonConsentRequired:          KindStalled,
+	ReasonTenantNotFound:           KindStalled,
+	ReasonMissingRoles:             KindStalled,
+	ReasonInvalidToken:             KindStalled,
+	ReasonSecretConflict:           KindStalled,
+	ReasonResourceNotAllowed:       KindStalled,
+	ReasonThrottled:                KindReconciling,
+	ReasonTokenEndpointUnavailable: KindReconciling,
+	ReasonTokenExpired:             KindNotReady,
+	ReasonSuspended:                KindNotReady,
+	ReasonProgressing:              KindNotReady,
+	ReasonSecretWriteFailed:        KindStalledOrReconciling,
+}
+
+// Stalls reports whether a failure with this reason needs a human. Only reasons of
+// KindReconciling do not; a KindStalledOrReconciling reason stalls unless its
+// reporter says otherwise.
+func Stalls(reason string) bool {
+	return ReasonKinds[reason] != KindReconciling
+}
 
 // Token Secret keys, labels and annotations that workloads and tooling rely on.
 const (

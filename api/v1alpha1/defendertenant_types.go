@@ -145,9 +145,60 @@ type DefenderTenantStatus struct {
 	// +optional
 	AdminConsentURL string `json:"adminConsentURL,omitempty"`
 
-	// failedAttempts counts consecutive failed token requests; zero after a success.
+	// failedAttempts counts consecutive failed refreshes (a token request that failed,
+	// or a minted token that could not be written); zero after a success.
 	// +optional
 	FailedAttempts int32 `json:"failedAttempts,omitempty"`
+
+	// lastFailure is the last failed refresh; absent after a success. The backoff
+	// before the next token request is derived from it and failedAttempts, so a
+	// restarted operator keeps it.
+	// +optional
+	LastFailure *LastFailure `json:"lastFailure,omitempty"`
+}
+
+// LastFailure describes the last failed refresh: what Microsoft support and the
+// customer's sign-in logs are keyed on, and what the backoff is computed from.
+type LastFailure struct {
+	// time is when the failed request was made.
+	// +required
+	Time metav1.Time `json:"time"`
+
+	// reason is the condition reason the failure was reported with.
+	// +required
+	Reason string `json:"reason"`
+
+	// message is the condition message the failure was reported with.
+	// +optional
+	Message string `json:"message,omitempty"`
+
+	// code is the AADSTS code (AADSTS7000215), "HTTP <status>" when Entra ID sent
+	// none, or "network" when no answer arrived.
+	// +optional
+	Code string `json:"code,omitempty"`
+
+	// traceID is Entra ID's trace_id, when it sent one.
+	// +optional
+	TraceID string `json:"traceID,omitempty"`
+
+	// correlationID is Entra ID's correlation_id, when it sent one.
+	// +optional
+	CorrelationID string `json:"correlationID,omitempty"`
+
+	// clientRequestID is the client-request-id the operator sent.
+	// +optional
+	ClientRequestID string `json:"clientRequestID,omitempty"`
+
+	// retryAfter is the wait Entra ID asked for with Retry-After.
+	// +optional
+	RetryAfter *metav1.Duration `json:"retryAfter,omitempty"`
+
+	// inputsHash is a digest of what the request was made with: the spec's
+	// generation, authority, app, resource and the credential's version, never the
+	// credential itself. When it no longer matches, the next request goes out at
+	// once instead of waiting out the backoff.
+	// +optional
+	InputsHash string `json:"inputsHash,omitempty"`
 }
 
 // DefenderTenant keeps a fresh Microsoft Defender XDR API token for one customer

@@ -135,14 +135,13 @@ var errorRules = map[string]rule{
 	"temporarily_unavailable": {v1alpha1.ReasonTokenEndpointUnavailable, adviceBusy},
 }
 
-// kindOf derives the Kind from the reason, so the two can never disagree.
+// kindOf reads the Kind from the reasons table of v1alpha1, so that the Entra client
+// and the conditions can never disagree.
 func kindOf(reason string) Kind {
-	switch reason {
-	case v1alpha1.ReasonThrottled, v1alpha1.ReasonTokenEndpointUnavailable:
-		return Transient
-	default:
+	if v1alpha1.Stalls(reason) {
 		return NeedsHuman
 	}
+	return Transient
 }
 
 func classify(err error, now time.Time, s scrubber) *Failure {

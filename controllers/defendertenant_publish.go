@@ -8,12 +8,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 )
@@ -28,19 +26,18 @@ func tokenSecretData(tenantID, token string, expiresAt time.Time) map[string][]b
 	}
 }
 
-// publish makes the tenant's token Secret hold this token, creating it or restoring
-// what was edited, and writes nothing when it already does. Labels and annotations of
-// other tools are kept; only the operator's own are enforced.
-func (r *DefenderTenantReconciler) publish(ctx context.Context, obs *observation, token string, expiresAt, minted time.Time) error {
+// desiredTokenSecret is the token Secret as it must be to publish t: the live one
+// with the operator's data, labels, annotations and ownerReference enforced, and
+// everything other tools added kept. It is pure, so decide can tell whether a write
+// is needed without making one.
+func desiredTokenSecret(obs *observation, t *token) *corev1.Secret {
 	tenant := obs.tenant
-	secret := obs.tokenSecret
-	if secret == nil {
+	var secret *corev1.Secret
+	if obs.tokenSecret == nil {
 		secret = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: obs.secretName, Namespace: tenant.Namespace}, Type: corev1.SecretTypeOpaque}
 	} else {
-		secret = secret.DeepCopy()
+		secret = obs.tokenSecret.DeepCopy()
 	}
-	before := secret.DeepCopy()
-
 	if secret.Labels == nil {
 		secret.Labels = map[string]string{}
 	}
@@ -52,48 +49,70 @@ func (r *DefenderTenantReconciler) publish(ctx context.Context, obs *observation
 		secret.Annotations = map[string]string{}
 	}
 	maps.Copy(secret.Annotations, map[string]string{
-		v1alpha1.AnnotationMintedAt:   rfc3339(minted),
-		v1alpha1.AnnotationInputsHash: obs.inputsHash,
+		v1alpha1.AnnotationMintedAt:   rfc3339(t.mintedAt),
+		v1alpha1.AnnotationInputsHash: t.inputsHash,
 	})
-	secret.Data = tokenSecretData(tenant.Spec.TenantID, token, expiresAt)
+	secret.Data = tokenSecretData(tenant.Spec.TenantID, t.raw, t.expiresAt())
 	secret.StringData = nil
-	if err := controllerutil.SetControllerReference(tenant, secret, r.Scheme()); err != nil {
-		return err
-	}
+	setControllerRef(secret, tenant)
+	return secret
+}
 
-	if obs.tokenSecret == nil {
-		err := r.Create(ctx, secret)
-		if apierrors.IsAlreadyExists(err) {
-			return r.publishOverUnseen(ctx, obs, token, expiresAt, minted)
-		}
-		if err != nil {
-			return fmt.Errorf("creating token Secret %s: %w", secret.Name, err)
-		}
-	} else if !equality.Semantic.DeepEqual(before, secret) {
-		if err := r.Update(ctx, secret); err != nil {
-			return fmt.Errorf("updating token Secret %s: %w", secret.Name, err)
+// setControllerRef makes tenant the Secret's controller. An earlier reference to it
+// is replaced in place, so that an unchanged Secret compares equal, and references
+// to other owners are kept.
+func setControllerRef(secret *corev1.Secret, tenant *v1alpha1.DefenderTenant) {
+	ref := *metav1.NewControllerRef(tenant, v1alpha1.GroupVersion.WithKind("DefenderTenant"))
+	for i := range secret.OwnerReferences {
+		if secret.OwnerReferences[i].UID == tenant.UID {
+			secret.OwnerReferences[i] = ref
+			return
 		}
 	}
-	obs.tokenSecret = secret
-	return nil
+	secret.OwnerReferences = append(secret.OwnerReferences, ref)
 }
 
 // errTokenSecretTaken: the token Secret's name belongs to a Secret the tenant does not own.
 var errTokenSecretTaken = errors.New("token Secret name taken by a Secret the DefenderTenant does not own")
 
-// publishOverUnseen handles a token Secret that exists although the watch cache had
-// not seen it: it is read, then published over if the tenant owns it and left alone
-// if not.
-func (r *DefenderTenantReconciler) publishOverUnseen(ctx context.Context, obs *observation, token string, expiresAt, minted time.Time) error {
+// writeTokenSecret creates or updates the token Secret so that it publishes t, and
+// writes nothing when it already does.
+func (r *DefenderTenantReconciler) writeTokenSecret(ctx context.Context, obs *observation, t *token) error {
+	desired := desiredTokenSecret(obs, t)
+	if obs.tokenSecret == nil {
+		err := r.Create(ctx, desired)
+		if apierrors.IsAlreadyExists(err) {
+			return r.writeOverUnseen(ctx, obs, t)
+		}
+		if err != nil {
+			return fmt.Errorf("creating token Secret %s: %w", desired.Name, err)
+		}
+		return nil
+	}
+	if !tokenSecretDrifted(obs, t) {
+		return nil
+	}
+	if err := r.Update(ctx, desired); err != nil {
+		return fmt.Errorf("updating token Secret %s: %w", desired.Name, err)
+	}
+	return nil
+}
+
+// writeOverUnseen handles a token Secret that exists although the watch cache had
+// not seen it: it is read, then written over if the tenant owns it and left alone
+// if not. The observation stays as observed; the write works on a copy that knows
+// the live Secret.
+func (r *DefenderTenantReconciler) writeOverUnseen(ctx context.Context, obs *observation, t *token) error {
 	live := &corev1.Secret{}
 	if err := r.APIReader.Get(ctx, keyOf(obs.tenant.Namespace, obs.secretName), live); err != nil {
 		return fmt.Errorf("reading token Secret %s: %w", obs.secretName, err)
 	}
-	obs.tokenSecret = live
 	if !metav1.IsControlledBy(live, obs.tenant) {
 		return errTokenSecretTaken
 	}
-	return r.publish(ctx, obs, token, expiresAt, minted)
+	seen := *obs
+	seen.tokenSecret, seen.tokenSecretOwned = live, true
+	return r.writeTokenSecret(ctx, &seen, t)
 }
 
 // deleteStaleTokenSecret removes the Secret published under a previous
@@ -121,8 +140,8 @@ func keyOf(namespace, name string) types.NamespacedName {
 	return types.NamespacedName{Namespace: namespace, Name: name}
 }
 
-// metav1ControllerOf returns the DefenderTenant controlling obj, if any.
-func metav1ControllerOf(obj metav1.Object) *metav1.OwnerReference {
+// tenantControllerOf returns the reference to the DefenderTenant controlling obj, if any.
+func tenantControllerOf(obj metav1.Object) *metav1.OwnerReference {
 	ref := metav1.GetControllerOf(obj)
 	if ref == nil || ref.Kind != "DefenderTenant" || ref.APIVersion != v1alpha1.GroupVersion.String() {
 		return nil

@@ -1,0 +1,134 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
+)
+
+// outcome is what carrying out a plan did; the status and the requeue follow from it.
+type outcome struct {
+	// published is the token in the token Secret now; nil: none of ours.
+	published *token
+	problem   *problem
+	// failure is a failed refresh to record in status.lastFailure; nil: none happened.
+	failure *v1alpha1.LastFailure
+	// roles are those of the token minted or kept; nil: unchanged.
+	roles       *roleFacts
+	nextRefresh time.Time
+	recheck     time.Time
+	// err is an API error that the next reconcile may not see; it is returned, so
+	// that controller-runtime retries with its backoff, and the spec counts as not
+	// fully handled.
+	err error
+}
+
+// held is the outcome of doing nothing: the observed token stays, the plan's problem
+// is reported. It is also what the status shows if acting is cut short.
+func held(obs *observation, p plan) outcome {
+	return outcome{published: obs.published, problem: p.problem, nextRefresh: p.nextRefresh, recheck: p.recheck}
+}
+
+func (r *DefenderTenantReconciler) act(ctx context.Context, obs *observation, p plan) outcome {
+	switch p.action {
+	case actionKeep:
+		return outcome{published: p.token, roles: rolesOf(p.token.claims), nextRefresh: p.nextRefresh, recheck: p.recheck}
+	case actionRestore, actionPublishLeftover:
+		return r.publish(ctx, obs, p.token)
+	case actionMint:
+		t, failure := r.requestToken(ctx, obs)
+		if failure != nil {
+			return r.requestFailed(obs, failure)
+		}
+		return r.publish(ctx, obs, t)
+	default:
+		return held(obs, p)
+	}
+}
+
+// publish writes t to the token Secret. When the write fails, t stays in memory, so
+// that the retry publishes it instead of asking Entra ID again.
+func (r *DefenderTenantReconciler) publish(ctx context.Context, obs *observation, t *token) outcome {
+	key := keyOf(obs.tenant.Namespace, obs.tenant.Name)
+	err := r.writeTokenSecret(ctx, obs, t)
+	if errors.Is(err, errTokenSecretTaken) {
+		r.leftovers.forget(key)
+		return outcome{problem: secretConflictProblem(obs.secretName), recheck: safetyRecheck(obs)}
+	}
+	if err != nil {
+		r.leftovers.set(key, leftover{raw: t.raw, mintedAt: t.mintedAt, inputsHash: t.inputsHash, generation: obs.tenant.Generation})
+		return r.writeFailed(obs, err)
+	}
+	r.leftovers.forget(key)
+	ctrl.LoggerFrom(ctx).V(1).Info("Published token", "expiresAt", rfc3339(t.expiresAt()))
+	due := refreshAt(obs.tenant, t)
+	out := outcome{published: t, roles: rolesOf(t.claims), nextRefresh: due, recheck: due}
+	out.err = r.deleteStaleTokenSecret(ctx, obs.tenant, obs.secretName)
+	return out
+}
+
+// requestFailed schedules the retry of a failed token request. The published token,
+// if any, stays: a failed refresh never removes a token that still works.
+func (r *DefenderTenantReconciler) requestFailed(obs *observation, f *requestFailure) outcome {
+	last := newLastFailure(obs, f.problem, f.code, f.retryAfter)
+	at := retryAt(obs, last, obs.tenant.Status.FailedAttempts+1)
+	return outcome{published: obs.published, problem: f.problem, failure: last, roles: f.roles, nextRefresh: at, recheck: at}
+}
+
+// writeFailed reports a token Secret that could not be written. Forbidden (RBAC, a
+// quota, an admission policy) and Invalid do not go away by retrying: they stall and
+// are recorded, so the slow backoff applies and survives a restart. Anything else is
+// returned for controller-runtime's retry.
+func (r *DefenderTenantReconciler) writeFailed(obs *observation, err error) outcome {
+	message := fmt.Sprintf("The token Secret %q could not be written: %s", obs.secretName, truncate(err.Error(), 400))
+	if !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) {
+		return outcome{published: obs.published, problem: &problem{Reason: v1alpha1.ReasonSecretWriteFailed, Message: message}, err: err}
+	}
+	p := &problem{Reason: v1alpha1.ReasonSecretWriteFailed, Stalled: true,
+		Message: message + ". Grant the operator's ServiceAccount the right to write it, or lift the quota or policy that refuses it."}
+	code := http.StatusForbidden
+	if apierrors.IsInvalid(err) {
+		code = http.StatusUnprocessableEntity
+	}
+	last := newLastFailure(obs, p, fmt.Sprintf("HTTP %d", code), 0)
+	at := retryAt(obs, last, obs.tenant.Status.FailedAttempts+1)
+	return outcome{published: obs.published, problem: p, failure: last, nextRefresh: at, recheck: at}
+}
+
+// newLastFailure records a failure as status.lastFailure. Its time is rounded up to
+// the second the API server stores, so that a backoff computed now and one computed
+// from the stored status after a restart end at the same instant.
+func newLastFailure(obs *observation, p *problem, code string, retryAfter time.Duration) *v1alpha1.LastFailure {
+	at := obs.now.Truncate(time.Second)
+	if at.Before(obs.now) {
+		at = at.Add(time.Second)
+	}
+	last := &v1alpha1.LastFailure{
+		Time:       metav1.NewTime(at.UTC()),
+		Reason:     p.Reason,
+		Message:    p.Message,
+		Code:       code,
+		InputsHash: obs.failureInputs,
+	}
+	if retryAfter > 0 {
+		last.RetryAfter = &metav1.Duration{Duration: retryAfter}
+	}
+	return last
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	// Cut on a rune boundary: the message goes into a condition, which must be UTF-8.
+	return strings.ToValidUTF8(s[:n], "") + "…"
+}

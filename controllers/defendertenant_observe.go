@@ -1,0 +1,205 @@
+package controllers
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
+	"github.com/tenantcreds/defender-tenant-operator/internal/entra"
+	"github.com/tenantcreds/defender-tenant-operator/internal/tokencheck"
+)
+
+// observation is what one reconcile knows before it decides anything: facts only.
+// observe builds it and nothing writes to it afterwards, so that decide is a pure
+// function of it.
+type observation struct {
+	now    time.Time
+	tenant *v1alpha1.DefenderTenant
+
+	authority       string
+	resource        string
+	adminConsentURL string
+	// resourceAllowed: resource is in the operator's --allowed-resources, which
+	// allowedResources lists for the message.
+	resourceAllowed  bool
+	allowedResources string
+
+	secretName string
+	// tokenSecret is the live Secret named secretName, whoever owns it; nil if absent.
+	tokenSecret *corev1.Secret
+	// tokenSecretOwned: tokenSecret exists and is controlled by this tenant.
+	tokenSecretOwned bool
+	// published is the token in the tenant's own token Secret, checked against the
+	// current spec; nil when there is none or it is not a token of this tenant.
+	published *token
+
+	credential credential
+	// inputsHash digests everything a token is minted from (see
+	// AnnotationInputsHash); empty unless the credential is usable.
+	inputsHash string
+	// failureInputs digests what a failed request is retried with (see
+	// LastFailure.InputsHash); it holds no secret material.
+	failureInputs string
+
+	// leftover is a token minted from the current inputs whose write failed, still
+	// good to publish; nil when there is none.
+	leftover *token
+}
+
+// token is a checked token, wherever it was found: in the token Secret, left over
+// from a failed write, or just minted. It is the one shape a token has from
+// observation to status.
+type token struct {
+	raw        string
+	claims     tokencheck.Verdict
+	mintedAt   time.Time
+	inputsHash string
+}
+
+func (t *token) expiresAt() time.Time { return t.claims.ExpiresAt }
+
+// usable: unexpired and carrying every required role, so workloads can use it.
+func (t *token) usable(now time.Time) bool {
+	return now.Before(t.claims.ExpiresAt) && len(t.claims.MissingRoles) == 0
+}
+
+func (r *DefenderTenantReconciler) observe(ctx context.Context, tenant *v1alpha1.DefenderTenant) (*observation, error) {
+	cloud := tenant.CloudOrDefault()
+	obs := &observation{
+		now:              r.Clock.Now(),
+		tenant:           tenant,
+		authority:        r.AuthorityHost,
+		resource:         strings.TrimSuffix(tenant.Spec.Resource, "/"),
+		secretName:       tenant.TokenSecretNameOrDefault(),
+		allowedResources: r.AllowedResources.String(),
+	}
+	if obs.authority == "" {
+		obs.authority = entra.AuthorityHost(cloud)
+	}
+	if obs.resource == "" {
+		obs.resource = entra.DefaultResource(cloud)
+	}
+	obs.resourceAllowed = r.AllowedResources.Allows(obs.resource)
+	// Admins consent in a browser against the real cloud, never through an override.
+	obs.adminConsentURL = entra.AdminConsentURL(entra.AuthorityHost(cloud), tenant.Spec.TenantID, tenant.Spec.ClientID, obs.resource)
+
+	if err := r.observeTokenSecret(ctx, obs); err != nil {
+		return nil, err
+	}
+	if err := r.observeCredential(ctx, obs); err != nil {
+		return nil, err
+	}
+	obs.leftover = r.leftoverToken(obs)
+	return obs, nil
+}
+
+func (r *DefenderTenantReconciler) observeTokenSecret(ctx context.Context, obs *observation) error {
+	key := keyOf(obs.tenant.Namespace, obs.secretName)
+	if _, exists, known := r.cachedSecretVersion(ctx, key); known && !exists {
+		return nil
+	}
+	secret := &corev1.Secret{}
+	err := r.APIReader.Get(ctx, key, secret)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading token Secret %s: %w", obs.secretName, err)
+	}
+	obs.tokenSecret = secret
+	obs.tokenSecretOwned = metav1.IsControlledBy(secret, obs.tenant)
+	if obs.tokenSecretOwned {
+		obs.published = publishedToken(secret, obs.tenant)
+	}
+	return nil
+}
+
+// publishedToken reads the token in the tenant's own Secret. An expired token of
+// ours is still returned (it is reported as TokenExpired); anything that is not a
+// token of this tenant (hand-edited, or the spec changed) is nil, and replaced.
+func publishedToken(secret *corev1.Secret, tenant *v1alpha1.DefenderTenant) *token {
+	raw := string(secret.Data[v1alpha1.TokenSecretKeyAccessToken])
+	if raw == "" {
+		return nil
+	}
+	claims, err := tokencheck.Check(raw, expectation(tenant), time.Time{})
+	if err != nil {
+		return nil
+	}
+	return &token{
+		raw:        raw,
+		claims:     claims,
+		mintedAt:   mintedAt(secret, claims),
+		inputsHash: secret.Annotations[v1alpha1.AnnotationInputsHash],
+	}
+}
+
+// expectation is what every token of this tenant must match, whether just minted or
+// found published: one definition, so the two checks cannot drift apart.
+func expectation(tenant *v1alpha1.DefenderTenant) tokencheck.Expectation {
+	return tokencheck.Expectation{TenantID: tenant.Spec.TenantID, ClientID: tenant.Spec.ClientID, RequiredRoles: tenant.Spec.RequiredRoles}
+}
+
+// mintedAt reads when the published token was minted. The annotation is authoritative;
+// iat is the fallback (Entra backdates it by about five minutes).
+func mintedAt(secret *corev1.Secret, claims tokencheck.Verdict) time.Time {
+	if t, err := time.Parse(time.RFC3339, secret.Annotations[v1alpha1.AnnotationMintedAt]); err == nil {
+		return t
+	}
+	if !claims.IssuedAt.IsZero() {
+		return claims.IssuedAt
+	}
+	return claims.ExpiresAt.Add(-time.Hour)
+}
+
+func (r *DefenderTenantReconciler) observeCredential(ctx context.Context, obs *observation) error {
+	spec := obs.tenant.Spec
+	cred, err := r.credential(ctx, keyOf(obs.tenant.Namespace, spec.ClientSecretRef.Name), obs.tenant.ClientSecretKeyOrDefault())
+	if err != nil {
+		return fmt.Errorf("reading credential Secret %s: %w", spec.ClientSecretRef.Name, err)
+	}
+	obs.credential = cred
+	obs.failureInputs = inputsHash(strconv.FormatInt(obs.tenant.Generation, 10), obs.authority, spec.TenantID, spec.ClientID, obs.resource, cred.version)
+	if cred.state == credentialUsable {
+		obs.inputsHash = inputsHash(obs.authority, spec.TenantID, spec.ClientID, obs.resource, cred.value)
+	}
+	return nil
+}
+
+// inputsHash is a one-way digest: it tells whether a token was minted, or a request
+// failed, with the current inputs without storing the inputs themselves.
+func inputsHash(parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// leftoverToken is the token a failed write left in memory, if it was minted from
+// the current inputs and is still good to publish: usable and not yet due.
+func (r *DefenderTenantReconciler) leftoverToken(obs *observation) *token {
+	t, ok := r.leftovers.get(keyOf(obs.tenant.Namespace, obs.tenant.Name))
+	if !ok || obs.inputsHash == "" || t.inputsHash != obs.inputsHash || t.generation != obs.tenant.Generation {
+		return nil
+	}
+	claims, err := tokencheck.Check(t.raw, expectation(obs.tenant), obs.now)
+	if err != nil {
+		return nil
+	}
+	checked := &token{raw: t.raw, claims: claims, mintedAt: t.mintedAt, inputsHash: t.inputsHash}
+	if !checked.usable(obs.now) || !obs.now.Before(refreshAt(obs.tenant, checked)) {
+		return nil
+	}
+	return checked
+}

@@ -1,0 +1,86 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
+	"github.com/tenantcreds/defender-tenant-operator/internal/entra"
+	"github.com/tenantcreds/defender-tenant-operator/internal/tokencheck"
+)
+
+// requestFailure is a token request that produced nothing to publish.
+type requestFailure struct {
+	problem *problem
+	// code is what lastFailure.code shows: the AADSTS code, "HTTP <status>", or
+	// "network"; empty when Entra ID answered with a token that was refused.
+	code       string
+	retryAfter time.Duration
+	// roles are those of a refused token that lacks required roles; nil otherwise.
+	roles *roleFacts
+}
+
+// requestToken asks Entra ID for a token once and checks it: a token comes back
+// only when it may be published.
+func (r *DefenderTenantReconciler) requestToken(ctx context.Context, obs *observation) (*token, *requestFailure) {
+	start := r.Clock.Now()
+	t, failure := r.requestAndCheck(ctx, obs)
+	reason := v1alpha1.ReasonTokenReady
+	if failure != nil {
+		reason = failure.problem.Reason
+	}
+	recordTokenRequest(reason, r.Clock.Since(start))
+	return t, failure
+}
+
+func (r *DefenderTenantReconciler) requestAndCheck(ctx context.Context, obs *observation) (*token, *requestFailure) {
+	spec := obs.tenant.Spec
+	answer, err := r.Entra.RequestToken(ctx, entra.Request{
+		AuthorityHost: obs.authority,
+		TenantID:      spec.TenantID,
+		ClientID:      spec.ClientID,
+		ClientSecret:  obs.credential.value,
+		Resource:      obs.resource,
+	})
+	if err != nil {
+		var f *entra.Failure
+		if !errors.As(err, &f) {
+			f = entra.Classify(err, obs.now)
+		}
+		return nil, &requestFailure{problem: newProblem(f.Reason, f.Message), code: failureCode(f), retryAfter: f.RetryAfter}
+	}
+
+	claims, err := tokencheck.Check(answer.AccessToken, expectation(obs.tenant), obs.now)
+	if err != nil {
+		return nil, &requestFailure{problem: newProblem(v1alpha1.ReasonInvalidToken,
+			fmt.Sprintf("Entra ID returned a token that was not published: %v. Check spec.tenantID, spec.clientID and --authority-host.", err))}
+	}
+	if len(claims.MissingRoles) > 0 {
+		return nil, &requestFailure{
+			problem: newProblem(v1alpha1.ReasonMissingRoles,
+				fmt.Sprintf("The token lacks required roles %s (see status.missingRoles). Grant these application permissions to the app, then have the customer tenant's admin consent again (status.adminConsentURL).",
+					strings.Join(claims.MissingRoles, ", "))),
+			roles: rolesOf(claims),
+		}
+	}
+	return &token{raw: answer.AccessToken, claims: claims, mintedAt: obs.now.UTC().Truncate(time.Second), inputsHash: obs.inputsHash}, nil
+}
+
+// failureCode is the code Microsoft support and sign-in logs know a failure by.
+func failureCode(f *entra.Failure) string {
+	switch {
+	case len(f.AADSTS) > 0:
+		return fmt.Sprintf("AADSTS%d", f.AADSTS[0])
+	case f.StatusCode != 0:
+		return fmt.Sprintf("HTTP %d", f.StatusCode)
+	default:
+		return "network"
+	}
+}
+
+func rolesOf(claims tokencheck.Verdict) *roleFacts {
+	return &roleFacts{Granted: claims.GrantedRoles, Missing: claims.MissingRoles}
+}
