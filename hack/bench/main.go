@@ -25,12 +25,12 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 	"github.com/tenantcreds/defender-tenant-operator/internal/entraemu"
+	"github.com/tenantcreds/defender-tenant-operator/internal/localcluster"
 )
 
 const (
@@ -181,21 +181,20 @@ func (b *bench) setUp(ctx context.Context) (stop func(), err error) {
 			return stop, err
 		}
 	}
-	env := &envtest.Environment{
-		BinaryAssetsDirectory: b.Assets,
-		CRDDirectoryPaths:     []string{filepath.Join(root, "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
+	// localcluster takes the binaries from the environment, as envtest does.
+	if err := os.Setenv("KUBEBUILDER_ASSETS", b.Assets); err != nil {
+		return stop, err
 	}
-	admin, err := env.Start()
+	cluster, err := localcluster.Start(filepath.Join(root, "config", "crd", "bases"))
 	if err != nil {
-		return stop, fmt.Errorf("starting envtest: %w", err)
+		return stop, err
 	}
-	stops = append(stops, func() { progress("stopping kube-apiserver and etcd"); _ = env.Stop() })
+	stops = append(stops, func() { progress("stopping kube-apiserver and etcd"); _ = cluster.Stop() })
 
 	// The harness's own requests are counted so that they can be told apart from the
 	// operator's in the API server's metrics. QPS -1: no client-side rate limit.
 	harness := &requestCounter{counts: map[string]float64{}}
-	hcfg := rest.CopyConfig(admin)
+	hcfg := rest.CopyConfig(cluster.Admin)
 	hcfg.QPS, hcfg.Burst = -1, 0
 	hcfg.Wrap(harness.wrap)
 	scheme := runtime.NewScheme()
@@ -211,24 +210,20 @@ func (b *bench) setUp(ctx context.Context) (stop func(), err error) {
 
 	// The operator gets its own user, bound to its ClusterRole from config/rbac, and a
 	// kubeconfig file, as in a real deployment.
-	user, err := env.AddUser(envtest.User{Name: operatorUser}, nil)
+	user, err := cluster.AddUser(operatorUser)
 	if err != nil {
 		return stop, err
 	}
 	if b.operatorResources, err = grantOperatorRole(ctx, b.cl, filepath.Join(root, "config", "rbac", "role.yaml")); err != nil {
 		return stop, err
 	}
-	ocfg := rest.CopyConfig(user.Config())
+	kubeconfigPath := filepath.Join(b.tmp, "kubeconfig")
+	if err := localcluster.WriteKubeconfig(kubeconfigPath, user); err != nil {
+		return stop, err
+	}
+	ocfg := rest.CopyConfig(user)
 	ocfg.QPS, ocfg.Burst = -1, 0
 	if b.asOperator, err = client.New(ocfg, client.Options{Scheme: b.cl.Scheme()}); err != nil {
-		return stop, err
-	}
-	kubeconfig, err := user.KubeConfig()
-	if err != nil {
-		return stop, err
-	}
-	kubeconfigPath := filepath.Join(b.tmp, "kubeconfig")
-	if err := os.WriteFile(kubeconfigPath, kubeconfig, 0o600); err != nil {
 		return stop, err
 	}
 

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/tenantcreds/defender-tenant-operator/internal/localcluster"
 )
 
 // operator is the manager running as its own process.
@@ -28,8 +29,12 @@ type operator struct {
 
 // startOperator starts the manager binary with plain-HTTP metrics on a free loopback
 // port, and returns once its controller has synced its caches and started workers.
+//
+// It does not use localcluster.StartProcess: the harness gives the operator extra
+// environment (-operator-env), reads its CPU time and memory from /proc by pid, and,
+// having no signal handling to stop it in order, has the kernel kill it instead.
 func startOperator(ctx context.Context, bin string, args, env []string, logPath string) (*operator, error) {
-	port, err := freePort()
+	metricsAddr, err := localcluster.FreeLocalAddr()
 	if err != nil {
 		return nil, err
 	}
@@ -38,7 +43,7 @@ func startOperator(ctx context.Context, bin string, args, env []string, logPath 
 		return nil, err
 	}
 	args = append([]string{
-		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", port), "--metrics-secure=false",
+		"--metrics-bind-address=" + metricsAddr, "--metrics-secure=false",
 		"--health-probe-bind-address=0",
 	}, args...)
 	cmd := exec.Command(bin, args...)
@@ -49,7 +54,7 @@ func startOperator(ctx context.Context, bin string, args, env []string, logPath 
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	o := &operator{cmd: cmd, exited: make(chan struct{}), metricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", port), logPath: logPath}
+	o := &operator{cmd: cmd, exited: make(chan struct{}), metricsURL: "http://" + metricsAddr + "/metrics", logPath: logPath}
 	go func() { _ = cmd.Wait(); _ = logFile.Close(); close(o.exited) }()
 
 	for {
@@ -175,13 +180,4 @@ func (o *operator) cpu() (time.Duration, error) {
 		return 0, err
 	}
 	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

@@ -1,5 +1,5 @@
-// Package localcluster runs what `make demo` and the end-to-end tests need on a
-// developer's machine without Docker: a throwaway control plane (etcd and
+// Package localcluster runs what `make demo`, `make bench` and the end-to-end tests
+// need on a developer's machine without Docker: a throwaway control plane (etcd and
 // kube-apiserver, started by controller-runtime's envtest) and the operator and
 // emulator binaries as child processes.
 package localcluster
@@ -93,6 +93,23 @@ func (c *Cluster) StartAPIServer() error {
 		return fmt.Errorf("starting kube-apiserver again: %w", err)
 	}
 	return nil
+}
+
+// AddUser provisions a user who authenticates with a client certificate and belongs
+// to groups, and returns a client configuration for it; WriteKubeconfig writes one
+// for a process. The user may do nothing until RBAC grants it something.
+//
+// Admin is in system:masters, which kube-apiserver neither authorizes against RBAC
+// nor queues in API Priority and Fairness. A client measured as it would run in a
+// cluster, such as the operator in hack/bench, needs an identity that goes through
+// both; a certificate, unlike a ServiceAccount token, needs no namespace or
+// ServiceAccount first and does not expire during a long run.
+func (c *Cluster) AddUser(name string, groups ...string) (*rest.Config, error) {
+	u, err := c.env.AddUser(envtest.User{Name: name, Groups: groups}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("adding user %s: %w", name, err)
+	}
+	return rest.CopyConfig(u.Config()), nil
 }
 
 // WriteKubeconfig writes a kubeconfig file for cfg, whose credentials may be a client
