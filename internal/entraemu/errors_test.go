@@ -133,7 +133,7 @@ func TestTokenErrors(t *testing.T) {
 		{
 			name:        "consent revoked",
 			setup:       func(e *entraemu.Emulator) { e.Revoke(tenantID, clientID) },
-			path:        v1Path(tenantID),
+			path:        v1TokenPath,
 			form:        creds("resource", xdrAPI),
 			status:      http.StatusUnauthorized,
 			err:         "invalid_client",
@@ -187,7 +187,7 @@ func TestTokenErrors(t *testing.T) {
 		},
 		{
 			name:        "v1 resource missing",
-			path:        v1Path(tenantID),
+			path:        v1TokenPath,
 			form:        creds(),
 			status:      http.StatusBadRequest,
 			err:         "invalid_request",
@@ -196,7 +196,7 @@ func TestTokenErrors(t *testing.T) {
 		},
 		{
 			name:        "v1 resource unknown",
-			path:        v1Path(tenantID),
+			path:        v1TokenPath,
 			form:        creds("resource", "https://api.example.com"),
 			status:      http.StatusBadRequest,
 			err:         "invalid_resource",
@@ -285,7 +285,7 @@ func TestMalformedFormBody(t *testing.T) {
 
 func TestTokenEndpointsOnlyAcceptPOST(t *testing.T) {
 	f := newFixture(t)
-	for _, path := range []string{v1Path(tenantID), v2Path(tenantID)} {
+	for _, path := range []string{v1TokenPath, v2Path(tenantID)} {
 		t.Run(path, func(t *testing.T) {
 			req, err := http.NewRequest(http.MethodGet, f.srv.URL+path, nil)
 			if err != nil {

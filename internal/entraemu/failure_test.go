@@ -113,7 +113,7 @@ func TestWaitsEndWhenTheClientGivesUp(t *testing.T) {
 			start := time.Now()
 			resp, err := client.PostForm(srv.URL+v2Path(tenantID), creds("scope", xdrScope))
 			if err == nil {
-				resp.Body.Close()
+				_ = resp.Body.Close()
 				t.Fatalf("got status %d, want the client to time out", resp.StatusCode)
 			}
 			select {

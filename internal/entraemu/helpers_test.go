@@ -73,8 +73,8 @@ func (f *fixture) do(t *testing.T, req *http.Request) response {
 	if err != nil {
 		t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
 	}
-	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close() // read to the end or failed; either way there is nothing left to lose
 	if err != nil {
 		t.Fatalf("reading the body: %v", err)
 	}
@@ -98,7 +98,10 @@ func newPost(t *testing.T, u string, form url.Values) *http.Request {
 }
 
 func v2Path(tenant string) string { return "/" + tenant + "/oauth2/v2.0/token" }
-func v1Path(tenant string) string { return "/" + tenant + "/oauth2/token" }
+
+// v1TokenPath is the fixture tenant's v1 endpoint; every test of another tenant
+// uses the v2 one.
+const v1TokenPath = "/" + tenantID + "/oauth2/token"
 
 // creds is a client-credentials form with the fixture's app and secret, plus
 // extra key/value pairs.

@@ -67,11 +67,19 @@ func isDomainName(s string) bool {
 		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
 			return false
 		}
-		for _, c := range l {
-			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
-				return false
-			}
+		if strings.ContainsFunc(l, notLDH) {
+			return false
 		}
+	}
+	return true
+}
+
+// notLDH reports whether c is not a letter, digit or hyphen, the only characters
+// a DNS label may hold.
+func notLDH(c rune) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-':
+		return false
 	}
 	return true
 }

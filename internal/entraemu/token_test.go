@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	jose "github.com/go-jose/go-jose/v4"
+
 	"github.com/tenantcreds/defender-tenant-operator/internal/entraemu"
 )
 
@@ -43,7 +45,7 @@ func TestV2SuccessBodyHasNumbers(t *testing.T) {
 
 func TestV1SuccessBodyHasStrings(t *testing.T) {
 	f := newFixture(t)
-	resp := f.post(t, v1Path(tenantID), creds("resource", xdrAPI))
+	resp := f.post(t, v1TokenPath, creds("resource", xdrAPI))
 	if resp.status != http.StatusOK {
 		t.Fatalf("status = %d, body %s", resp.status, resp.body)
 	}
@@ -106,10 +108,10 @@ func TestAccessTokenClaims(t *testing.T) {
 		path    string
 		form    url.Values
 	}{
-		{name: "v1 endpoint gives a v1 token", path: v1Path(tenantID), form: creds("resource", xdrAPI)},
+		{name: "v1 endpoint gives a v1 token", path: v1TokenPath, form: creds("resource", xdrAPI)},
 		{name: "v2 endpoint gives a v1 token for Defender", path: v2Path(tenantID), form: creds("scope", xdrScope)},
 		{name: "v2 endpoint gives a v2 token when the tenant says so", version: entraemu.TokenV2, path: v2Path(tenantID), form: creds("scope", xdrScope)},
-		{name: "v1 endpoint gives a v2 token when the tenant says so", version: entraemu.TokenV2, path: v1Path(tenantID), form: creds("resource", xdrAPI)},
+		{name: "v1 endpoint gives a v2 token when the tenant says so", version: entraemu.TokenV2, path: v1TokenPath, form: creds("resource", xdrAPI)},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -118,64 +120,72 @@ func TestAccessTokenClaims(t *testing.T) {
 				f.emu.SetTokenVersion(tenantID, tc.version)
 			}
 			header, c, _ := f.verify(t, f.token(t, tc.path, tc.form))
-
-			if header.Algorithm != "RS256" || header.KeyID == "" || header.ExtraHeaders["typ"] != "JWT" {
-				t.Errorf("header alg=%q kid=%q typ=%v, want RS256, a kid and JWT", header.Algorithm, header.KeyID, header.ExtraHeaders["typ"])
-			}
-			if c.Iat != t0.Unix()-300 || c.Nbf != t0.Unix()-300 || c.Exp != t0.Unix()+3599 {
-				t.Errorf("iat, nbf, exp = %d, %d, %d; want now-300, now-300, now+3599 with now = %d", c.Iat, c.Nbf, c.Exp, t0.Unix())
-			}
-			if c.Tid != tenantID || !slices.Equal(c.Roles, roles) {
-				t.Errorf("tid = %q, roles = %v; want %q, %v", c.Tid, c.Roles, tenantID, roles)
-			}
-			if !guidRE.MatchString(c.Oid) || c.Sub != c.Oid {
-				t.Errorf("oid = %q, sub = %q; want the same GUID", c.Oid, c.Sub)
-			}
-			if c.Aio == "" || c.Uti == "" || c.Rh == "" {
-				t.Errorf("aio = %q, uti = %q, rh = %q; want them set", c.Aio, c.Uti, c.Rh)
-			}
-			if c.Idp != c.Iss {
-				t.Errorf("idp = %q, want iss %q", c.Idp, c.Iss)
-			}
-
-			version := tc.version
-			if version == "" {
-				version = entraemu.TokenV1
-			}
-			x5t, hasX5t := header.ExtraHeaders["x5t"]
-			switch version {
-			case entraemu.TokenV1:
-				want := tokenClaims{
-					Aud: xdrAPI, Iss: "https://sts.windows.net/" + tenantID + "/", AppID: clientID, AppIDACR: "1", Ver: "1.0",
-				}
-				if c.Aud != want.Aud || c.Iss != want.Iss || c.AppID != want.AppID || c.AppIDACR != want.AppIDACR || c.Ver != want.Ver {
-					t.Errorf("aud, iss, appid, appidacr, ver = %q, %q, %q, %q, %q; want %q, %q, %q, %q, %q",
-						c.Aud, c.Iss, c.AppID, c.AppIDACR, c.Ver, want.Aud, want.Iss, want.AppID, want.AppIDACR, want.Ver)
-				}
-				if c.Azp != "" || c.AzpACR != "" {
-					t.Errorf("azp = %q, azpacr = %q in a v1 token", c.Azp, c.AzpACR)
-				}
-				if !hasX5t || x5t != header.KeyID {
-					t.Errorf("x5t = %v, want the kid %q", x5t, header.KeyID)
-				}
-			case entraemu.TokenV2:
-				if !guidRE.MatchString(c.Aud) {
-					t.Errorf("aud = %q, want the resource's GUID", c.Aud)
-				}
-				if want := "https://login.microsoftonline.com/" + tenantID + "/v2.0"; c.Iss != want {
-					t.Errorf("iss = %q, want %q", c.Iss, want)
-				}
-				if c.Azp != clientID || c.AzpACR != "1" || c.Ver != "2.0" {
-					t.Errorf("azp, azpacr, ver = %q, %q, %q; want %q, 1, 2.0", c.Azp, c.AzpACR, c.Ver, clientID)
-				}
-				if c.AppID != "" || c.AppIDACR != "" {
-					t.Errorf("appid = %q, appidacr = %q in a v2 token", c.AppID, c.AppIDACR)
-				}
-				if hasX5t {
-					t.Errorf("x5t = %v in a v2 token", x5t)
-				}
+			checkCommonClaims(t, header, c, roles)
+			if tc.version == entraemu.TokenV2 {
+				checkV2Claims(t, header, c)
+			} else {
+				checkV1Claims(t, header, c)
 			}
 		})
+	}
+}
+
+// checkCommonClaims checks what v1 and v2 tokens have alike.
+func checkCommonClaims(t *testing.T, header jose.Header, c tokenClaims, roles []string) {
+	t.Helper()
+	if header.Algorithm != "RS256" || header.KeyID == "" || header.ExtraHeaders["typ"] != "JWT" {
+		t.Errorf("header alg=%q kid=%q typ=%v, want RS256, a kid and JWT", header.Algorithm, header.KeyID, header.ExtraHeaders["typ"])
+	}
+	if c.Iat != t0.Unix()-300 || c.Nbf != t0.Unix()-300 || c.Exp != t0.Unix()+3599 {
+		t.Errorf("iat, nbf, exp = %d, %d, %d; want now-300, now-300, now+3599 with now = %d", c.Iat, c.Nbf, c.Exp, t0.Unix())
+	}
+	if c.Tid != tenantID || !slices.Equal(c.Roles, roles) {
+		t.Errorf("tid = %q, roles = %v; want %q, %v", c.Tid, c.Roles, tenantID, roles)
+	}
+	if !guidRE.MatchString(c.Oid) || c.Sub != c.Oid {
+		t.Errorf("oid = %q, sub = %q; want the same GUID", c.Oid, c.Sub)
+	}
+	if c.Aio == "" || c.Uti == "" || c.Rh == "" {
+		t.Errorf("aio = %q, uti = %q, rh = %q; want them set", c.Aio, c.Uti, c.Rh)
+	}
+	if c.Idp != c.Iss {
+		t.Errorf("idp = %q, want iss %q", c.Idp, c.Iss)
+	}
+}
+
+func checkV1Claims(t *testing.T, header jose.Header, c tokenClaims) {
+	t.Helper()
+	want := tokenClaims{
+		Aud: xdrAPI, Iss: "https://sts.windows.net/" + tenantID + "/", AppID: clientID, AppIDACR: "1", Ver: "1.0",
+	}
+	if c.Aud != want.Aud || c.Iss != want.Iss || c.AppID != want.AppID || c.AppIDACR != want.AppIDACR || c.Ver != want.Ver {
+		t.Errorf("aud, iss, appid, appidacr, ver = %q, %q, %q, %q, %q; want %q, %q, %q, %q, %q",
+			c.Aud, c.Iss, c.AppID, c.AppIDACR, c.Ver, want.Aud, want.Iss, want.AppID, want.AppIDACR, want.Ver)
+	}
+	if c.Azp != "" || c.AzpACR != "" {
+		t.Errorf("azp = %q, azpacr = %q in a v1 token", c.Azp, c.AzpACR)
+	}
+	if x5t, ok := header.ExtraHeaders["x5t"]; !ok || x5t != header.KeyID {
+		t.Errorf("x5t = %v, want the kid %q", x5t, header.KeyID)
+	}
+}
+
+func checkV2Claims(t *testing.T, header jose.Header, c tokenClaims) {
+	t.Helper()
+	if !guidRE.MatchString(c.Aud) {
+		t.Errorf("aud = %q, want the resource's GUID", c.Aud)
+	}
+	if want := "https://login.microsoftonline.com/" + tenantID + "/v2.0"; c.Iss != want {
+		t.Errorf("iss = %q, want %q", c.Iss, want)
+	}
+	if c.Azp != clientID || c.AzpACR != "1" || c.Ver != "2.0" {
+		t.Errorf("azp, azpacr, ver = %q, %q, %q; want %q, 1, 2.0", c.Azp, c.AzpACR, c.Ver, clientID)
+	}
+	if c.AppID != "" || c.AppIDACR != "" {
+		t.Errorf("appid = %q, appidacr = %q in a v2 token", c.AppID, c.AppIDACR)
+	}
+	if x5t, ok := header.ExtraHeaders["x5t"]; ok {
+		t.Errorf("x5t = %v in a v2 token", x5t)
 	}
 }
 
@@ -320,7 +330,7 @@ func TestRequestCounters(t *testing.T) {
 
 	f.post(t, v2Path(tenantID), creds("scope", xdrScope))                       // injected failure
 	f.post(t, v2Path(tenantID), creds("scope", xdrScope))                       // success
-	f.post(t, v1Path(tenantID), creds("client_secret", "wrong"))                // AADSTS7000215
+	f.post(t, v1TokenPath, creds("client_secret", "wrong"))                     // AADSTS7000215
 	f.post(t, v2Path(strings.ToUpper(unknownTenant)), creds("scope", xdrScope)) // AADSTS90002, any case
 
 	if n := f.emu.Requests(tenantID); n != 3 {
@@ -382,7 +392,7 @@ func TestConcurrentRequests(t *testing.T) {
 					t.Error(err)
 					return
 				}
-				resp.Body.Close()
+				_ = resp.Body.Close()
 				statuses <- resp.StatusCode
 			})
 		}
