@@ -196,10 +196,19 @@ func run(o options) (err error) {
 		fmt.Println()
 		return nil
 	case <-operator.Done():
-		return fmt.Errorf("the operator stopped unexpectedly (%v); see %s", operator.Err(), rel(d.operatorLog))
+		return exitedEarly("operator", operator.Err(), rel(d.operatorLog))
 	case <-emulator.Done():
-		return fmt.Errorf("the emulator stopped unexpectedly (%v); see %s", emulator.Err(), rel(emulatorLog))
+		return exitedEarly("emulator", emulator.Err(), rel(emulatorLog))
 	}
+}
+
+// exitedEarly reports that a process the demo still needed has exited; err is nil
+// when it exited with status 0, which is no less unexpected.
+func exitedEarly(what string, err error, log string) error {
+	if err == nil {
+		return fmt.Errorf("the %s stopped unexpectedly (exit status 0); see %s", what, log)
+	}
+	return fmt.Errorf("the %s stopped unexpectedly (%w); see %s", what, err, log)
 }
 
 type demo struct {
@@ -300,7 +309,7 @@ func (d *demo) waitForTenants(ctx context.Context, operator *localcluster.Proces
 			}
 			return fmt.Errorf("after %s: %w (see %s)", d.timeout, err, rel(d.operatorLog))
 		case <-operator.Done():
-			return fmt.Errorf("the operator stopped (%v); see %s", operator.Err(), rel(d.operatorLog))
+			return exitedEarly("operator", operator.Err(), rel(d.operatorLog))
 		case <-tick.C:
 		}
 	}
