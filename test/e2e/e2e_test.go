@@ -250,10 +250,10 @@ func TestMetricsEndpointServesOnlyScrapersBoundToTheMetricsReaderRole(t *testing
 		{"of a ServiceAccount without the metrics-reader binding", unbound, http.StatusForbidden},
 		{"of a ServiceAccount bound to " + w.metricsReaderRole, w.metricsToken, http.StatusOK},
 	} {
-		status, body := getMetrics(t, c.token)
-		if status != c.want {
-			t.Errorf("scraper %s: %d %q, want %d", c.scraper, status, strings.TrimSpace(body), c.want)
-		} else if status == http.StatusOK && !strings.Contains(body, "controller_runtime_") {
+		code, body := getMetrics(t, c.token)
+		if code != c.want {
+			t.Errorf("scraper %s: %d %q, want %d", c.scraper, code, strings.TrimSpace(body), c.want)
+		} else if code == http.StatusOK && !strings.Contains(body, "controller_runtime_") {
 			t.Errorf("scraper %s: 200 without controller-runtime's metrics", c.scraper)
 		}
 	}
@@ -440,9 +440,9 @@ func tokenOf(t *testing.T, secretName string) string {
 // ServiceAccount bound to the metrics-reader ClusterRole.
 func fetchMetrics(t *testing.T) string {
 	t.Helper()
-	status, body := getMetrics(t, w.metricsToken)
-	if status != http.StatusOK {
-		t.Fatalf("GET %s: %d %s", w.metricsURL, status, body)
+	code, body := getMetrics(t, w.metricsToken)
+	if code != http.StatusOK {
+		t.Fatalf("GET %s: %d %s", w.metricsURL, code, body)
 	}
 	return body
 }

@@ -24,6 +24,27 @@ import (
 	"github.com/tenantcreds/defender-tenant-operator/internal/entraemu"
 )
 
+// faultsNamespace holds the tenants of every fault test; each test has a sandbox,
+// and so a namespace of that name, of its own.
+const faultsNamespace = "partner"
+
+// allReady returns a check that every named tenant of faultsNamespace is Ready.
+func allReady(c client.Client, names []string) func() error {
+	return func() error {
+		var notReady []string
+		var last error
+		for _, name := range names {
+			if err := readyError(c, faultsNamespace, name); err != nil {
+				notReady, last = append(notReady, name), err
+			}
+		}
+		if len(notReady) > 0 {
+			return fmt.Errorf("%d of %d tenants are not Ready, e.g. %w", len(notReady), len(names), last)
+		}
+		return nil
+	}
+}
+
 // TestOperatorRecoversFromAnAPIServerRestartWithoutRestarting stops kube-apiserver
 // under a running operator whose tenants are Ready, keeps etcd and its data, and
 // starts kube-apiserver again on the same port with the same certificates and
@@ -34,19 +55,19 @@ import (
 // after the restart served.
 func TestOperatorRecoversFromAnAPIServerRestartWithoutRestarting(t *testing.T) {
 	s := newSandbox(t, "default")
-	const ns = "partner"
+	const ns = faultsNamespace
 	s.createNamespace(t, ns)
 	createCredential(t, s.admin, ns, credentialSecret, sandboxClientSecret)
 	op := s.startOperator(t, "operator")
 
 	const n = 5
-	var names []string
+	names := make([]string, 0, n)
 	for i := range n {
 		s.addConsentedTenant(tenantID(i))
 		names = append(names, fmt.Sprintf("tenant-%d", i))
 		s.createTenant(t, ns, names[i], tenantID(i))
 	}
-	waitFor(t, 30*time.Second, "every tenant Ready", allReady(s.admin, ns, names), op)
+	waitFor(t, 30*time.Second, "every tenant Ready", allReady(s.admin, names), op)
 	before := tokenSecrets(t, s.admin, ns)
 	if len(before) != n {
 		t.Fatalf("%d token Secrets, want %d", len(before), n)
@@ -104,7 +125,7 @@ func TestOperatorRecoversFromAnAPIServerRestartWithoutRestarting(t *testing.T) {
 	waitFor(t, 60*time.Second, "the tenant created after the restart is Ready", func() error {
 		return readyError(s.admin, ns, "after-restart")
 	}, op)
-	waitFor(t, 10*time.Second, "the tenants from before are still Ready", allReady(s.admin, ns, names), op)
+	waitFor(t, 10*time.Second, "the tenants from before are still Ready", allReady(s.admin, names), op)
 	waitFor(t, 30*time.Second, "the tenant in flight through the outage is Ready", func() error {
 		return readyError(s.admin, ns, "in-flight")
 	}, op)
@@ -164,7 +185,7 @@ func TestOperatorRecoversFromAnAPIServerRestartWithoutRestarting(t *testing.T) {
 func TestOperatorKilledMidMintRecoversAndReusesPublishedTokens(t *testing.T) {
 	t.Parallel()
 	s := newSandbox(t, "default")
-	const ns = "partner"
+	const ns = faultsNamespace
 	s.createNamespace(t, ns)
 	createCredential(t, s.admin, ns, credentialSecret, sandboxClientSecret)
 	s.emu.SetLatency(2 * time.Second)
@@ -176,7 +197,7 @@ func TestOperatorKilledMidMintRecoversAndReusesPublishedTokens(t *testing.T) {
 	first := s.startOperator(t, "operator-1", args...)
 
 	const n = 20
-	var names []string
+	names := make([]string, 0, n)
 	for i := range n {
 		s.addConsentedTenant(tenantID(i))
 		names = append(names, fmt.Sprintf("tenant-%02d", i))
@@ -213,7 +234,7 @@ func TestOperatorKilledMidMintRecoversAndReusesPublishedTokens(t *testing.T) {
 
 	// The dead leader does not release its Lease: the new process waits it out.
 	second := s.startOperator(t, "operator-2", args...)
-	waitFor(t, le.lease+le.maxRetry()+30*time.Second, "every tenant Ready after the restart", allReady(s.admin, ns, names), second)
+	waitFor(t, le.lease+le.maxRetry()+30*time.Second, "every tenant Ready after the restart", allReady(s.admin, names), second)
 	t.Logf("every tenant Ready %s after the kill", time.Since(killed).Round(time.Millisecond))
 
 	keys := s.signingKeys(t)
@@ -260,7 +281,7 @@ func TestOperatorKilledMidMintRecoversAndReusesPublishedTokens(t *testing.T) {
 	if got := s.emu.TotalRequests() - requests; got != 0 {
 		t.Errorf("the restart with %d fresh tokens made %d token requests, want 0", n, got)
 	}
-	waitFor(t, 5*time.Second, "every tenant still Ready", allReady(s.admin, ns, names), third)
+	waitFor(t, 5*time.Second, "every tenant still Ready", allReady(s.admin, names), third)
 }
 
 // TestStandbyReplicaTakesOverWhenTheLeaderIsKilled runs two managers with
@@ -276,7 +297,7 @@ func TestStandbyReplicaTakesOverWhenTheLeaderIsKilled(t *testing.T) {
 	if !slices.Contains(s.deploymentArgs, "--leader-elect") {
 		t.Fatalf("the rendered Deployment does not run the manager with --leader-elect: %q", s.deploymentArgs)
 	}
-	const ns = "partner"
+	const ns = faultsNamespace
 	s.createNamespace(t, ns)
 	createCredential(t, s.admin, ns, credentialSecret, sandboxClientSecret)
 	le := fastLeaderElection(t)
@@ -310,13 +331,13 @@ func TestStandbyReplicaTakesOverWhenTheLeaderIsKilled(t *testing.T) {
 	}
 
 	const n = 6
-	var names []string
+	names := make([]string, 0, n)
 	for i := range n {
 		s.addConsentedTenant(tenantID(i))
 		names = append(names, fmt.Sprintf("tenant-%d", i))
 		s.createTenant(t, ns, names[i], tenantID(i))
 	}
-	waitFor(t, 30*time.Second, "every tenant Ready", allReady(s.admin, ns, names), a, b)
+	waitFor(t, 30*time.Second, "every tenant Ready", allReady(s.admin, names), a, b)
 	for i, name := range names {
 		if got := s.emu.Requests(tenantID(i)); got != 1 {
 			t.Errorf("%s: %d token requests, want 1: only the leader mints", name, got)
@@ -366,7 +387,7 @@ func TestStandbyReplicaTakesOverWhenTheLeaderIsKilled(t *testing.T) {
 		added = append(added, name)
 		s.createTenant(t, ns, name, tenantID(i))
 	}
-	waitFor(t, 30*time.Second, "the tenants created after the takeover are Ready", allReady(s.admin, ns, added), standby)
+	waitFor(t, 30*time.Second, "the tenants created after the takeover are Ready", allReady(s.admin, added), standby)
 	keys := s.signingKeys(t)
 	secrets := tokenSecrets(t, s.admin, ns)
 	for i, name := range append(names, added...) {

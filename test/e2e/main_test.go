@@ -56,6 +56,9 @@ const (
 	samplesNamespace = "partner"
 	// leaderElectionID is the Lease name cmd/main.go elects with.
 	leaderElectionID = "defender-tenant-operator.tenantcreds.io"
+	// kindDeployment marks the manager among the objects a config overlay renders:
+	// the tests run the manager themselves instead.
+	kindDeployment = "Deployment"
 )
 
 // world is what TestMain sets up for the tests.
@@ -225,7 +228,7 @@ func renderDefault() ([]*unstructured.Unstructured, error) {
 			return nil, fmt.Errorf("decoding the rendered config/default: %w", err)
 		}
 		switch u.GetKind() {
-		case "Deployment":
+		case kindDeployment:
 			w.operatorNamespace = u.GetNamespace()
 			w.serviceAccount, _, _ = unstructured.NestedString(u.Object, "spec", "template", "spec", "serviceAccountName")
 		case "CustomResourceDefinition":
@@ -246,7 +249,7 @@ func renderDefault() ([]*unstructured.Unstructured, error) {
 func applyAllButDeployment(objects []*unstructured.Unstructured) error {
 	list := &unstructured.UnstructuredList{Object: map[string]any{"apiVersion": "v1", "kind": "List"}}
 	for _, u := range objects {
-		if u.GetKind() != "Deployment" {
+		if u.GetKind() != kindDeployment {
 			list.Items = append(list.Items, *u)
 		}
 	}
@@ -392,7 +395,11 @@ func waitForOperator(readyz string) error {
 		}
 		select {
 		case <-w.operator.Done():
-			return fmt.Errorf("the operator exited at start: %v\n%s", w.operator.Err(), operatorLogTail())
+			exit := w.operator.Err()
+			if exit == nil {
+				exit = errors.New("exit status 0")
+			}
+			return fmt.Errorf("the operator exited at start: %w\n%s", exit, operatorLogTail())
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {

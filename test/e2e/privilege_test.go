@@ -123,6 +123,24 @@ func TestNamespacedInstallCannotReadSecretsInOtherNamespaces(t *testing.T) {
 // cluster-wide operator and the emulator of cmd/entra-emulator/demo.yaml.
 func TestTenantEditorObtainsNoSecretThroughTheOperator(t *testing.T) {
 	t.Parallel()
+	e := newEditorWorld(t)
+	t.Run("TenantServedButItsSecretsOutOfReach", e.tenantServedButItsSecretsOutOfReach)
+	t.Run("NoSecretOfAnotherNamespace", e.noSecretOfAnotherNamespace)
+	t.Run("UnconsentedRolesYieldNoToken", e.unconsentedRolesYieldNoToken)
+	t.Run("NoOverwriteOfASecretSheCannotRead", e.noOverwriteOfASecretSheCannotRead)
+}
+
+// editorWorld is alice's namespace, with the credential her tenants reference, a
+// Secret that is not hers, and the victim namespace next door.
+type editorWorld struct {
+	ns, victimNS string
+	alice        client.Client
+	warnings     *warningRecorder // what the API server told alice
+	contoso      v1alpha1.DefenderTenantSpec
+}
+
+func newEditorWorld(t *testing.T) *editorWorld {
+	t.Helper()
 	ctx := context.Background()
 	// Unique names, so that the test can run again (-count) in the same world.
 	run := editorRuns.Add(1)
@@ -170,139 +188,145 @@ func TestTenantEditorObtainsNoSecretThroughTheOperator(t *testing.T) {
 	})
 
 	// The tenant and app that the sample contoso uses, consented with both roles.
-	contoso := getTenant(t, "contoso").Spec
-	tenant := func(name string, roles ...string) *v1alpha1.DefenderTenant {
-		return &v1alpha1.DefenderTenant{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-			Spec: v1alpha1.DefenderTenantSpec{
-				TenantID:        contoso.TenantID,
-				ClientID:        contoso.ClientID,
-				ClientSecretRef: v1alpha1.ClientSecretReference{Name: credentialSecret},
-				RequiredRoles:   roles,
-			},
+	return &editorWorld{ns: ns, victimNS: victimNS, alice: alice, warnings: warnings, contoso: getTenant(t, "contoso").Spec}
+}
+
+// tenant is a DefenderTenant of alice's for contoso's tenant and app.
+func (e *editorWorld) tenant(name string, roles ...string) *v1alpha1.DefenderTenant {
+	return &v1alpha1.DefenderTenant{
+		ObjectMeta: metav1.ObjectMeta{Namespace: e.ns, Name: name},
+		Spec: v1alpha1.DefenderTenantSpec{
+			TenantID:        e.contoso.TenantID,
+			ClientID:        e.contoso.ClientID,
+			ClientSecretRef: v1alpha1.ClientSecretReference{Name: credentialSecret},
+			RequiredRoles:   roles,
+		},
+	}
+}
+
+func (e *editorWorld) tenantServedButItsSecretsOutOfReach(t *testing.T) {
+	ctx := context.Background()
+	if err := e.alice.Create(ctx, e.tenant("ours", e.contoso.RequiredRoles...)); err != nil {
+		t.Fatalf("alice cannot create a DefenderTenant: %v", err)
+	}
+	eventually(t, "alice's tenant is Ready", func() error { return readyError(w.admin, e.ns, "ours") })
+	for _, key := range []client.ObjectKey{
+		{Namespace: e.ns, Name: "ours-token"},
+		{Namespace: e.ns, Name: credentialSecret},
+		{Namespace: e.victimNS, Name: "victim-app"},
+	} {
+		if err := e.alice.Get(ctx, key, &corev1.Secret{}); !apierrors.IsForbidden(err) {
+			t.Errorf("alice GET Secret %s: %v, want Forbidden", key, err)
 		}
 	}
+	if err := e.alice.List(ctx, &corev1.SecretList{}, client.InNamespace(e.ns)); !apierrors.IsForbidden(err) {
+		t.Errorf("alice LIST Secrets in %s: %v, want Forbidden", e.ns, err)
+	}
+	// What she can read of her tenant carries no token either.
+	ours := &v1alpha1.DefenderTenant{}
+	if err := e.alice.Get(ctx, client.ObjectKey{Namespace: e.ns, Name: "ours"}, ours); err != nil {
+		t.Fatal(err)
+	}
+	if text := mustJSON(ours); jwtPattern.MatchString(text) || strings.Contains(text, w.clientSecret) {
+		t.Error("the DefenderTenant alice can read contains a token or the client secret")
+	}
+}
 
-	t.Run("TenantServedButItsSecretsOutOfReach", func(t *testing.T) {
-		if err := alice.Create(ctx, tenant("ours", contoso.RequiredRoles...)); err != nil {
-			t.Fatalf("alice cannot create a DefenderTenant: %v", err)
-		}
-		eventually(t, "alice's tenant is Ready", func() error { return readyError(w.admin, ns, "ours") })
-		for _, key := range []client.ObjectKey{
-			{Namespace: ns, Name: "ours-token"},
-			{Namespace: ns, Name: credentialSecret},
-			{Namespace: victimNS, Name: "victim-app"},
-		} {
-			if err := alice.Get(ctx, key, &corev1.Secret{}); !apierrors.IsForbidden(err) {
-				t.Errorf("alice GET Secret %s: %v, want Forbidden", key, err)
-			}
-		}
-		if err := alice.List(ctx, &corev1.SecretList{}, client.InNamespace(ns)); !apierrors.IsForbidden(err) {
-			t.Errorf("alice LIST Secrets in %s: %v, want Forbidden", ns, err)
-		}
-		// What she can read of her tenant carries no token either.
-		ours := &v1alpha1.DefenderTenant{}
-		if err := alice.Get(ctx, client.ObjectKey{Namespace: ns, Name: "ours"}, ours); err != nil {
-			t.Fatal(err)
-		}
-		if text := mustJSON(ours); jwtPattern.MatchString(text) || strings.Contains(text, w.clientSecret) {
-			t.Error("the DefenderTenant alice can read contains a token or the client secret")
-		}
+func (e *editorWorld) noSecretOfAnotherNamespace(t *testing.T) {
+	ctx := context.Background()
+	crossNS := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": v1alpha1.GroupVersion.String(),
+		"kind":       "DefenderTenant",
+		"metadata":   map[string]any{"namespace": e.ns, "name": "cross-ns"},
+		"spec": map[string]any{
+			"tenantID":        e.contoso.TenantID,
+			"clientID":        e.contoso.ClientID,
+			"clientSecretRef": map[string]any{"name": "victim-app", "namespace": e.victimNS},
+		},
+	}}
+	// kubectl create and apply validate strictly by default since 1.27: rejected.
+	err := e.alice.Create(ctx, crossNS.DeepCopy(), client.FieldValidation(metav1.FieldValidationStrict))
+	if !apierrors.IsBadRequest(err) || !strings.Contains(err.Error(), `unknown field "spec.clientSecretRef.namespace"`) {
+		t.Fatalf("creating a DefenderTenant with clientSecretRef.namespace, strict field validation: %v, want BadRequest for the unknown field", err)
+	}
+	// Clients that do not ask for strict validation get a warning, and the field
+	// is pruned: the reference is to a Secret of the tenant's own namespace.
+	e.warnings.reset()
+	if err := e.alice.Create(ctx, crossNS.DeepCopy()); err != nil {
+		t.Fatalf("creating a DefenderTenant with clientSecretRef.namespace, default field validation: %v", err)
+	}
+	if got := e.warnings.all(); !slices.ContainsFunc(got, func(w string) bool { return strings.Contains(w, `unknown field "spec.clientSecretRef.namespace"`) }) {
+		t.Errorf("warnings %q, want one about the unknown field spec.clientSecretRef.namespace", got)
+	}
+	stored := &unstructured.Unstructured{}
+	stored.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind("DefenderTenant"))
+	if err := e.alice.Get(ctx, client.ObjectKey{Namespace: e.ns, Name: "cross-ns"}, stored); err != nil {
+		t.Fatal(err)
+	}
+	if _, found, _ := unstructured.NestedFieldNoCopy(stored.Object, "spec", "clientSecretRef", "namespace"); found {
+		t.Error("the API server stored spec.clientSecretRef.namespace")
+	}
+	eventually(t, "cross-ns is Stalled with CredentialsNotFound", func() error {
+		return conditionError(w.admin, e.ns, "cross-ns", metav1.ConditionFalse, v1alpha1.ReasonCredentialsNotFound)
 	})
+	assertNoSecret(t, e.ns, "cross-ns-token")
+	if got := tokenSecrets(t, w.admin, e.victimNS); len(got) > 0 {
+		t.Errorf("token Secrets appeared in %s: %v", e.victimNS, slices.Sorted(maps.Keys(got)))
+	}
+}
 
-	t.Run("NoSecretOfAnotherNamespace", func(t *testing.T) {
-		crossNS := &unstructured.Unstructured{Object: map[string]any{
-			"apiVersion": v1alpha1.GroupVersion.String(),
-			"kind":       "DefenderTenant",
-			"metadata":   map[string]any{"namespace": ns, "name": "cross-ns"},
-			"spec": map[string]any{
-				"tenantID":        contoso.TenantID,
-				"clientID":        contoso.ClientID,
-				"clientSecretRef": map[string]any{"name": "victim-app", "namespace": victimNS},
-			},
-		}}
-		// kubectl create and apply validate strictly by default since 1.27: rejected.
-		err := alice.Create(ctx, crossNS.DeepCopy(), client.FieldValidation(metav1.FieldValidationStrict))
-		if !apierrors.IsBadRequest(err) || !strings.Contains(err.Error(), `unknown field "spec.clientSecretRef.namespace"`) {
-			t.Fatalf("creating a DefenderTenant with clientSecretRef.namespace, strict field validation: %v, want BadRequest for the unknown field", err)
+func (e *editorWorld) unconsentedRolesYieldNoToken(t *testing.T) {
+	ctx := context.Background()
+	const extra = "Machine.Isolate"
+	if err := e.alice.Create(ctx, e.tenant("greedy", append(slices.Clone(e.contoso.RequiredRoles), extra)...)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "greedy is Stalled with MissingRoles", func() error {
+		return conditionError(w.admin, e.ns, "greedy", metav1.ConditionFalse, v1alpha1.ReasonMissingRoles)
+	})
+	greedy := &v1alpha1.DefenderTenant{}
+	if err := w.admin.Get(ctx, client.ObjectKey{Namespace: e.ns, Name: "greedy"}, greedy); err != nil {
+		t.Fatal(err)
+	}
+	if got := greedy.Status.MissingRoles; !slices.Equal(got, []string{extra}) {
+		t.Errorf("status.missingRoles = %q, want [%s]", got, extra)
+	}
+	assertNoSecret(t, e.ns, "greedy-token")
+	for name, secret := range tokenSecrets(t, w.admin, e.ns) {
+		if roles := unverifiedRoles(t, string(secret.Data[v1alpha1.TokenSecretKeyAccessToken])); slices.Contains(roles, extra) {
+			t.Errorf("Secret %s holds a token with %s", name, extra)
 		}
-		// Clients that do not ask for strict validation get a warning, and the field
-		// is pruned: the reference is to a Secret of the tenant's own namespace.
-		warnings.reset()
-		if err := alice.Create(ctx, crossNS.DeepCopy()); err != nil {
-			t.Fatalf("creating a DefenderTenant with clientSecretRef.namespace, default field validation: %v", err)
-		}
-		if got := warnings.all(); !slices.ContainsFunc(got, func(w string) bool { return strings.Contains(w, `unknown field "spec.clientSecretRef.namespace"`) }) {
-			t.Errorf("warnings %q, want one about the unknown field spec.clientSecretRef.namespace", got)
-		}
-		stored := &unstructured.Unstructured{}
-		stored.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind("DefenderTenant"))
-		if err := alice.Get(ctx, client.ObjectKey{Namespace: ns, Name: "cross-ns"}, stored); err != nil {
+	}
+}
+
+func (e *editorWorld) noOverwriteOfASecretSheCannotRead(t *testing.T) {
+	ctx := context.Background()
+	for _, target := range []string{"precious", credentialSecret} {
+		before := &corev1.Secret{}
+		if err := w.admin.Get(ctx, client.ObjectKey{Namespace: e.ns, Name: target}, before); err != nil {
 			t.Fatal(err)
 		}
-		if _, found, _ := unstructured.NestedFieldNoCopy(stored.Object, "spec", "clientSecretRef", "namespace"); found {
-			t.Error("the API server stored spec.clientSecretRef.namespace")
+		name := "grab-" + target
+		grab := e.tenant(name, e.contoso.RequiredRoles...)
+		grab.Spec.TokenSecretName = target
+		if err := e.alice.Create(ctx, grab); err != nil {
+			t.Fatal(err)
 		}
-		eventually(t, "cross-ns is Stalled with CredentialsNotFound", func() error {
-			return conditionError(w.admin, ns, "cross-ns", metav1.ConditionFalse, v1alpha1.ReasonCredentialsNotFound)
+		eventually(t, name+" is Stalled with SecretConflict", func() error {
+			return conditionError(w.admin, e.ns, name, metav1.ConditionFalse, v1alpha1.ReasonSecretConflict)
 		})
-		assertNoSecret(t, ns, "cross-ns-token")
-		if got := tokenSecrets(t, w.admin, victimNS); len(got) > 0 {
-			t.Errorf("token Secrets appeared in %s: %v", victimNS, slices.Sorted(maps.Keys(got)))
-		}
-	})
-
-	t.Run("UnconsentedRolesYieldNoToken", func(t *testing.T) {
-		const extra = "Machine.Isolate"
-		if err := alice.Create(ctx, tenant("greedy", append(slices.Clone(contoso.RequiredRoles), extra)...)); err != nil {
+		after := &corev1.Secret{}
+		if err := w.admin.Get(ctx, client.ObjectKey{Namespace: e.ns, Name: target}, after); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, "greedy is Stalled with MissingRoles", func() error {
-			return conditionError(w.admin, ns, "greedy", metav1.ConditionFalse, v1alpha1.ReasonMissingRoles)
-		})
-		greedy := &v1alpha1.DefenderTenant{}
-		if err := w.admin.Get(ctx, client.ObjectKey{Namespace: ns, Name: "greedy"}, greedy); err != nil {
-			t.Fatal(err)
+		if after.ResourceVersion != before.ResourceVersion || !reflect.DeepEqual(after.Data, before.Data) ||
+			!reflect.DeepEqual(after.Labels, before.Labels) || !reflect.DeepEqual(after.Annotations, before.Annotations) ||
+			len(after.OwnerReferences) != len(before.OwnerReferences) {
+			t.Errorf("Secret %s was modified: before %s, after %s", target, mustJSON(before.ObjectMeta), mustJSON(after.ObjectMeta))
 		}
-		if got := greedy.Status.MissingRoles; !slices.Equal(got, []string{extra}) {
-			t.Errorf("status.missingRoles = %q, want [%s]", got, extra)
-		}
-		assertNoSecret(t, ns, "greedy-token")
-		for name, secret := range tokenSecrets(t, w.admin, ns) {
-			if roles := unverifiedRoles(t, string(secret.Data[v1alpha1.TokenSecretKeyAccessToken])); slices.Contains(roles, extra) {
-				t.Errorf("Secret %s holds a token with %s", name, extra)
-			}
-		}
-	})
-
-	t.Run("NoOverwriteOfASecretSheCannotRead", func(t *testing.T) {
-		for _, target := range []string{"precious", credentialSecret} {
-			before := &corev1.Secret{}
-			if err := w.admin.Get(ctx, client.ObjectKey{Namespace: ns, Name: target}, before); err != nil {
-				t.Fatal(err)
-			}
-			name := "grab-" + target
-			grab := tenant(name, contoso.RequiredRoles...)
-			grab.Spec.TokenSecretName = target
-			if err := alice.Create(ctx, grab); err != nil {
-				t.Fatal(err)
-			}
-			eventually(t, name+" is Stalled with SecretConflict", func() error {
-				return conditionError(w.admin, ns, name, metav1.ConditionFalse, v1alpha1.ReasonSecretConflict)
-			})
-			after := &corev1.Secret{}
-			if err := w.admin.Get(ctx, client.ObjectKey{Namespace: ns, Name: target}, after); err != nil {
-				t.Fatal(err)
-			}
-			if after.ResourceVersion != before.ResourceVersion || !reflect.DeepEqual(after.Data, before.Data) ||
-				!reflect.DeepEqual(after.Labels, before.Labels) || !reflect.DeepEqual(after.Annotations, before.Annotations) ||
-				len(after.OwnerReferences) != len(before.OwnerReferences) {
-				t.Errorf("Secret %s was modified: before %s, after %s", target, mustJSON(before.ObjectMeta), mustJSON(after.ObjectMeta))
-			}
-		}
-		// The credential is intact: alice's first tenant is still served.
-		eventually(t, "alice's first tenant is still Ready", func() error { return readyError(w.admin, ns, "ours") })
-	})
+	}
+	// The credential is intact: alice's first tenant is still served.
+	eventually(t, "alice's first tenant is still Ready", func() error { return readyError(w.admin, e.ns, "ours") })
 }
 
 var editorRuns atomic.Int32

@@ -233,7 +233,7 @@ func renderOverlay(overlay string) (*rendered, error) {
 			return nil, fmt.Errorf("decoding the rendered config/%s: %w", overlay, err)
 		}
 		switch u.GetKind() {
-		case "Deployment":
+		case kindDeployment:
 			if err := r.readDeployment(u); err != nil {
 				return nil, fmt.Errorf("config/%s: %w", overlay, err)
 			}
@@ -555,23 +555,6 @@ func conditionError(c client.Client, ns, name string, want metav1.ConditionStatu
 	return nil
 }
 
-// allReady returns a check that every named tenant of ns is Ready.
-func allReady(c client.Client, ns string, names []string) func() error {
-	return func() error {
-		var notReady []string
-		var last error
-		for _, name := range names {
-			if err := readyError(c, ns, name); err != nil {
-				notReady, last = append(notReady, name), err
-			}
-		}
-		if len(notReady) > 0 {
-			return fmt.Errorf("%d of %d tenants are not Ready, e.g. %v", len(notReady), len(names), last)
-		}
-		return nil
-	}
-}
-
 // tokenClaims are the claims of an emulated Entra v1 access token that the tests check.
 type tokenClaims struct {
 	TenantID string           `json:"tid"`
@@ -603,11 +586,11 @@ func checkTokenSecret(secret *corev1.Secret, keys *jose.JSONWebKeySet, tenant st
 	raw := string(secret.Data[v1alpha1.TokenSecretKeyAccessToken])
 	tok, err := jwt.ParseSigned(raw, []jose.SignatureAlgorithm{jose.RS256})
 	if err != nil {
-		return fmt.Errorf("Secret %s: access_token is not a signed JWT: %v", secret.Name, err)
+		return fmt.Errorf("Secret %s: access_token is not a signed JWT: %w", secret.Name, err)
 	}
 	var c tokenClaims
 	if err := tok.Claims(keys, &c); err != nil {
-		return fmt.Errorf("Secret %s: access_token is not signed by the emulator: %v", secret.Name, err)
+		return fmt.Errorf("Secret %s: access_token is not signed by the emulator: %w", secret.Name, err)
 	}
 	switch {
 	case !strings.EqualFold(c.TenantID, tenant):
