@@ -51,6 +51,7 @@ type DefenderTenantReconciler struct {
 
 	credentials credentialCache
 	leftovers   perTenant[leftover]
+	failures    perTenant[writtenFailure]
 }
 
 // +kubebuilder:rbac:groups=defender.tenantcreds.io,resources=defendertenants,verbs=get;list;watch
@@ -73,6 +74,9 @@ func (r *DefenderTenantReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	if !tenant.DeletionTimestamp.IsZero() {
 		// The token Secret is owned by the tenant; garbage collection removes it.
 		return ctrl.Result{}, nil
+	}
+	if w, ok := r.failures.get(req.NamespacedName); ok && w.over == tenant.ResourceVersion {
+		tenant.Status = *w.status.DeepCopy() // the cache has not seen our last write yet
 	}
 
 	// A failed read leaves nothing new to report: the status stays as it is and
@@ -124,6 +128,7 @@ func statusInputOf(obs *observation, out outcome) statusInput {
 // forget drops what the operator remembers of a deleted tenant.
 func (r *DefenderTenantReconciler) forget(key types.NamespacedName) {
 	r.leftovers.forget(key)
+	r.failures.forget(key)
 	tenantsTally.forget(key)
 }
 
@@ -137,6 +142,12 @@ func (r *DefenderTenantReconciler) writeStatus(ctx context.Context, tenant *v1al
 	tenant.Status = status
 	if err := r.Status().Patch(ctx, tenant, client.MergeFrom(before)); err != nil {
 		return err
+	}
+	key := client.ObjectKeyFromObject(tenant)
+	if status.LastFailure != nil {
+		r.failures.set(key, writtenFailure{over: before.ResourceVersion, status: *status.DeepCopy()})
+	} else {
+		r.failures.forget(key)
 	}
 	r.recordTransition(tenant, before.Status, status)
 	return nil

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 )
 
 // What the operator keeps in memory per tenant is a cache: losing it (a restart, a
@@ -50,4 +52,14 @@ func (p *perTenant[V]) forget(key types.NamespacedName) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	delete(p.entries, key)
+}
+
+// writtenFailure is the status this process last wrote for a failing tenant, and the
+// resourceVersion it was written over. The watch cache may hand the next reconcile
+// the tenant as it was before that write; without this, that lag would hide the
+// backoff and cost a second token request. Only failing tenants are kept, so memory
+// grows with failures, not with tenants.
+type writtenFailure struct {
+	over   string
+	status v1alpha1.DefenderTenantStatus
 }
