@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
@@ -42,12 +43,12 @@ func TestComputeStatus(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.obs.Now, tt.obs.Generation, tt.obs.SecretName = now, 7, "contoso-token"
 			got := computeStatus(v1alpha1.DefenderTenantStatus{FailedAttempts: tt.prevFail}, tt.obs)
-			ready := findCondition(got.Conditions, v1alpha1.ConditionReady)
+			ready := meta.FindStatusCondition(got.Conditions, v1alpha1.ConditionReady)
 			if ready == nil || string(ready.Status) != tt.want.ready || ready.Reason != tt.want.readyReason {
 				t.Errorf("Ready = %+v, want %s/%s", ready, tt.want.ready, tt.want.readyReason)
 			}
 			for typ, reason := range map[string]string{v1alpha1.ConditionStalled: tt.want.stalled, v1alpha1.ConditionReconciling: tt.want.reconciling} {
-				c := findCondition(got.Conditions, typ)
+				c := meta.FindStatusCondition(got.Conditions, typ)
 				if (reason == "") != (c == nil) || (c != nil && (c.Reason != reason || c.Status != metav1.ConditionTrue)) {
 					t.Errorf("%s = %+v, want reason %q", typ, c, reason)
 				}
@@ -117,13 +118,4 @@ func TestTransitionEvents(t *testing.T) {
 			}
 		})
 	}
-}
-
-func findCondition(cs []metav1.Condition, t string) *metav1.Condition {
-	for i := range cs {
-		if cs[i].Type == t {
-			return &cs[i]
-		}
-	}
-	return nil
 }

@@ -523,11 +523,7 @@ func TestFailedRefreshKeepsTokenUntilItExpires(t *testing.T) {
 
 func TestBackoffBetweenFailedRequests(t *testing.T) {
 	h := newHarness(t)
-	h.entra.InjectFailures(testTenantID, entraemu.ServerError(), entraemu.ServerError(), entraemu.ServerError())
-	h.createCredential(testClientSecret)
-	h.createTenant()
-
-	res := h.reconcile()
+	res := h.startFailing(entraemu.ServerError(), entraemu.ServerError(), entraemu.ServerError())
 	if !withinBackoff(res.RequeueAfter, 5*time.Second) {
 		t.Fatalf("first RequeueAfter = %s, want 5s plus jitter", res.RequeueAfter)
 	}

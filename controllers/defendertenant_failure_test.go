@@ -16,10 +16,7 @@ import (
 
 func TestRestartKeepsTheBackoffOfAFailingTenant(t *testing.T) {
 	h := newHarness(t)
-	h.entra.InjectFailures(testTenantID, entraemu.ServerError(), entraemu.ServerError())
-	h.createCredential(testClientSecret)
-	h.createTenant()
-	first := h.reconcile()
+	first := h.startFailing(entraemu.ServerError(), entraemu.ServerError())
 
 	// A new operator process: nothing of the first one's memory survives.
 	h.r = h.newReconciler(h.r.AuthorityHost)
@@ -41,10 +38,7 @@ func TestRestartKeepsTheBackoffOfAFailingTenant(t *testing.T) {
 
 func TestLastFailureIsRecordedAndClearedOnSuccess(t *testing.T) {
 	h := newHarness(t)
-	h.entra.InjectFailures(testTenantID, entraemu.ServerError())
-	h.createCredential(testClientSecret)
-	h.createTenant()
-	res := h.reconcile()
+	res := h.startFailing(entraemu.ServerError())
 
 	last := h.tenant().Status.LastFailure
 	if last == nil {
@@ -167,10 +161,9 @@ func (s *staleTenantReads) Get(ctx context.Context, key client.ObjectKey, obj cl
 
 func TestLaggingCacheDoesNotHideTheBackoff(t *testing.T) {
 	h := newHarness(t)
-	h.entra.InjectFailures(testTenantID, entraemu.ServerError(), entraemu.ServerError())
 	h.createCredential(testClientSecret)
-	h.createTenant()
-	beforeFailure := h.tenant()
+	beforeFailure := h.createTenant()
+	h.entra.InjectFailures(testTenantID, entraemu.ServerError(), entraemu.ServerError())
 	h.reconcile()
 
 	h.r.Client = &staleTenantReads{Client: k8s, stale: beforeFailure}

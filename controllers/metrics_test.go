@@ -18,8 +18,7 @@ func TestMetricsFollowTokenRequestsAndReadiness(t *testing.T) {
 	readyTrue := testutil.ToFloat64(tenantsByReady.WithLabelValues("True"))
 	readyFalse := testutil.ToFloat64(tenantsByReady.WithLabelValues("False"))
 
-	h.entra.InjectFailures(testTenantID, entraemu.Throttled(time.Minute))
-	h.publishToken()
+	h.startFailing(entraemu.Throttled(time.Minute))
 	if d := testutil.ToFloat64(tokenRequests.WithLabelValues("failure", "Throttled")) - throttled; d != 1 {
 		t.Errorf("throttled requests counted %v times, want 1", d)
 	}

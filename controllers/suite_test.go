@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -271,6 +272,16 @@ func (h *harness) publishToken() {
 	h.reconcile()
 }
 
+// startFailing is the common start of a failing tenant: Entra answers with failures
+// first, then a credential, a tenant, and the first reconcile, whose result it returns.
+func (h *harness) startFailing(failures ...entraemu.Failure) ctrl.Result {
+	h.t.Helper()
+	h.entra.InjectFailures(testTenantID, failures...)
+	h.createCredential(testClientSecret)
+	h.createTenant()
+	return h.reconcile()
+}
+
 func (h *harness) reconcile() ctrl.Result {
 	h.t.Helper()
 	res, err := h.r.Reconcile(h.ctx, ctrl.Request{NamespacedName: keyOf(h.ns, "contoso")})
@@ -318,12 +329,7 @@ func getSecret(t *testing.T, ns, name string) *corev1.Secret {
 }
 
 func condition(dt *v1alpha1.DefenderTenant, conditionType string) *metav1.Condition {
-	for i := range dt.Status.Conditions {
-		if dt.Status.Conditions[i].Type == conditionType {
-			return &dt.Status.Conditions[i]
-		}
-	}
-	return nil
+	return meta.FindStatusCondition(dt.Status.Conditions, conditionType)
 }
 
 // expectCondition fails unless the condition has this status and reason ("" status: absent).
