@@ -69,7 +69,7 @@ func TestAdmissionRejectsMalformedSpecs(t *testing.T) {
 func TestAdmissionAcceptsAndDefaultsAValidSpec(t *testing.T) {
 	t.Parallel()
 	ns := createNamespace(t)
-	dt := newTenant(ns, "contoso", func(dt *v1alpha1.DefenderTenant) {
+	dt := newTenant(ns, tenantName, func(dt *v1alpha1.DefenderTenant) {
 		dt.Spec.Resource = "https://api-gov.security.microsoft.us/"
 		dt.Spec.RefreshBefore = &metav1.Duration{Duration: 90 * time.Minute}
 		dt.Spec.TokenSecretName = "contoso.defender-token"

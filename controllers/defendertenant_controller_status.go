@@ -101,7 +101,7 @@ func readyCondition(obs statusInput) metav1.Condition {
 		if obs.Problem != nil {
 			msg += " " + obs.Problem.Message
 		}
-		return falseCondition(v1alpha1.ConditionReady, v1alpha1.ReasonTokenExpired, msg)
+		return notReady(v1alpha1.ReasonTokenExpired, msg)
 	case pub != nil && pub.usable(obs.Now):
 		msg := fmt.Sprintf("A valid token is published in Secret %q until %s.", obs.SecretName, rfc3339(pub.expiresAt()))
 		if obs.Problem != nil {
@@ -109,11 +109,11 @@ func readyCondition(obs statusInput) metav1.Condition {
 		}
 		return metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonTokenReady, Message: msg}
 	case obs.Problem != nil:
-		return falseCondition(v1alpha1.ConditionReady, obs.Problem.Reason, obs.Problem.Message)
+		return notReady(obs.Problem.Reason, obs.Problem.Message)
 	case obs.Suspended:
-		return falseCondition(v1alpha1.ConditionReady, v1alpha1.ReasonSuspended, "spec.suspend is true: no token is requested.")
+		return notReady(v1alpha1.ReasonSuspended, "spec.suspend is true: no token is requested.")
 	default:
-		return falseCondition(v1alpha1.ConditionReady, v1alpha1.ReasonProgressing, "No token has been published yet.")
+		return notReady(v1alpha1.ReasonProgressing, "No token has been published yet.")
 	}
 }
 
@@ -143,8 +143,8 @@ func reportedProblem(conditions []metav1.Condition) *problem {
 	return nil
 }
 
-func falseCondition(conditionType, reason, message string) metav1.Condition {
-	return metav1.Condition{Type: conditionType, Status: metav1.ConditionFalse, Reason: reason, Message: message}
+func notReady(reason, message string) metav1.Condition {
+	return metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: reason, Message: message}
 }
 
 func setCondition(conditions *[]metav1.Condition, c metav1.Condition, generation int64, now metav1.Time) {

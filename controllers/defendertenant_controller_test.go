@@ -48,11 +48,7 @@ func TestTokenReadyPublishesTokenSecret(t *testing.T) {
 		t.Errorf("type = %q, want Opaque", s.Type)
 	}
 	wantKeys := []string{"access_token", "expires_at", "tenant_id", "token_type"}
-	var keys []string
-	for k := range s.Data {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
+	keys := keysOf(s.Data)
 	if !slices.Equal(keys, wantKeys) {
 		t.Errorf("keys = %v, want %v", keys, wantKeys)
 	}
@@ -70,7 +66,7 @@ func TestTokenReadyPublishesTokenSecret(t *testing.T) {
 	if got := string(s.Data["tenant_id"]); got != testTenantID {
 		t.Errorf("tenant_id = %q", got)
 	}
-	if s.Labels["app.kubernetes.io/managed-by"] != "defender-tenant-operator" || s.Labels["defender.tenantcreds.io/tenant"] != "contoso" {
+	if s.Labels["app.kubernetes.io/managed-by"] != "defender-tenant-operator" || s.Labels["defender.tenantcreds.io/tenant"] != tenantName {
 		t.Errorf("labels = %v", s.Labels)
 	}
 	if ref := metav1.GetControllerOf(s); ref == nil || ref.UID != dt.UID || ref.Kind != "DefenderTenant" {
@@ -332,7 +328,7 @@ func TestEntraFailuresMapToContractReasons(t *testing.T) {
 				credential = testClientSecret
 			}
 			h.createCredential(credential)
-			dt := newTenant(h.ns, "contoso")
+			dt := newTenant(h.ns, tenantName)
 			if tt.setup != nil {
 				tt.setup(h, dt)
 			}
@@ -418,7 +414,7 @@ func TestSecretConflictLeavesForeignSecretUntouched(t *testing.T) {
 	}{
 		{name: "Secret with no owner"},
 		{name: "Secret owned by another DefenderTenant", owners: []metav1.OwnerReference{{
-			APIVersion: v1alpha1.GroupVersion.String(), Kind: "DefenderTenant", Name: "contoso", UID: "00000000-0000-0000-0000-000000000001", Controller: ptrTo(true),
+			APIVersion: v1alpha1.GroupVersion.String(), Kind: "DefenderTenant", Name: tenantName, UID: "00000000-0000-0000-0000-000000000001", Controller: ptrTo(true),
 		}}},
 	}
 	for _, tt := range tests {
@@ -611,7 +607,7 @@ func TestHandEditedTokenSecretIsRestored(t *testing.T) {
 		if len(restored.Data) != len(want) || string(restored.Data["expires_at"]) != string(want["expires_at"]) {
 			t.Errorf("data not restored: %v", keysOf(restored.Data))
 		}
-		if restored.Labels["defender.tenantcreds.io/tenant"] != "contoso" || restored.Labels["team"] != "blue" {
+		if restored.Labels["defender.tenantcreds.io/tenant"] != tenantName || restored.Labels["team"] != "blue" {
 			t.Errorf("labels = %v: want ours restored and others kept", restored.Labels)
 		}
 		if n := h.entra.Requests(testTenantID); n != 1 {
@@ -716,11 +712,11 @@ func TestSecretsNeverReachStatusOrEvents(t *testing.T) {
 }
 
 func reqFor(ns string) ctrl.Request {
-	return ctrl.Request{NamespacedName: keyOf(ns, "contoso")}
+	return ctrl.Request{NamespacedName: keyOf(ns, tenantName)}
 }
 
 func keysOf(m map[string][]byte) []string {
-	var keys []string
+	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
 	}

@@ -15,7 +15,7 @@ var decideNow = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
 // healthyObservation is a tenant with a usable credential, an allowed resource and
 // nothing published: the facts on which decide mints.
 func healthyObservation() *observation {
-	tenant := newTenant("partner", "contoso")
+	tenant := newTenant("partner", tenantName)
 	tenant.UID, tenant.Generation = "0d6f2a1c-uid", 3
 	return &observation{
 		now:             decideNow,
@@ -29,10 +29,11 @@ func healthyObservation() *observation {
 	}
 }
 
-func tokenMinted(ago, lifetime time.Duration, inputs string, missing ...string) *token {
+// tokenMinted is a one-hour token, as Entra issues them, minted `ago` before now.
+func tokenMinted(ago time.Duration, inputs string, missing ...string) *token {
 	minted := decideNow.Add(-ago)
 	return &token{raw: "header.payload.signature", mintedAt: minted, inputsHash: inputs,
-		claims: tokencheck.Verdict{ExpiresAt: minted.Add(lifetime), MissingRoles: missing}}
+		claims: tokencheck.Verdict{ExpiresAt: minted.Add(time.Hour), MissingRoles: missing}}
 }
 
 // publishedIntact puts t in the tenant's own token Secret, exactly as the operator writes it.
@@ -43,7 +44,7 @@ func publishedIntact(t *token) func(*observation) {
 	}
 }
 
-func freshToken(obs *observation) { publishedIntact(tokenMinted(5*time.Minute, time.Hour, "current-inputs"))(obs) }
+func freshToken(obs *observation) { publishedIntact(tokenMinted(5*time.Minute, "current-inputs"))(obs) }
 
 func handEdited(obs *observation) {
 	obs.tokenSecret = obs.tokenSecret.DeepCopy()
@@ -51,7 +52,7 @@ func handEdited(obs *observation) {
 }
 
 func foreignSecret(obs *observation) {
-	t := tokenMinted(0, time.Hour, "x")
+	t := tokenMinted(0, "x")
 	obs.tokenSecret = desiredTokenSecret(obs, t)
 	obs.tokenSecret.OwnerReferences = nil
 	obs.tokenSecretOwned, obs.published = false, nil
@@ -74,12 +75,14 @@ func TestDecisionChain(t *testing.T) {
 	noCredential := func(obs *observation) {
 		obs.credential, obs.inputsHash, obs.failureInputs = credential{state: credentialSecretMissing}, "", "no-credential"
 	}
-	emptyKey := func(obs *observation) { obs.credential, obs.inputsHash = credential{state: credentialKeyEmpty, version: "uid/2"}, "" }
+	emptyKey := func(obs *observation) {
+		obs.credential, obs.inputsHash = credential{state: credentialKeyEmpty, version: "uid/2"}, ""
+	}
 	implausible := func(obs *observation) {
 		obs.credential, obs.inputsHash = credential{state: credentialImplausible, version: "uid/3"}, ""
 	}
-	leftoverInMemory := func(obs *observation) { obs.leftover = tokenMinted(time.Minute, time.Hour, "current-inputs") }
-	publish := func(tok *token) func(*observation) { return publishedIntact(tok) }
+	leftoverInMemory := func(obs *observation) { obs.leftover = tokenMinted(time.Minute, "current-inputs") }
+	publish := publishedIntact
 
 	tests := []struct {
 		name   string
@@ -98,10 +101,10 @@ func TestDecisionChain(t *testing.T) {
 		{"credential cannot be a client secret", []func(*observation){implausible}, "ClientSecretImplausible", actionHold, v1alpha1.ReasonInvalidClientSecret},
 		{"fresh token, intact Secret: keep", []func(*observation){freshToken}, "FreshAndCurrent", actionKeep, ""},
 		{"fresh token, edited Secret: restore", []func(*observation){freshToken, handEdited}, "FreshAndCurrent", actionRestore, ""},
-		{"token due for refresh", []func(*observation){publish(tokenMinted(50*time.Minute, time.Hour, "current-inputs"))}, "Mint", actionMint, ""},
-		{"token minted from other inputs (rotation)", []func(*observation){publish(tokenMinted(5*time.Minute, time.Hour, "old-inputs"))}, "Mint", actionMint, ""},
-		{"token expired", []func(*observation){publish(tokenMinted(2*time.Hour, time.Hour, "current-inputs"))}, "Mint", actionMint, ""},
-		{"token lacks a role now required", []func(*observation){publish(tokenMinted(5*time.Minute, time.Hour, "current-inputs", "Incident.Read.All"))}, "Mint", actionMint, ""},
+		{"token due for refresh", []func(*observation){publish(tokenMinted(50*time.Minute, "current-inputs"))}, "Mint", actionMint, ""},
+		{"token minted from other inputs (rotation)", []func(*observation){publish(tokenMinted(5*time.Minute, "old-inputs"))}, "Mint", actionMint, ""},
+		{"token expired", []func(*observation){publish(tokenMinted(2*time.Hour, "current-inputs"))}, "Mint", actionMint, ""},
+		{"token lacks a role now required", []func(*observation){publish(tokenMinted(5*time.Minute, "current-inputs", "Incident.Read.All"))}, "Mint", actionMint, ""},
 		{"needs-a-human failure within its backoff", []func(*observation){failedAgo(v1alpha1.ReasonInvalidClientSecret, 30*time.Second, 1)}, "BackingOff", actionHold, v1alpha1.ReasonInvalidClientSecret},
 		{"transient failure within its backoff", []func(*observation){failedAgo(v1alpha1.ReasonTokenEndpointUnavailable, 2*time.Second, 1)}, "BackingOff", actionHold, v1alpha1.ReasonTokenEndpointUnavailable},
 		{"transient failure after its backoff", []func(*observation){failedAgo(v1alpha1.ReasonTokenEndpointUnavailable, 6*time.Second, 1)}, "Mint", actionMint, ""},
@@ -110,7 +113,7 @@ func TestDecisionChain(t *testing.T) {
 		{"Retry-After longer than the backoff", []func(*observation){failedAgo(v1alpha1.ReasonThrottled, 20*time.Second, 1), func(obs *observation) {
 			obs.tenant.Status.LastFailure.RetryAfter = &metav1.Duration{Duration: time.Minute}
 		}}, "BackingOff", actionHold, v1alpha1.ReasonThrottled},
-		{"usable token: a failed refresh waits at least a minute", []func(*observation){publish(tokenMinted(50*time.Minute, time.Hour, "current-inputs")), failedAgo(v1alpha1.ReasonTokenEndpointUnavailable, 30*time.Second, 1)}, "BackingOff", actionHold, v1alpha1.ReasonTokenEndpointUnavailable},
+		{"usable token: a failed refresh waits at least a minute", []func(*observation){publish(tokenMinted(50*time.Minute, "current-inputs")), failedAgo(v1alpha1.ReasonTokenEndpointUnavailable, 30*time.Second, 1)}, "BackingOff", actionHold, v1alpha1.ReasonTokenEndpointUnavailable},
 		{"leftover of a failed write", []func(*observation){leftoverInMemory}, "LeftoverToken", actionPublishLeftover, ""},
 
 		// Pairs of checks that both match: the row says which wins, and so the order.
@@ -182,7 +185,7 @@ func TestBackoffEndsWhereThePersistedFailureSays(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			obs := healthyObservation()
 			if tt.published {
-				publishedIntact(tokenMinted(50*time.Minute, time.Hour, "current-inputs"))(obs)
+				publishedIntact(tokenMinted(50*time.Minute, "current-inputs"))(obs)
 			}
 			failed := decideNow.Add(-time.Second)
 			last := &v1alpha1.LastFailure{Time: metav1.NewTime(failed), Reason: tt.reason}

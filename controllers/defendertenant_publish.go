@@ -62,7 +62,7 @@ func desiredTokenSecret(obs *observation, t *token) *corev1.Secret {
 // is replaced in place, so that an unchanged Secret compares equal, and references
 // to other owners are kept.
 func setControllerRef(secret *corev1.Secret, tenant *v1alpha1.DefenderTenant) {
-	ref := *metav1.NewControllerRef(tenant, v1alpha1.GroupVersion.WithKind("DefenderTenant"))
+	ref := *metav1.NewControllerRef(tenant, v1alpha1.GroupVersion.WithKind(tenantKind))
 	for i := range secret.OwnerReferences {
 		if secret.OwnerReferences[i].UID == tenant.UID {
 			secret.OwnerReferences[i] = ref
@@ -140,10 +140,12 @@ func keyOf(namespace, name string) types.NamespacedName {
 	return types.NamespacedName{Namespace: namespace, Name: name}
 }
 
+const tenantKind = "DefenderTenant"
+
 // tenantControllerOf returns the reference to the DefenderTenant controlling obj, if any.
 func tenantControllerOf(obj metav1.Object) *metav1.OwnerReference {
 	ref := metav1.GetControllerOf(obj)
-	if ref == nil || ref.Kind != "DefenderTenant" || ref.APIVersion != v1alpha1.GroupVersion.String() {
+	if ref == nil || ref.Kind != tenantKind || ref.APIVersion != v1alpha1.GroupVersion.String() {
 		return nil
 	}
 	return ref

@@ -35,7 +35,7 @@ func newWatched(t *testing.T) *watched {
 
 func (w *watched) createTenant() {
 	w.t.Helper()
-	dt := newTenant(w.ns, "contoso", func(dt *v1alpha1.DefenderTenant) {
+	dt := newTenant(w.ns, tenantName, func(dt *v1alpha1.DefenderTenant) {
 		dt.Labels = map[string]string{managedLabel: "manager"}
 		dt.Spec.TenantID = w.tenantID
 	})
@@ -47,7 +47,7 @@ func (w *watched) createTenant() {
 func (w *watched) tenant() *v1alpha1.DefenderTenant {
 	w.t.Helper()
 	dt := &v1alpha1.DefenderTenant{}
-	if err := k8s.Get(w.t.Context(), keyOf(w.ns, "contoso"), dt); err != nil {
+	if err := k8s.Get(w.t.Context(), keyOf(w.ns, tenantName), dt); err != nil {
 		w.t.Fatal(err)
 	}
 	return dt
@@ -174,7 +174,7 @@ func TestWatchEventsAreRecordedOnTransitions(t *testing.T) {
 		}
 		seen := map[string]string{}
 		for _, e := range list.Items {
-			if e.Regarding.Kind == "DefenderTenant" && e.Regarding.Name == "contoso" {
+			if e.Regarding.Kind == "DefenderTenant" && e.Regarding.Name == tenantName {
 				seen[e.Reason] = e.Type
 			}
 		}

@@ -35,7 +35,7 @@ func TestMetricsFollowTokenRequestsAndReadiness(t *testing.T) {
 		t.Errorf("tenants by Ready moved True %v, False %v; want 1, 0", dt, df)
 	}
 	expiry := h.tenant().Status.ExpiresAt.Unix()
-	if got := testutil.ToFloat64(tokenExpiry.WithLabelValues(h.ns, "contoso")); got != float64(expiry) {
+	if got := testutil.ToFloat64(tokenExpiry.WithLabelValues(h.ns, tenantName)); got != float64(expiry) {
 		t.Errorf("expiry gauge = %v, want %d", got, expiry)
 	}
 
@@ -46,7 +46,7 @@ func TestMetricsFollowTokenRequestsAndReadiness(t *testing.T) {
 	if d := testutil.ToFloat64(tenantsByReady.WithLabelValues("True")) - readyTrue; d != 0 {
 		t.Errorf("a deleted tenant is still counted (delta %v)", d)
 	}
-	if tokenExpiry.DeleteLabelValues(h.ns, "contoso") {
+	if tokenExpiry.DeleteLabelValues(h.ns, tenantName) {
 		t.Error("the expiry series of a deleted tenant remains")
 	}
 }

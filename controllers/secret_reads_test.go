@@ -59,7 +59,7 @@ func TestSharedCredentialIsReadOncePerVersion(t *testing.T) {
 	reads := &countingReader{Reader: k8s}
 	h.r.APIReader = reads
 	cred := h.createCredential(testClientSecret)
-	names := []string{"contoso", "fabrikam", "northwind"}
+	names := []string{tenantName, "fabrikam", "northwind"}
 	for _, name := range names {
 		if err := k8s.Create(h.ctx, newTenant(h.ns, name)); err != nil {
 			t.Fatal(err)

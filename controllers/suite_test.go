@@ -42,6 +42,7 @@ const (
 	testTenantID     = "6e3c1a8e-2f6b-4c4f-9b7e-0d6f2a1c9e11"
 	defenderAPI      = "https://api.security.microsoft.com"
 	credentialName   = "partner-app"
+	tenantName       = "contoso"
 
 	// managedLabel marks DefenderTenants that the running manager reconciles; all
 	// others are driven by tests calling Reconcile with a fake clock.
@@ -257,7 +258,7 @@ func newTenant(ns, name string, mutate ...func(*v1alpha1.DefenderTenant)) *v1alp
 
 func (h *harness) createTenant(mutate ...func(*v1alpha1.DefenderTenant)) *v1alpha1.DefenderTenant {
 	h.t.Helper()
-	dt := newTenant(h.ns, "contoso", mutate...)
+	dt := newTenant(h.ns, tenantName, mutate...)
 	if err := k8s.Create(h.ctx, dt); err != nil {
 		h.t.Fatal(err)
 	}
@@ -284,7 +285,7 @@ func (h *harness) startFailing(failures ...entraemu.Failure) ctrl.Result {
 
 func (h *harness) reconcile() ctrl.Result {
 	h.t.Helper()
-	res, err := h.r.Reconcile(h.ctx, ctrl.Request{NamespacedName: keyOf(h.ns, "contoso")})
+	res, err := h.r.Reconcile(h.ctx, ctrl.Request{NamespacedName: keyOf(h.ns, tenantName)})
 	if err != nil {
 		h.t.Fatalf("Reconcile: %v", err)
 	}
@@ -294,7 +295,7 @@ func (h *harness) reconcile() ctrl.Result {
 func (h *harness) tenant() *v1alpha1.DefenderTenant {
 	h.t.Helper()
 	dt := &v1alpha1.DefenderTenant{}
-	if err := k8s.Get(h.ctx, keyOf(h.ns, "contoso"), dt); err != nil {
+	if err := k8s.Get(h.ctx, keyOf(h.ns, tenantName), dt); err != nil {
 		h.t.Fatal(err)
 	}
 	return dt
