@@ -20,8 +20,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	authnv1 "k8s.io/api/authentication/v1"
-	authzv1 "k8s.io/api/authorization/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	authnclient "k8s.io/client-go/kubernetes/typed/authentication/v1"
 	authzclient "k8s.io/client-go/kubernetes/typed/authorization/v1"
@@ -62,7 +62,7 @@ func newFilter(c *rest.Config, httpClient *http.Client, clk clock.PassiveClock) 
 	g := &guard{
 		tokenReviews:  authn.TokenReviews(),
 		accessReviews: authz.SubjectAccessReviews(),
-		users:         newCache[[sha256.Size]byte, *authnv1.UserInfo](clk),
+		users:         newCache[[sha256.Size]byte, *authenticationv1.UserInfo](clk),
 		decisions:     newCache[string, decision](clk),
 	}
 	return func(log logr.Logger, next http.Handler) (http.Handler, error) {
@@ -73,8 +73,8 @@ func newFilter(c *rest.Config, httpClient *http.Client, clk clock.PassiveClock) 
 type guard struct {
 	tokenReviews  authnclient.TokenReviewInterface
 	accessReviews authzclient.SubjectAccessReviewInterface
-	users         *cache[[sha256.Size]byte, *authnv1.UserInfo] // nil: not authenticated
-	decisions     *cache[string, decision]                     // by the SubjectAccessReview spec
+	users         *cache[[sha256.Size]byte, *authenticationv1.UserInfo] // nil: not authenticated
+	decisions     *cache[string, decision]                              // by the SubjectAccessReview spec
 }
 
 type decision struct {
@@ -130,7 +130,7 @@ func bearerToken(r *http.Request) string {
 // authenticate returns who the token belongs to, or nil if the API server does
 // not accept it. Rejections are cached too, or else every scrape with a bad token
 // would cost the API server a review.
-func (g *guard) authenticate(ctx context.Context, token string) (*authnv1.UserInfo, error) {
+func (g *guard) authenticate(ctx context.Context, token string) (*authenticationv1.UserInfo, error) {
 	// A hash, so that a heap dump does not hold the tokens of every recent scraper.
 	key := sha256.Sum256([]byte(token))
 	if user, ok := g.users.get(key); ok {
@@ -138,11 +138,11 @@ func (g *guard) authenticate(ctx context.Context, token string) (*authnv1.UserIn
 	}
 	ctx, cancel := context.WithTimeout(ctx, reviewTimeout)
 	defer cancel()
-	review, err := g.tokenReviews.Create(ctx, &authnv1.TokenReview{Spec: authnv1.TokenReviewSpec{Token: token}}, metav1.CreateOptions{})
+	review, err := g.tokenReviews.Create(ctx, &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: token}}, metav1.CreateOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("creating a TokenReview: %w", err)
 	}
-	var user *authnv1.UserInfo
+	var user *authenticationv1.UserInfo
 	if review.Status.Authenticated {
 		user = &review.Status.User
 		// As k8s.io/apiserver's authenticator does, so that RBAC granted to every
@@ -155,17 +155,17 @@ func (g *guard) authenticate(ctx context.Context, token string) (*authnv1.UserIn
 	return user, nil
 }
 
-func (g *guard) authorize(ctx context.Context, user *authnv1.UserInfo, verb, path string) (decision, error) {
-	spec := authzv1.SubjectAccessReviewSpec{
+func (g *guard) authorize(ctx context.Context, user *authenticationv1.UserInfo, verb, path string) (decision, error) {
+	spec := authorizationv1.SubjectAccessReviewSpec{
 		User:                  user.Username,
 		UID:                   user.UID,
 		Groups:                user.Groups,
-		NonResourceAttributes: &authzv1.NonResourceAttributes{Path: path, Verb: verb},
+		NonResourceAttributes: &authorizationv1.NonResourceAttributes{Path: path, Verb: verb},
 	}
 	if len(user.Extra) > 0 {
-		spec.Extra = make(map[string]authzv1.ExtraValue, len(user.Extra))
+		spec.Extra = make(map[string]authorizationv1.ExtraValue, len(user.Extra))
 		for k, v := range user.Extra {
-			spec.Extra[k] = authzv1.ExtraValue(v)
+			spec.Extra[k] = authorizationv1.ExtraValue(v)
 		}
 	}
 	// encoding/json sorts map keys, so equal specs give equal keys.
@@ -179,7 +179,7 @@ func (g *guard) authorize(ctx context.Context, user *authnv1.UserInfo, verb, pat
 	}
 	ctx, cancel := context.WithTimeout(ctx, reviewTimeout)
 	defer cancel()
-	review, err := g.accessReviews.Create(ctx, &authzv1.SubjectAccessReview{Spec: spec}, metav1.CreateOptions{})
+	review, err := g.accessReviews.Create(ctx, &authorizationv1.SubjectAccessReview{Spec: spec}, metav1.CreateOptions{})
 	if err != nil {
 		return decision{}, fmt.Errorf("creating a SubjectAccessReview: %w", err)
 	}

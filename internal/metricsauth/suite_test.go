@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr/funcr"
-	authnv1 "k8s.io/api/authentication/v1"
-	authzv1 "k8s.io/api/authorization/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -245,7 +245,7 @@ func serviceAccount(t *testing.T) (sa *corev1.ServiceAccount, user, token string
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr, err := core.ServiceAccounts(scrapers).CreateToken(ctx, sa.Name, &authnv1.TokenRequest{}, metav1.CreateOptions{})
+	tr, err := core.ServiceAccounts(scrapers).CreateToken(ctx, sa.Name, &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,7 +255,7 @@ func serviceAccount(t *testing.T) (sa *corev1.ServiceAccount, user, token string
 // identityOf is a client configuration that authenticates as sa.
 func identityOf(t *testing.T, sa *corev1.ServiceAccount) *rest.Config {
 	t.Helper()
-	tr, err := core.ServiceAccounts(sa.Namespace).CreateToken(context.Background(), sa.Name, &authnv1.TokenRequest{}, metav1.CreateOptions{})
+	tr, err := core.ServiceAccounts(sa.Namespace).CreateToken(context.Background(), sa.Name, &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,14 +289,14 @@ func bind(t *testing.T, sa *corev1.ServiceAccount, role *rbacv1.ClusterRole) (un
 
 func waitForAccess(t *testing.T, sa *corev1.ServiceAccount, rule rbacv1.PolicyRule, allowed bool) {
 	t.Helper()
-	review := &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{
+	review := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
 		User:   "system:serviceaccount:" + sa.Namespace + ":" + sa.Name,
 		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + sa.Namespace, "system:authenticated"},
 	}}
 	if len(rule.NonResourceURLs) > 0 {
-		review.Spec.NonResourceAttributes = &authzv1.NonResourceAttributes{Path: rule.NonResourceURLs[0], Verb: rule.Verbs[0]}
+		review.Spec.NonResourceAttributes = &authorizationv1.NonResourceAttributes{Path: rule.NonResourceURLs[0], Verb: rule.Verbs[0]}
 	} else {
-		review.Spec.ResourceAttributes = &authzv1.ResourceAttributes{Group: rule.APIGroups[0], Resource: rule.Resources[0], Verb: rule.Verbs[0]}
+		review.Spec.ResourceAttributes = &authorizationv1.ResourceAttributes{Group: rule.APIGroups[0], Resource: rule.Resources[0], Verb: rule.Verbs[0]}
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
