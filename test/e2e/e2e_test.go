@@ -359,22 +359,7 @@ const waitTimeout = 30 * time.Second
 // error when waitTimeout has passed or the operator has exited.
 func eventually(t *testing.T, what string, check func() error) {
 	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		select {
-		case <-w.operator.Done():
-			t.Fatalf("%s: %v; the operator has exited: %v", what, err, w.operator.Err())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still failing after %s: %v", what, waitTimeout, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	waitFor(t, waitTimeout, what, check, &operator{Process: w.operator, name: "the operator", log: w.operatorLog})
 }
 
 // waitForReady waits until the tenant's Ready condition, computed for its current

@@ -453,15 +453,7 @@ func kubectl(stdin []byte, args ...string) (string, error) {
 }
 
 func operatorLogTail() string {
-	data, err := os.ReadFile(w.operatorLog)
-	if err != nil {
-		return ""
-	}
-	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-	if len(lines) > 40 {
-		lines = lines[len(lines)-40:]
-	}
-	return "operator log (last lines):\n" + strings.Join(lines, "\n")
+	return "operator log (last lines):\n" + logTail(w.operatorLog, 40)
 }
 
 func dumpOperatorLog() {
