@@ -66,8 +66,10 @@ type Requester interface {
 // and safe for concurrent use.
 type Client struct {
 	// HTTPClient sends the requests. nil uses a client shared by all Clients whose
-	// transport is sized for many tenants signing in at the same host. Redirects
-	// are never followed, whatever the client's own policy.
+	// transport is sized for many tenants signing in at the same host and reads at
+	// most MaxResponseHeaderBytes of response headers. Redirects are never
+	// followed, whatever the client's own policy; the limits of a caller's own
+	// transport (such as MaxResponseHeaderBytes) are the caller's to set.
 	HTTPClient *http.Client
 	// Timeout bounds each request; zero means DefaultTimeout.
 	Timeout time.Duration
@@ -136,6 +138,17 @@ func refuseRedirect(*http.Request, []*http.Request) error {
 	return http.ErrUseLastResponse
 }
 
+// MaxResponseHeaderBytes bounds the response headers the shared client reads from
+// the token endpoint, or a proxy in front of it. Go's default is 10 MiB, far more
+// than the kilobyte or two Entra ID sends: with 10 tenants minting at once, a
+// hostile endpoint could make every request hold 10 MiB of headers. An answer
+// over the limit is aborted by the transport while its headers are read, and
+// fails as TokenEndpointUnavailable ("server response headers exceeded").
+//
+// The response body needs no limit of its own here: x/oauth2 reads at most 1 MiB
+// of it (io.LimitReader in golang.org/x/oauth2/internal/token.go).
+const MaxResponseHeaderBytes = 64 << 10
+
 // defaultHTTPClient is shared so that every tenant reuses the same connections to
 // the sign-in host. The transport is built here rather than cloned from
 // http.DefaultTransport, which other code may have replaced.
@@ -152,10 +165,11 @@ var defaultHTTPClient = sync.OnceValue(func() *http.Client {
 			// All tenants of a cloud sign in at one host. Go's default of two idle
 			// connections per host would make concurrent reconciles (10 by default)
 			// pay a TLS handshake each time.
-			MaxIdleConns:          100,
-			MaxIdleConnsPerHost:   32,
-			IdleConnTimeout:       90 * time.Second,
-			ExpectContinueTimeout: time.Second,
+			MaxIdleConns:           100,
+			MaxIdleConnsPerHost:    32,
+			IdleConnTimeout:        90 * time.Second,
+			ExpectContinueTimeout:  time.Second,
+			MaxResponseHeaderBytes: MaxResponseHeaderBytes,
 		},
 		CheckRedirect: refuseRedirect,
 	}
