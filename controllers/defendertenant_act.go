@@ -10,6 +10,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
@@ -19,6 +20,8 @@ import (
 type outcome struct {
 	// published is the token in the token Secret now; nil: none of ours.
 	published *token
+	// secretUID is the UID of the tenant's own token Secret, when known.
+	secretUID types.UID
 	problem   *problem
 	// failure is a failed refresh to record in status.lastFailure; nil: none happened.
 	failure *v1alpha1.LastFailure
@@ -35,13 +38,20 @@ type outcome struct {
 // held is the outcome of doing nothing: the observed token stays, the plan's problem
 // is reported. It is also what the status shows if acting is cut short.
 func held(obs *observation, p plan) outcome {
-	return outcome{published: obs.published, problem: p.problem, nextRefresh: p.nextRefresh, recheck: p.recheck}
+	return outcome{published: obs.published, secretUID: ownedSecretUID(obs), problem: p.problem, nextRefresh: p.nextRefresh, recheck: p.recheck}
+}
+
+func ownedSecretUID(obs *observation) types.UID {
+	if obs.tokenSecret == nil || !obs.tokenSecretOwned {
+		return ""
+	}
+	return obs.tokenSecret.UID
 }
 
 func (r *DefenderTenantReconciler) act(ctx context.Context, obs *observation, p plan) outcome {
 	switch p.action {
 	case actionKeep:
-		return outcome{published: p.token, roles: rolesOf(p.token.claims), nextRefresh: p.nextRefresh, recheck: p.recheck}
+		return outcome{published: p.token, secretUID: ownedSecretUID(obs), roles: rolesOf(p.token.claims), nextRefresh: p.nextRefresh, recheck: p.recheck}
 	case actionRestore, actionPublishLeftover:
 		return r.publish(ctx, obs, p.token)
 	case actionMint:
@@ -59,7 +69,7 @@ func (r *DefenderTenantReconciler) act(ctx context.Context, obs *observation, p 
 // that the retry publishes it instead of asking Entra ID again.
 func (r *DefenderTenantReconciler) publish(ctx context.Context, obs *observation, t *token) outcome {
 	key := keyOf(obs.tenant.Namespace, obs.tenant.Name)
-	err := r.writeTokenSecret(ctx, obs, t)
+	uid, err := r.writeTokenSecret(ctx, obs, t)
 	if errors.Is(err, errTokenSecretTaken) {
 		r.leftovers.forget(key)
 		return outcome{problem: secretConflictProblem(obs.secretName), recheck: safetyRecheck(obs)}
@@ -71,7 +81,7 @@ func (r *DefenderTenantReconciler) publish(ctx context.Context, obs *observation
 	r.leftovers.forget(key)
 	ctrl.LoggerFrom(ctx).V(1).Info("Published token", "expiresAt", rfc3339(t.expiresAt()))
 	due := refreshAt(obs.tenant, t)
-	out := outcome{published: t, roles: rolesOf(t.claims), nextRefresh: due, recheck: due}
+	out := outcome{published: t, secretUID: uid, roles: rolesOf(t.claims), nextRefresh: due, recheck: due}
 	out.err = r.deleteStaleTokenSecret(ctx, obs.tenant, obs.secretName)
 	return out
 }
@@ -81,7 +91,7 @@ func (r *DefenderTenantReconciler) publish(ctx context.Context, obs *observation
 func (r *DefenderTenantReconciler) requestFailed(obs *observation, f *requestFailure) outcome {
 	last := newLastFailure(obs, f.problem, f.code, f.retryAfter)
 	at := retryAt(obs, last, obs.tenant.Status.FailedAttempts+1)
-	return outcome{published: obs.published, problem: f.problem, failure: last, roles: f.roles, nextRefresh: at, recheck: at}
+	return outcome{published: obs.published, secretUID: ownedSecretUID(obs), problem: f.problem, failure: last, roles: f.roles, nextRefresh: at, recheck: at}
 }
 
 // writeFailed reports a token Secret that could not be written. Forbidden (RBAC, a
@@ -91,7 +101,7 @@ func (r *DefenderTenantReconciler) requestFailed(obs *observation, f *requestFai
 func (r *DefenderTenantReconciler) writeFailed(obs *observation, err error) outcome {
 	message := fmt.Sprintf("The token Secret %q could not be written: %s", obs.secretName, truncate(err.Error(), 400))
 	if !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) {
-		return outcome{published: obs.published, problem: &problem{Reason: v1alpha1.ReasonSecretWriteFailed, Message: message}, err: err}
+		return outcome{published: obs.published, secretUID: ownedSecretUID(obs), problem: &problem{Reason: v1alpha1.ReasonSecretWriteFailed, Message: message}, err: err}
 	}
 	p := &problem{Reason: v1alpha1.ReasonSecretWriteFailed, Stalled: true,
 		Message: message + ". Grant the operator's ServiceAccount the right to write it, or lift the quota or policy that refuses it."}
@@ -101,7 +111,7 @@ func (r *DefenderTenantReconciler) writeFailed(obs *observation, err error) outc
 	}
 	last := newLastFailure(obs, p, fmt.Sprintf("HTTP %d", code), 0)
 	at := retryAt(obs, last, obs.tenant.Status.FailedAttempts+1)
-	return outcome{published: obs.published, problem: p, failure: last, nextRefresh: at, recheck: at}
+	return outcome{published: obs.published, secretUID: ownedSecretUID(obs), problem: p, failure: last, nextRefresh: at, recheck: at}
 }
 
 // newLastFailure records a failure as status.lastFailure. Its time is rounded up to

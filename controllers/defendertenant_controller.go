@@ -117,6 +117,7 @@ func statusInputOf(obs *observation, out outcome) statusInput {
 		AdminConsentURL: obs.adminConsentURL,
 		SecretName:      obs.secretName,
 		Published:       out.published,
+		SecretUID:       out.secretUID,
 		Problem:         out.problem,
 		Failure:         out.failure,
 		Suspended:       obs.tenant.Spec.Suspend,

@@ -6,6 +6,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 )
@@ -36,6 +37,7 @@ type statusInput struct {
 	AdminConsentURL string
 	SecretName      string
 	Published       *token                // nil: no token of ours is published
+	SecretUID       types.UID             // the tenant's own token Secret; empty: unchanged
 	Problem         *problem              // nil: nothing is wrong
 	Failure         *v1alpha1.LastFailure // a refresh failed in this reconcile
 	Suspended       bool
@@ -49,10 +51,14 @@ func computeStatus(prev v1alpha1.DefenderTenantStatus, obs statusInput) v1alpha1
 	next := v1alpha1.DefenderTenantStatus{
 		ObservedGeneration: obs.Generation,
 		Conditions:         append([]metav1.Condition(nil), prev.Conditions...),
+		TokenSecretUID:     prev.TokenSecretUID,
 		AdminConsentURL:    obs.AdminConsentURL,
 		GrantedRoles:       prev.GrantedRoles,
 		MissingRoles:       prev.MissingRoles,
 		NextRefreshTime:    timeOrNil(obs.NextRefresh),
+	}
+	if obs.SecretUID != "" {
+		next.TokenSecretUID = obs.SecretUID
 	}
 	if obs.Roles != nil {
 		next.GrantedRoles, next.MissingRoles = obs.Roles.Granted, obs.Roles.Missing

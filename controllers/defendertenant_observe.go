@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 	"github.com/tenantcreds/defender-tenant-operator/internal/entra"
@@ -92,10 +93,12 @@ func (r *DefenderTenantReconciler) observe(ctx context.Context, tenant *v1alpha1
 	// Admins consent in a browser against the real cloud, never through an override.
 	obs.adminConsentURL = entra.AdminConsentURL(entra.AuthorityHost(cloud), tenant.Spec.TenantID, tenant.Spec.ClientID, obs.resource)
 
-	if err := r.observeTokenSecret(ctx, obs); err != nil {
+	// The credential comes first: its digest is what proves a token Secret from
+	// before UIDs were recorded to be ours.
+	if err := r.observeCredential(ctx, obs); err != nil {
 		return nil, err
 	}
-	if err := r.observeCredential(ctx, obs); err != nil {
+	if err := r.observeTokenSecret(ctx, obs); err != nil {
 		return nil, err
 	}
 	obs.leftover = r.leftoverToken(obs)
@@ -116,11 +119,27 @@ func (r *DefenderTenantReconciler) observeTokenSecret(ctx context.Context, obs *
 		return fmt.Errorf("reading token Secret %s: %w", obs.secretName, err)
 	}
 	obs.tokenSecret = secret
-	obs.tokenSecretOwned = metav1.IsControlledBy(secret, obs.tenant)
+	obs.tokenSecretOwned = ownsTokenSecret(secret, obs.tenant, obs.inputsHash)
 	if obs.tokenSecretOwned {
 		obs.published = publishedToken(secret, obs.tenant)
 	}
 	return nil
+}
+
+// ownsTokenSecret tells whether the tenant may write secret. An ownerReference
+// alone proves nothing: anyone who may create Secrets can name the tenant as
+// controller. Ownership is the UID the operator recorded when it created the
+// Secret. A Secret from before UIDs were recorded is the tenant's only if its
+// inputs digest matches the current inputs, which takes the client secret to compute.
+// Only an Opaque, mutable Secret is ever written.
+func ownsTokenSecret(secret *corev1.Secret, tenant *v1alpha1.DefenderTenant, inputsHash string) bool {
+	if !metav1.IsControlledBy(secret, tenant) || secret.Type != corev1.SecretTypeOpaque || ptr.Deref(secret.Immutable, false) {
+		return false
+	}
+	if recorded := tenant.Status.TokenSecretUID; recorded != "" {
+		return secret.UID == recorded
+	}
+	return inputsHash != "" && secret.Annotations[v1alpha1.AnnotationInputsHash] == inputsHash
 }
 
 // publishedToken reads the token in the tenant's own Secret. An expired token of

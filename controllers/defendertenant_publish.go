@@ -76,8 +76,8 @@ func setControllerRef(secret *corev1.Secret, tenant *v1alpha1.DefenderTenant) {
 var errTokenSecretTaken = errors.New("token Secret name taken by a Secret the DefenderTenant does not own")
 
 // writeTokenSecret creates or updates the token Secret so that it publishes t, and
-// writes nothing when it already does.
-func (r *DefenderTenantReconciler) writeTokenSecret(ctx context.Context, obs *observation, t *token) error {
+// writes nothing when it already does. It returns the UID of the Secret written.
+func (r *DefenderTenantReconciler) writeTokenSecret(ctx context.Context, obs *observation, t *token) (types.UID, error) {
 	desired := desiredTokenSecret(obs, t)
 	if obs.tokenSecret == nil {
 		err := r.Create(ctx, desired)
@@ -85,30 +85,32 @@ func (r *DefenderTenantReconciler) writeTokenSecret(ctx context.Context, obs *ob
 			return r.writeOverUnseen(ctx, obs, t)
 		}
 		if err != nil {
-			return fmt.Errorf("creating token Secret %s: %w", desired.Name, err)
+			return "", fmt.Errorf("creating token Secret %s: %w", desired.Name, err)
 		}
-		return nil
+		return desired.UID, nil
 	}
 	if !tokenSecretDrifted(obs, t) {
-		return nil
+		return obs.tokenSecret.UID, nil
 	}
+	// desired carries the read Secret's UID and resourceVersion, so the update fails
+	// rather than land in another Secret that took the name since it was read.
 	if err := r.Update(ctx, desired); err != nil {
-		return fmt.Errorf("updating token Secret %s: %w", desired.Name, err)
+		return "", fmt.Errorf("updating token Secret %s: %w", desired.Name, err)
 	}
-	return nil
+	return desired.UID, nil
 }
 
 // writeOverUnseen handles a token Secret that exists although the watch cache had
 // not seen it: it is read, then written over if the tenant owns it and left alone
 // if not. The observation stays as observed; the write works on a copy that knows
 // the live Secret.
-func (r *DefenderTenantReconciler) writeOverUnseen(ctx context.Context, obs *observation, t *token) error {
+func (r *DefenderTenantReconciler) writeOverUnseen(ctx context.Context, obs *observation, t *token) (types.UID, error) {
 	live := &corev1.Secret{}
 	if err := r.APIReader.Get(ctx, keyOf(obs.tenant.Namespace, obs.secretName), live); err != nil {
-		return fmt.Errorf("reading token Secret %s: %w", obs.secretName, err)
+		return "", fmt.Errorf("reading token Secret %s: %w", obs.secretName, err)
 	}
-	if !metav1.IsControlledBy(live, obs.tenant) {
-		return errTokenSecretTaken
+	if !ownsTokenSecret(live, obs.tenant, obs.inputsHash) {
+		return "", errTokenSecretTaken
 	}
 	seen := *obs
 	seen.tokenSecret, seen.tokenSecretOwned = live, true
@@ -126,7 +128,7 @@ func (r *DefenderTenantReconciler) deleteStaleTokenSecret(ctx context.Context, t
 	if err := r.APIReader.Get(ctx, keyOf(tenant.Namespace, old), secret); err != nil {
 		return client.IgnoreNotFound(err)
 	}
-	if !metav1.IsControlledBy(secret, tenant) {
+	if !metav1.IsControlledBy(secret, tenant) || (tenant.Status.TokenSecretUID != "" && secret.UID != tenant.Status.TokenSecretUID) {
 		return nil
 	}
 	err := r.Delete(ctx, secret, client.Preconditions{UID: &secret.UID})

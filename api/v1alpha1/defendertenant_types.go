@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // Cloud names the Microsoft cloud a customer tenant lives in. It picks the sign-in
@@ -118,6 +119,12 @@ type DefenderTenantStatus struct {
 	// tokenSecretName is the Secret the token is published in.
 	// +optional
 	TokenSecretName string `json:"tokenSecretName,omitempty"`
+
+	// tokenSecretUID is the UID of the token Secret the operator created. Only the
+	// Secret with this UID is written: an ownerReference alone can be forged by
+	// anyone who may create Secrets.
+	// +optional
+	TokenSecretUID types.UID `json:"tokenSecretUID,omitempty"`
 
 	// expiresAt is the expiry of the published token.
 	// +optional
