@@ -87,8 +87,9 @@ func main() {
 	setLogger()
 
 	ctx, cancel := context.WithTimeout(context.Background(), c.Timeout)
-	defer cancel()
-	if _, err := run(ctx, c, newReport(os.Stdout)); err != nil {
+	_, err := run(ctx, c, newReport(os.Stdout))
+	cancel()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}

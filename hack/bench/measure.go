@@ -63,29 +63,29 @@ func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { retur
 // labels it: /api/v1/namespaces/ns/secrets/name → GET secrets.
 func requestKey(r *http.Request) string {
 	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
-	var rest []string
+	var segments []string
 	switch {
 	case len(parts) >= 3 && parts[0] == "api":
-		rest = parts[2:]
+		segments = parts[2:]
 	case len(parts) >= 4 && parts[0] == "apis":
-		rest = parts[3:]
+		segments = parts[3:]
 	default:
 		return r.Method + " " + nonResource
 	}
-	if len(rest) >= 3 && rest[0] == "namespaces" {
-		rest = rest[2:]
+	if len(segments) >= 3 && segments[0] == "namespaces" {
+		segments = segments[2:]
 	}
 	verb := r.Method
-	if verb == http.MethodGet && len(rest) == 1 {
+	if verb == http.MethodGet && len(segments) == 1 {
 		verb = "LIST"
 		if r.URL.Query().Get("watch") == "true" {
 			verb = "WATCH"
 		}
 	}
-	if len(rest) >= 3 {
-		return verb + " " + rest[0] + "/" + rest[2]
+	if len(segments) >= 3 {
+		return verb + " " + segments[0] + "/" + segments[2]
 	}
-	return verb + " " + rest[0]
+	return verb + " " + segments[0]
 }
 
 const nonResource = "(non-resource)"
@@ -213,11 +213,11 @@ func isSampleOf(line, name string) bool {
 }
 
 func samples(fams map[string]*dto.MetricFamily, name string) []sample {
-	var out []sample
 	fam := fams[name]
 	if fam == nil {
 		return nil
 	}
+	out := make([]sample, 0, len(fam.GetMetric()))
 	for _, m := range fam.GetMetric() {
 		s := sample{labels: map[string]string{}}
 		for _, l := range m.GetLabel() {
@@ -269,7 +269,8 @@ func newReport(w io.Writer) *report { return &report{w: w, values: map[string]st
 func (r *report) add(name, format string, args ...any) {
 	v := fmt.Sprintf(format, args...)
 	r.values[name] = v
-	fmt.Fprintf(r.w, "%s: %s\n", name, v)
+	// A figure that cannot be printed is still in values, which the smoke test reads.
+	_, _ = fmt.Fprintf(r.w, "%s: %s\n", name, v)
 }
 
 func isWrite(verb string) bool {
