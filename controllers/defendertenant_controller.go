@@ -63,7 +63,7 @@ type DefenderTenantReconciler struct {
 // Reconcile observes the tenant, its credential and its published token, decides
 // what to do, does it, and writes the status once, in a defer, also when acting
 // failed.
-func (r *DefenderTenantReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, err error) {
+func (r *DefenderTenantReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, err error) {
 	tenant := &v1alpha1.DefenderTenant{}
 	if err := r.Get(ctx, req.NamespacedName, tenant); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -91,7 +91,8 @@ func (r *DefenderTenantReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	defer func() {
 		status := computeStatus(tenant.Status, statusInputOf(obs, out))
 		if werr := r.writeStatus(ctx, tenant, status); werr != nil {
-			err = errors.Join(err, werr)
+			// controller-runtime ignores a result returned with an error; its backoff retries.
+			res, err = ctrl.Result{}, errors.Join(err, werr)
 			return
 		}
 		tenantsTally.set(req.NamespacedName, status)
