@@ -11,9 +11,7 @@ package config
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -25,9 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 
 	"github.com/tenantcreds/defender-tenant-operator/internal/localcluster"
@@ -87,29 +83,12 @@ func render(t *testing.T, dir string, enable ...string) []*unstructured.Unstruct
 		}
 	}
 
-	opts := krusty.MakeDefaultOptions()
-	opts.Reorder = krusty.ReorderOptionLegacy // Namespaces and CRDs first
-	resources, err := krusty.MakeKustomizer(opts).Run(mem, filepath.Join("/config", dir))
+	objects, out, err := localcluster.Kustomize(mem, filepath.Join("/config", dir))
 	if err != nil {
-		t.Fatalf("kustomize build config/%s with %v: %v", dir, enable, err)
-	}
-	out, err := resources.AsYaml()
-	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("config/%s with %v: %v", dir, enable, err)
 	}
 	if bytes.Contains(out, []byte("insecureSkipVerify: true")) {
 		t.Errorf("config/%s with %v renders insecureSkipVerify: true", dir, enable)
-	}
-	var objects []*unstructured.Unstructured
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(out), 4096)
-	for {
-		u := &unstructured.Unstructured{}
-		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			t.Fatalf("decoding config/%s: %v", dir, err)
-		}
-		objects = append(objects, u)
 	}
 	return objects
 }

@@ -15,7 +15,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -33,7 +32,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -41,7 +39,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 
@@ -206,27 +203,11 @@ func setUp(dir string) (stop func() error, err error) {
 // It uses kustomize's library, at the version of the kustomize release that
 // KUSTOMIZE_VERSION in the Makefile should name, so that the tests need no binary.
 func renderDefault() ([]*unstructured.Unstructured, error) {
-	opts := krusty.MakeDefaultOptions()
-	// What the kustomize command does by default: Namespaces and CRDs first, so that
-	// kubectl can apply everything in one go.
-	opts.Reorder = krusty.ReorderOptionLegacy
-	resources, err := krusty.MakeKustomizer(opts).Run(filesys.MakeFsOnDisk(), filepath.Join(repoRoot, "config", "default"))
-	if err != nil {
-		return nil, fmt.Errorf("kustomize build config/default: %w", err)
-	}
-	out, err := resources.AsYaml()
+	objects, _, err := localcluster.Kustomize(filesys.MakeFsOnDisk(), filepath.Join(repoRoot, "config", "default"))
 	if err != nil {
 		return nil, err
 	}
-	var objects []*unstructured.Unstructured
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(out), 4096)
-	for {
-		u := &unstructured.Unstructured{}
-		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			return nil, fmt.Errorf("decoding the rendered config/default: %w", err)
-		}
+	for _, u := range objects {
 		switch u.GetKind() {
 		case kindDeployment:
 			w.operatorNamespace = u.GetNamespace()
@@ -238,7 +219,6 @@ func renderDefault() ([]*unstructured.Unstructured, error) {
 				w.metricsReaderRole = u.GetName()
 			}
 		}
-		objects = append(objects, u)
 	}
 	if w.serviceAccount == "" || w.operatorNamespace == "" || w.crd == nil || w.metricsReaderRole == "" {
 		return nil, errors.New("config/default renders no Deployment with a serviceAccountName, no CRD or no metrics-reader ClusterRole")

@@ -11,7 +11,6 @@ package e2e
 // disturb every other test.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -36,12 +35,10 @@ import (
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
@@ -213,25 +210,12 @@ type rendered struct {
 // renderOverlay renders config/<overlay> with kustomize's library, as
 // renderDefault does, without touching the shared world.
 func renderOverlay(overlay string) (*rendered, error) {
-	opts := krusty.MakeDefaultOptions()
-	opts.Reorder = krusty.ReorderOptionLegacy // Namespaces and CRDs first
-	resources, err := krusty.MakeKustomizer(opts).Run(filesys.MakeFsOnDisk(), filepath.Join(repoRoot, "config", overlay))
-	if err != nil {
-		return nil, fmt.Errorf("kustomize build config/%s: %w", overlay, err)
-	}
-	out, err := resources.AsYaml()
+	objects, _, err := localcluster.Kustomize(filesys.MakeFsOnDisk(), filepath.Join(repoRoot, "config", overlay))
 	if err != nil {
 		return nil, err
 	}
 	r := &rendered{}
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(out), 4096)
-	for {
-		u := &unstructured.Unstructured{}
-		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			return nil, fmt.Errorf("decoding the rendered config/%s: %w", overlay, err)
-		}
+	for _, u := range objects {
 		switch u.GetKind() {
 		case kindDeployment:
 			if err := r.readDeployment(u); err != nil {
