@@ -118,13 +118,8 @@ func TestSecretWriteRefusedByAQuotaStallsAndRetriesSlowly(t *testing.T) {
 
 func TestFailedReconcileStillWritesStatusButNotTheGeneration(t *testing.T) {
 	h := newHarness(t)
-	h.r.Client = &failingSecretWrites{Client: k8s, failures: 1}
-	h.createCredential(testClientSecret)
-	h.createTenant()
-
-	if _, err := h.r.Reconcile(h.ctx, reqFor(h.ns)); err == nil {
-		t.Fatal("reconcile with a failing write returned no error")
-	}
+	h.startWithFailingWrites(1)
+	h.reconcileFails()
 	got := h.tenant()
 	expectCondition(t, got, "Reconciling", metav1.ConditionTrue, v1alpha1.ReasonSecretWriteFailed)
 	expectCondition(t, got, "Stalled", "", "")

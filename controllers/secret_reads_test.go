@@ -230,16 +230,29 @@ func (f *failingSecretWrites) Update(ctx context.Context, obj client.Object, opt
 	return f.Client.Update(ctx, obj, opts...)
 }
 
+// startWithFailingWrites is the common start of a tenant whose first Secret writes
+// fail as an unreachable API server's would.
+func (h *harness) startWithFailingWrites(failures int) {
+	h.t.Helper()
+	h.r.Client = &failingSecretWrites{Client: k8s, failures: failures}
+	h.createCredential(testClientSecret)
+	h.createTenant()
+}
+
+// reconcileFails reconciles and fails the test unless Reconcile returns an error.
+func (h *harness) reconcileFails() {
+	h.t.Helper()
+	if _, err := h.r.Reconcile(h.ctx, reqFor(h.ns)); err == nil {
+		h.t.Fatal("reconcile with a failing write returned no error")
+	}
+}
+
 func TestFailedWriteOfAMintedTokenCostsNoSecondRequest(t *testing.T) {
 	t.Run("the retry publishes the token already minted", func(t *testing.T) {
 		h := newHarness(t)
-		h.r.Client = &failingSecretWrites{Client: k8s, failures: 3}
-		h.createCredential(testClientSecret)
-		h.createTenant()
-		for i := range 3 {
-			if _, err := h.r.Reconcile(h.ctx, reqFor(h.ns)); err == nil {
-				t.Fatalf("reconcile %d with a failing write returned no error", i+1)
-			}
+		h.startWithFailingWrites(3)
+		for range 3 {
+			h.reconcileFails()
 		}
 		h.reconcile()
 		expectCondition(t, h.tenant(), "Ready", metav1.ConditionTrue, "TokenReady")
@@ -250,12 +263,8 @@ func TestFailedWriteOfAMintedTokenCostsNoSecondRequest(t *testing.T) {
 	})
 	t.Run("a spec change discards it", func(t *testing.T) {
 		h := newHarness(t)
-		h.r.Client = &failingSecretWrites{Client: k8s, failures: 1}
-		h.createCredential(testClientSecret)
-		h.createTenant()
-		if _, err := h.r.Reconcile(h.ctx, reqFor(h.ns)); err == nil {
-			t.Fatal("reconcile with a failing write returned no error")
-		}
+		h.startWithFailingWrites(1)
+		h.reconcileFails()
 		h.updateTenant(func(dt *v1alpha1.DefenderTenant) { dt.Spec.RequiredRoles = []string{"Incident.Read.All"} })
 		h.reconcile()
 		expectCondition(t, h.tenant(), "Ready", metav1.ConditionTrue, "TokenReady")
