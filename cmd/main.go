@@ -16,12 +16,12 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 	"github.com/tenantcreds/defender-tenant-operator/controllers"
 	"github.com/tenantcreds/defender-tenant-operator/internal/entra"
-	"github.com/tenantcreds/defender-tenant-operator/internal/metricsauth"
 )
 
 var scheme = runtime.NewScheme()
@@ -104,7 +104,9 @@ func run(o options) error {
 		TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }},
 	}
 	if o.metricsSecure {
-		metricsOpts.FilterProvider = metricsauth.WithAuthenticationAndAuthorization
+		// Each scrape's bearer token is checked by the API server (TokenReview and
+		// SubjectAccessReview), with k8s.io/apiserver's bounded caches.
+		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
 
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
