@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
@@ -34,6 +36,9 @@ func init() {
 type options struct {
 	metricsAddr             string
 	metricsSecure           bool
+	metricsCertPath         string
+	metricsCertName         string
+	metricsCertKey          string
 	probeAddr               string
 	leaderElect             bool
 	leaderElectNamespace    string
@@ -52,6 +57,9 @@ func main() {
 	var o options
 	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":8443", "Address the metrics endpoint binds to; \"0\" disables it. Use :8080 with --metrics-secure=false for plain HTTP.")
 	flag.BoolVar(&o.metricsSecure, "metrics-secure", true, "Serve metrics over HTTPS, with authentication and authorization by the API server.")
+	flag.StringVar(&o.metricsCertPath, "metrics-cert-path", "", "Directory with the metrics serving certificate (for example cert-manager's Secret, mounted); empty serves a self-signed one.")
+	flag.StringVar(&o.metricsCertName, "metrics-cert-name", "tls.crt", "Certificate file in --metrics-cert-path.")
+	flag.StringVar(&o.metricsCertKey, "metrics-cert-key", "tls.key", "Private key file in --metrics-cert-path.")
 	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
 	flag.BoolVar(&o.leaderElect, "leader-elect", false, "Elect a leader so that only one replica mints tokens.")
 	flag.StringVar(&o.leaderElectNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease; defaults to the operator's own namespace when running in a cluster.")
@@ -108,6 +116,15 @@ func run(o options) error {
 		// SubjectAccessReview), with k8s.io/apiserver's bounded caches.
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
+	var metricsCert *certwatcher.CertWatcher
+	if o.metricsCertPath != "" {
+		// Watched, so that a certificate cert-manager renews is served without a restart.
+		metricsCert, err = certwatcher.New(filepath.Join(o.metricsCertPath, o.metricsCertName), filepath.Join(o.metricsCertPath, o.metricsCertKey))
+		if err != nil {
+			return fmt.Errorf("loading the metrics certificate: %w", err)
+		}
+		metricsOpts.TLSOpts = append(metricsOpts.TLSOpts, func(c *tls.Config) { c.GetCertificate = metricsCert.GetCertificate })
+	}
 
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
@@ -125,6 +142,11 @@ func run(o options) error {
 	})
 	if err != nil {
 		return err
+	}
+	if metricsCert != nil {
+		if err := mgr.Add(metricsCert); err != nil {
+			return err
+		}
 	}
 
 	reconciler := &controllers.DefenderTenantReconciler{
