@@ -31,6 +31,13 @@ func (h *harness) forgeTokenSecret(dt *v1alpha1.DefenderTenant, mutate func(*cor
 	return forged
 }
 
+// setSuspend sets spec.suspend and reconciles.
+func (h *harness) setSuspend(suspend bool) {
+	h.t.Helper()
+	h.updateTenant(func(dt *v1alpha1.DefenderTenant) { dt.Spec.Suspend = suspend })
+	h.reconcile()
+}
+
 func (h *harness) expectForgedSecretUntouched(forged *corev1.Secret, wantRequests int) {
 	h.t.Helper()
 	dt := h.tenant()
@@ -62,8 +69,7 @@ func TestForgedOwnerReferenceIsASecretConflict(t *testing.T) {
 			h.reconcile()
 			forged := h.forgeTokenSecret(dt, tt.mutate)
 
-			h.updateTenant(func(dt *v1alpha1.DefenderTenant) { dt.Spec.Suspend = false })
-			h.reconcile()
+			h.setSuspend(false)
 			h.expectForgedSecretUntouched(forged, 0)
 		})
 	}
@@ -73,15 +79,13 @@ func TestSecretRecreatedByOthersAfterDeletionIsASecretConflict(t *testing.T) {
 	h := newHarness(t)
 	h.publishToken()
 	dt := h.tenant()
-	h.updateTenant(func(dt *v1alpha1.DefenderTenant) { dt.Spec.Suspend = true })
-	h.reconcile()
+	h.setSuspend(true)
 	if err := k8s.Delete(h.ctx, h.tokenSecret("contoso-token")); err != nil {
 		t.Fatal(err)
 	}
 	forged := h.forgeTokenSecret(dt, nil)
 
-	h.updateTenant(func(dt *v1alpha1.DefenderTenant) { dt.Spec.Suspend = false })
-	h.reconcile()
+	h.setSuspend(false)
 	h.expectForgedSecretUntouched(forged, 1)
 }
 

@@ -64,25 +64,20 @@ func TestMetricsAreServedWithTheCertificateInMetricsCertPathAndItsRenewal(t *tes
 	first := writeServingCert(t, dir)
 	op := s.startOperator(t, "operator", "--metrics-secure=true", "--metrics-cert-path="+dir)
 
-	waitFor(t, 10*time.Second, "the metrics endpoint presents the certificate from --metrics-cert-path", func() error {
-		got, err := servedCert(op.metricsURL)
-		if err != nil {
-			return err
-		}
-		if !bytes.Equal(got, first) {
-			return errors.New("it presents another certificate")
-		}
-		return nil
-	}, op)
-
+	waitForServedCert(t, op, first, 10*time.Second, "the metrics endpoint presents the certificate from --metrics-cert-path")
 	renewed := writeServingCert(t, dir)
-	waitFor(t, 30*time.Second, "the metrics endpoint presents the renewed certificate without a restart", func() error {
+	waitForServedCert(t, op, renewed, 30*time.Second, "the metrics endpoint presents the renewed certificate without a restart")
+}
+
+func waitForServedCert(t *testing.T, op *operator, want []byte, timeout time.Duration, what string) {
+	t.Helper()
+	waitFor(t, timeout, what, func() error {
 		got, err := servedCert(op.metricsURL)
 		if err != nil {
 			return err
 		}
-		if !bytes.Equal(got, renewed) {
-			return errors.New("it still presents the previous certificate")
+		if !bytes.Equal(got, want) {
+			return errors.New("it presents another certificate")
 		}
 		return nil
 	}, op)
