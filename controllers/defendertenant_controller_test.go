@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -448,7 +449,7 @@ func TestSecretConflictLeavesForeignSecretUntouched(t *testing.T) {
 func TestResourceNotAllowedMakesNoTokenRequest(t *testing.T) {
 	h := newHarness(t)
 	h.createCredential(testClientSecret)
-	h.createTenant(func(dt *v1alpha1.DefenderTenant) { dt.Spec.Resource = "https://graph.microsoft.com" })
+	h.createTenant(func(dt *v1alpha1.DefenderTenant) { dt.Spec.Resource = "https://management.azure.com" })
 	h.reconcile()
 
 	dt := h.tenant()
@@ -456,6 +457,29 @@ func TestResourceNotAllowedMakesNoTokenRequest(t *testing.T) {
 	expectCondition(t, dt, "Stalled", metav1.ConditionTrue, "ResourceNotAllowed")
 	if n := h.entra.TotalRequests(); n != 0 {
 		t.Errorf("token requests = %d, want 0", n)
+	}
+}
+
+// Microsoft is moving the Defender XDR incidents and advanced hunting APIs to the
+// Graph security API: a tenant may ask for a Graph token with the default allow-list.
+func TestMicrosoftGraphTokenWithSecurityRoles(t *testing.T) {
+	const graph = "https://graph.microsoft.com"
+	h := newHarness(t)
+	h.entra.Grant(testTenantID, testClientID, graph, "SecurityIncident.Read.All", "ThreatHunting.Read.All")
+	h.createCredential(testClientSecret)
+	h.createTenant(func(dt *v1alpha1.DefenderTenant) {
+		dt.Spec.Resource = graph
+		dt.Spec.RequiredRoles = []string{"SecurityIncident.Read.All", "ThreatHunting.Read.All"}
+	})
+	h.reconcile()
+
+	dt := h.tenant()
+	expectCondition(t, dt, "Ready", metav1.ConditionTrue, "TokenReady")
+	if got := dt.Status.GrantedRoles; !slices.Equal(got, []string{"SecurityIncident.Read.All", "ThreatHunting.Read.All"}) {
+		t.Errorf("grantedRoles = %v, want the Graph security roles", got)
+	}
+	if !strings.Contains(dt.Status.AdminConsentURL, "scope="+url.QueryEscape(graph+"/.default")) {
+		t.Errorf("adminConsentURL = %q, want the Graph scope", dt.Status.AdminConsentURL)
 	}
 }
 

@@ -7,8 +7,10 @@ import (
 )
 
 // DefaultAllowedResources is the default of --allowed-resources: the Defender XDR
-// and Defender for Endpoint APIs of the four clouds, and the App ID URI that the
-// Defender documentation uses in its curl example.
+// and Defender for Endpoint APIs of the four clouds, the App ID URI that the
+// Defender documentation uses in its curl example, and Microsoft Graph of each
+// cloud, where Microsoft is moving the Defender XDR incidents and advanced hunting
+// APIs (the Graph security API).
 var DefaultAllowedResources = []string{
 	"https://api.security.microsoft.com",
 	"https://api.securitycenter.microsoft.com",
@@ -17,12 +19,16 @@ var DefaultAllowedResources = []string{
 	"https://api-gcc.securitycenter.microsoft.us",
 	"https://api-gov.security.microsoft.us",
 	"https://api-gov.securitycenter.microsoft.us",
+	"https://graph.microsoft.com",
+	"https://graph.microsoft.us",
+	"https://dod-graph.microsoft.us",
 }
 
 // AllowList is the set of resources a DefenderTenant may request tokens for
 // (--allowed-resources). It exists so that whoever can create a DefenderTenant
-// cannot use the partner's application to mint tokens for unrelated APIs such as
-// Microsoft Graph. The zero value allows nothing.
+// cannot use the partner's application to mint tokens for unrelated APIs, such as
+// Azure Resource Manager. Which Graph permissions a token carries is decided by
+// the customer's consent, and requiredRoles checks it. The zero value allows nothing.
 type AllowList struct {
 	entries []string            // as configured, trailing slash dropped, for String
 	keys    map[string]struct{} // normalised with resourceKey

@@ -17,6 +17,9 @@ func TestDefaultAllowedResources(t *testing.T) {
 		"https://api-gcc.securitycenter.microsoft.us",
 		"https://api-gov.security.microsoft.us",
 		"https://api-gov.securitycenter.microsoft.us",
+		"https://graph.microsoft.com",
+		"https://graph.microsoft.us",
+		"https://dod-graph.microsoft.us",
 	}
 	if !slices.Equal(entra.DefaultAllowedResources, want) {
 		t.Errorf("DefaultAllowedResources = %v, want %v", entra.DefaultAllowedResources, want)
@@ -39,7 +42,8 @@ func TestAllowList(t *testing.T) {
 		{"default in another case", defaults, "HTTPS://API.Security.Microsoft.com", true},
 		{"default App ID URI with a path", defaults, "https://securitycenter.onmicrosoft.com/WindowsATPService/", true},
 		{"every default cloud: GCC High Endpoint API", defaults, "https://api-gov.securitycenter.microsoft.us", true},
-		{"Microsoft Graph is not allowed by default", defaults, "https://graph.microsoft.com", false},
+		{"Microsoft Graph of every cloud: DoD", defaults, "https://dod-graph.microsoft.us", true},
+		{"an unrelated API is not allowed by default", defaults, "https://management.azure.com", false},
 		{"a longer host is not a match", defaults, "https://api.security.microsoft.com.example.com", false},
 		{"a sub-path is not a match", defaults, "https://api.security.microsoft.com/other", false},
 		{"http is not https", defaults, "http://api.security.microsoft.com", false},
