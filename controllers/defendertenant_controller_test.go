@@ -483,6 +483,41 @@ func TestMicrosoftGraphTokenWithSecurityRoles(t *testing.T) {
 	}
 }
 
+// Signatures are not verified, so a token that claims a far-future exp must not
+// stop refreshes: Entra issues app-only tokens for 60 to 90 minutes.
+func TestTokenValidForMoreThanADayIsNeverKept(t *testing.T) {
+	t.Run("minted, it is InvalidToken and not published", func(t *testing.T) {
+		h := newHarness(t)
+		h.entra.SetLifetime(testTenantID, 48*time.Hour)
+		h.publishToken()
+		expectCondition(t, h.tenant(), "Stalled", metav1.ConditionTrue, v1alpha1.ReasonInvalidToken)
+		if h.tokenSecret("contoso-token") != nil {
+			t.Error("a token valid for 48 hours was published")
+		}
+	})
+	t.Run("planted in the token Secret, it is replaced", func(t *testing.T) {
+		h := newHarness(t)
+		h.publishToken()
+		h.entra.SetLifetime(testTenantID, 48*time.Hour)
+		long, err := h.r.Entra.RequestToken(h.ctx, entra.Request{AuthorityHost: h.r.AuthorityHost, TenantID: testTenantID,
+			ClientID: testClientID, ClientSecret: testClientSecret, Resource: defenderAPI})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.entra.SetLifetime(testTenantID, 0)
+		planted := h.tokenSecret("contoso-token")
+		planted.Data[v1alpha1.TokenSecretKeyAccessToken] = []byte(long.AccessToken)
+		if err := k8s.Update(h.ctx, planted); err != nil {
+			t.Fatal(err)
+		}
+		h.reconcile()
+		if exp := claimsOf(t, h.tokenSecret("contoso-token")).ExpiresAt; exp.After(h.clock.Now().Add(2 * time.Hour)) {
+			t.Errorf("the published token expires at %s: the planted 48-hour token was kept", exp)
+		}
+		expectCondition(t, h.tenant(), "Ready", metav1.ConditionTrue, v1alpha1.ReasonTokenReady)
+	})
+}
+
 func TestAllowedResourceWithTrailingSlashIsAccepted(t *testing.T) {
 	h := newHarness(t)
 	h.createCredential(testClientSecret)

@@ -121,7 +121,7 @@ func (r *DefenderTenantReconciler) observeTokenSecret(ctx context.Context, obs *
 	obs.tokenSecret = secret
 	obs.tokenSecretOwned = ownsTokenSecret(secret, obs.tenant, obs.inputsHash)
 	if obs.tokenSecretOwned {
-		obs.published = publishedToken(secret, obs.tenant)
+		obs.published = publishedToken(secret, obs.tenant, obs.now)
 	}
 	return nil
 }
@@ -144,14 +144,16 @@ func ownsTokenSecret(secret *corev1.Secret, tenant *v1alpha1.DefenderTenant, inp
 
 // publishedToken reads the token in the tenant's own Secret. An expired token of
 // ours is still returned (it is reported as TokenExpired); anything that is not a
-// token of this tenant (hand-edited, or the spec changed) is nil, and replaced.
-func publishedToken(secret *corev1.Secret, tenant *v1alpha1.DefenderTenant) *token {
+// token of this tenant (hand-edited, or the spec changed), or that claims to be
+// valid for more than tokencheck.MaxLifetime, is nil, and replaced.
+func publishedToken(secret *corev1.Secret, tenant *v1alpha1.DefenderTenant, now time.Time) *token {
 	raw := string(secret.Data[v1alpha1.TokenSecretKeyAccessToken])
 	if raw == "" {
 		return nil
 	}
+	// Checked without a time, so that an expired token is still recognised as ours.
 	claims, err := tokencheck.Check(raw, expectation(tenant), time.Time{})
-	if err != nil {
+	if err != nil || claims.ExpiresAt.After(now.Add(tokencheck.MaxLifetime)) {
 		return nil
 	}
 	return &token{

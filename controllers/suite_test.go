@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -212,9 +213,13 @@ func (h *harness) newReconciler(authority string) *DefenderTenantReconciler {
 	}
 }
 
+// notInALabel matches what a namespace name cannot hold, such as a test name's
+// slashes, underscores and punctuation.
+var notInALabel = regexp.MustCompile(`[^a-z0-9-]+`)
+
 func createNamespace(t *testing.T) string {
 	t.Helper()
-	name := "t-" + strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
+	name := "t-" + notInALabel.ReplaceAllString(strings.ToLower(t.Name()), "-")
 	if len(name) > 50 {
 		name = name[:50]
 	}

@@ -103,6 +103,12 @@ func (r *roles) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// MaxLifetime bounds how far ahead a token's exp may be. Entra ID issues app-only
+// tokens for 60 to 90 minutes. Signatures are not verified, so without a bound a
+// token with a far-future exp would be kept, and never refreshed, for as long as it
+// claims to be valid.
+const MaxLifetime = 24 * time.Hour
+
 // Check decodes raw and compares it with want at time now.
 //
 // A token that is not a signed JWT, or whose tid, appid/azp or exp is wrong,
@@ -156,6 +162,9 @@ func Check(raw string, want Expectation, now time.Time) (Verdict, error) {
 	exp := c.Expiry.Time().UTC()
 	if !exp.After(now) {
 		return Verdict{}, invalid("exp is not after %s", now.UTC().Format(time.RFC3339))
+	}
+	if !now.IsZero() && exp.After(now.Add(MaxLifetime)) {
+		return Verdict{}, invalid("exp is more than %s after %s", MaxLifetime, now.UTC().Format(time.RFC3339))
 	}
 
 	v := Verdict{

@@ -143,6 +143,8 @@ func checkCases(tb testing.TB) []checkCase {
 		{name: "valid token without iat has zero IssuedAt", raw: v1(tb, map[string]any{"iat": nil}), want: want,
 			verdict: Verdict{Version: "1.0", ExpiresAt: exp, GrantedRoles: allRoles}},
 		{name: "valid token with no required roles", raw: valid, want: Expectation{TenantID: tenant, ClientID: client}, verdict: ok},
+		{name: "exp exactly a day ahead is accepted", raw: v1(tb, map[string]any{"exp": now.Add(MaxLifetime).Unix()}), want: want,
+			verdict: Verdict{Version: "1.0", IssuedAt: ok.IssuedAt, ExpiresAt: now.Add(MaxLifetime).UTC(), GrantedRoles: allRoles}},
 
 		{name: "tenant mismatch", raw: v1(tb, map[string]any{"tid": otherTenant}), want: want, err: ErrInvalid, errHas: "tid claim does not match expected tenant \"" + tenant + "\""},
 		{name: "tid missing", raw: v1(tb, map[string]any{"tid": nil}), want: want, err: ErrInvalid, errHas: "no tid claim"},
@@ -164,6 +166,7 @@ func checkCases(tb testing.TB) []checkCase {
 
 		{name: "expired exp equals now", raw: v1(tb, map[string]any{"exp": now.Unix()}), want: want, err: ErrInvalid, errHas: "exp is not after 2026-11-21T12:00:00Z"},
 		{name: "expired exp before now", raw: v1(tb, map[string]any{"exp": now.Add(-time.Second).Unix()}), want: want, err: ErrInvalid, errHas: "exp is not after 2026-11-21T12:00:00Z"},
+		{name: "exp more than a day ahead", raw: v1(tb, map[string]any{"exp": now.Add(MaxLifetime + time.Second).Unix()}), want: want, err: ErrInvalid, errHas: "exp is more than 24h0m0s after 2026-11-21T12:00:00Z"},
 		{name: "exp one second after now is valid", raw: v1(tb, map[string]any{"exp": now.Add(time.Second).Unix()}), want: want,
 			verdict: Verdict{Version: "1.0", IssuedAt: iat, ExpiresAt: now.Add(time.Second), GrantedRoles: allRoles}},
 		{name: "missing exp", raw: v1(tb, map[string]any{"exp": nil}), want: want, err: ErrInvalid, errHas: "no exp claim"},
@@ -345,8 +348,8 @@ func FuzzClaims(f *testing.F) {
 }
 
 // checkFuzzOutcome holds for every fuzz input: a rejection matches ErrInvalid and does
-// not quote the input (the part of it named secret); an acceptance is unexpired. It
-// reports whether the token was accepted.
+// not quote the input (the part of it named secret); an acceptance is unexpired and
+// expires within MaxLifetime. It reports whether the token was accepted.
 func checkFuzzOutcome(t *testing.T, v Verdict, err error, secret string, now time.Time) bool {
 	t.Helper()
 	if err != nil {
@@ -362,8 +365,8 @@ func checkFuzzOutcome(t *testing.T, v Verdict, err error, secret string, now tim
 		}
 		return false
 	}
-	if !v.ExpiresAt.After(now) {
-		t.Fatalf("accepted token with ExpiresAt %v not after %v", v.ExpiresAt, now)
+	if !v.ExpiresAt.After(now) || v.ExpiresAt.After(now.Add(MaxLifetime)) {
+		t.Fatalf("accepted token with ExpiresAt %v outside (%v, %v]", v.ExpiresAt, now, now.Add(MaxLifetime))
 	}
 	return true
 }
