@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
+	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/utils/clock"
 )
 
@@ -53,6 +54,9 @@ type Token struct {
 	AccessToken string
 	// TokenType is the token type, "Bearer" when the answer did not say.
 	TokenType string
+	// ClientRequestID is the request's client-request-id: the one Entra ID echoed
+	// back, or else the one sent.
+	ClientRequestID string
 }
 
 // Requester requests tokens. The controller depends on it so that tests can use a
@@ -83,6 +87,11 @@ var _ Requester = (*Client)(nil)
 // RequestToken requests a token with the client-credentials grant, credentials in
 // the form body, and sends exactly one HTTP request. Every error it returns is a
 // *Failure whose message does not contain req.ClientSecret.
+//
+// Each request carries a fresh client-request-id GUID and asks Entra ID to echo it
+// (return-client-request-id: true), as MSAL does: the customer tenant's sign-in
+// logs and Microsoft support find a request by it. The Token or Failure returned
+// carries it.
 func (c *Client) RequestToken(ctx context.Context, req Request) (Token, error) {
 	timeout := c.Timeout
 	if timeout <= 0 {
@@ -90,7 +99,11 @@ func (c *Client) RequestToken(ctx context.Context, req Request) (Token, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	ctx = context.WithValue(ctx, oauth2.HTTPClient, c.httpClient())
+	// A copy of the client, so that the wrapper is this request's alone.
+	hc := *c.httpClient()
+	ids := &requestIDTransport{base: hc.Transport, sent: string(uuid.NewUUID())}
+	hc.Transport = ids
+	ctx = context.WithValue(ctx, oauth2.HTTPClient, &hc)
 
 	cfg := clientcredentials.Config{
 		ClientID:     req.ClientID,
@@ -109,9 +122,47 @@ func (c *Client) RequestToken(ctx context.Context, req Request) (Token, error) {
 		if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
 			err = errors.Join(ctxErr, err)
 		}
-		return Token{}, classify(err, c.now(), scrubber{secret: req.ClientSecret})
+		f := classify(err, c.now(), scrubber{secret: req.ClientSecret})
+		f.ClientRequestID = ids.clientRequestID(req.ClientSecret)
+		return Token{}, f
 	}
-	return Token{AccessToken: tok.AccessToken, TokenType: tok.Type()}, nil
+	return Token{AccessToken: tok.AccessToken, TokenType: tok.Type(), ClientRequestID: ids.clientRequestID(req.ClientSecret)}, nil
+}
+
+// requestIDTransport adds the client-request-id headers to the one token request
+// of a RequestToken call and notes the ID Entra ID echoes. It is made per call
+// around the shared transport, so connections are still pooled.
+type requestIDTransport struct {
+	base http.RoundTripper // nil means http.DefaultTransport
+	sent string
+	// echoed is the client-request-id response header. RoundTrip writes it in the
+	// goroutine that sends the request, before the token request returns.
+	echoed string
+}
+
+func (t *requestIDTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	// A RoundTripper must not modify the request it is given.
+	r = r.Clone(r.Context())
+	r.Header.Set("client-request-id", t.sent)
+	r.Header.Set("return-client-request-id", "true")
+	base := t.base
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	resp, err := base.RoundTrip(r)
+	if resp != nil {
+		t.echoed = resp.Header.Get("client-request-id")
+	}
+	return resp, err
+}
+
+// clientRequestID prefers the echoed ID, cleaned up as it came from the network,
+// to the one sent.
+func (t *requestIDTransport) clientRequestID(secret string) string {
+	if echoed := (scrubber{secret: secret}).line(t.echoed, maxIDLen); echoed != "" {
+		return echoed
+	}
+	return t.sent
 }
 
 func (c *Client) now() time.Time {

@@ -202,6 +202,10 @@ func checkResult(t *testing.T, tok entra.Token, err error, wantToken entra.Token
 		if err != nil {
 			t.Fatalf("RequestToken: %v", err)
 		}
+		if tok.ClientRequestID == "" {
+			t.Error("token has no ClientRequestID")
+		}
+		tok.ClientRequestID = "" // a fresh GUID, see supportids_test.go
 		if tok != wantToken {
 			t.Errorf("token = %+v, want %+v", tok, wantToken)
 		}

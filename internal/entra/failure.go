@@ -66,6 +66,15 @@ type Failure struct {
 	ErrorCode string
 	// AADSTS holds Entra ID's "error_codes", such as 7000215.
 	AADSTS []int
+	// TraceID and CorrelationID are the error body's "trace_id" and
+	// "correlation_id", empty when Entra ID sent none. Microsoft support and the
+	// customer tenant's sign-in logs know a request by them; they are kept out of
+	// Message so that it stays the same from one attempt to the next.
+	TraceID       string
+	CorrelationID string
+	// ClientRequestID is the request's client-request-id: the one Entra ID echoed
+	// back, or else the one sent. RequestToken sets it; Classify cannot know it.
+	ClientRequestID string
 }
 
 // Error returns the reason and the message.
@@ -174,6 +183,8 @@ func classifyResponse(rerr *oauth2.RetrieveError, now time.Time, s scrubber) *Fa
 	body := parseErrorBody(rerr)
 	f.ErrorCode = s.line(body.Error, maxErrorCodeLen)
 	f.AADSTS = body.Codes
+	f.TraceID = s.line(body.TraceID, maxIDLen)
+	f.CorrelationID = s.line(body.CorrelationID, maxIDLen)
 	if f.StatusCode == http.StatusTooManyRequests || f.StatusCode == http.StatusServiceUnavailable {
 		f.RetryAfter = parseRetryAfter(header.Get("Retry-After"), now)
 	}
@@ -264,6 +275,9 @@ type errorBody struct {
 	Error       string `json:"error"`
 	Description string `json:"error_description"`
 	Codes       []int  `json:"error_codes"`
+	// TraceID and CorrelationID identify the request for Microsoft support.
+	TraceID       string `json:"trace_id"`
+	CorrelationID string `json:"correlation_id"`
 }
 
 var aadstsPattern = regexp.MustCompile(`AADSTS(\d{1,9})\b`)
@@ -328,6 +342,7 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 const (
 	maxDetailLen    = 200
 	maxErrorCodeLen = 64
+	maxIDLen        = 64 // a GUID is 36 characters
 	redacted        = "[redacted]"
 )
 
