@@ -76,7 +76,16 @@ type Emulator struct {
 	failures  map[string][]Failure // tenant path segment → failures still to answer
 	requests  map[string]int       // tenant path segment → token requests received
 	total     int
+	// headers holds the headers of the tenant's last maxRecordedRequests token
+	// requests, oldest first, without Authorization; failureIDs the trace and
+	// correlation IDs of the last error body the tenant was answered with.
+	headers    map[string][]http.Header
+	failureIDs map[string][2]string
 }
+
+// maxRecordedRequests bounds the request headers kept per tenant, so that a
+// long-running emulator does not grow without end.
+const maxRecordedRequests = 32
 
 // tenant is a customer tenant.
 type tenant struct {
@@ -98,6 +107,8 @@ func New(opts Options) (*Emulator, error) {
 		resources:       map[string]string{},
 		failures:        map[string][]Failure{},
 		requests:        map[string]int{},
+		headers:         map[string][]http.Header{},
+		failureIDs:      map[string][2]string{},
 	}
 	if e.clock == nil {
 		e.clock = clock.RealClock{}
@@ -227,6 +238,41 @@ func (e *Emulator) Requests(tenantID string) int {
 	return e.requests[normalizeID(tenantID)]
 }
 
+// RequestHeaders returns the headers of the tenant's last token requests, oldest
+// first, at most the last 32. The Authorization header, which may carry the client
+// secret, is left out.
+func (e *Emulator) RequestHeaders(tenantID string) []http.Header {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	recorded := e.headers[normalizeID(tenantID)]
+	out := make([]http.Header, len(recorded))
+	for i, h := range recorded {
+		out[i] = h.Clone()
+	}
+	return out
+}
+
+// LastRequest returns the headers of the tenant's last token request, as
+// RequestHeaders does, or nil when it received none.
+func (e *Emulator) LastRequest(tenantID string) http.Header {
+	recorded := e.RequestHeaders(tenantID)
+	if len(recorded) == 0 {
+		return nil
+	}
+	return recorded[len(recorded)-1]
+}
+
+// LastFailureIDs returns the trace_id and correlation_id of the last Entra error
+// body the tenant's token requests were answered with. Both are empty when none
+// was, or when the last failure was not an Entra error body (such as a plain-text
+// 429).
+func (e *Emulator) LastFailureIDs(tenantID string) (traceID, correlationID string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ids := e.failureIDs[normalizeID(tenantID)]
+	return ids[0], ids[1]
+}
+
 // TotalRequests returns the number of token requests received for all tenants.
 func (e *Emulator) TotalRequests() int {
 	e.mu.Lock()
@@ -255,13 +301,20 @@ func (e *Emulator) addResourceLocked(resource string) string {
 	return k
 }
 
-// arrive counts a token request for the tenant path segment and pops the failure
-// injected for it, if any.
-func (e *Emulator) arrive(tenantID string) (Failure, bool) {
+// arrive counts a token request for the tenant path segment, records its
+// headers, and pops the failure injected for it, if any.
+func (e *Emulator) arrive(tenantID string, header http.Header) (Failure, bool) {
+	header = header.Clone()
+	header.Del("Authorization")
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.requests[tenantID]++
 	e.total++
+	recorded := e.headers[tenantID]
+	if len(recorded) == maxRecordedRequests {
+		recorded = append(make([]http.Header, 0, maxRecordedRequests), recorded[1:]...)
+	}
+	e.headers[tenantID] = append(recorded, header)
 	queue := e.failures[tenantID]
 	if len(queue) == 0 {
 		return Failure{}, false
@@ -272,6 +325,13 @@ func (e *Emulator) arrive(tenantID string) (Failure, bool) {
 		e.failures[tenantID] = queue[1:]
 	}
 	return queue[0], true
+}
+
+// recordFailureIDs remembers the IDs of the error body the tenant is answered with.
+func (e *Emulator) recordFailureIDs(tenantID, traceID, correlationID string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.failureIDs[tenantID] = [2]string{traceID, correlationID}
 }
 
 func (e *Emulator) serveKeys(w http.ResponseWriter, _ *http.Request) {

@@ -84,8 +84,9 @@ type errorBody struct {
 	ErrorURI      string `json:"error_uri,omitempty"`
 }
 
-// writeFailure answers with f, which must have a Status.
-func (e *Emulator) writeFailure(w http.ResponseWriter, f Failure) {
+// writeFailure answers the tenant's request with f, which must have a Status, and
+// records the trace and correlation IDs it sends (none for a raw Body).
+func (e *Emulator) writeFailure(w http.ResponseWriter, tenantID string, f Failure) {
 	if f.RetryAfter > 0 {
 		secs := (f.RetryAfter + time.Second - 1) / time.Second
 		w.Header().Set("Retry-After", strconv.FormatInt(int64(secs), 10))
@@ -96,6 +97,7 @@ func (e *Emulator) writeFailure(w http.ResponseWriter, f Failure) {
 			contentType = "text/plain; charset=utf-8"
 		}
 		w.Header().Set("Content-Type", contentType)
+		e.recordFailureIDs(tenantID, "", "")
 		w.WriteHeader(f.Status)
 		_, _ = io.WriteString(w, f.Body) // a failed write means the client is gone
 		return
@@ -118,6 +120,7 @@ func (e *Emulator) writeFailure(w http.ResponseWriter, f Failure) {
 	body.Description += "\r\nTrace ID: " + body.TraceID +
 		"\r\nCorrelation ID: " + body.CorrelationID +
 		"\r\nTimestamp: " + body.Timestamp
+	e.recordFailureIDs(tenantID, body.TraceID, body.CorrelationID)
 	writeJSON(w, f.Status, body)
 }
 

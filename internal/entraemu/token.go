@@ -32,7 +32,8 @@ func (e *Emulator) tokenHandler(ep endpoint) http.HandlerFunc {
 		// Read the body before waiting: net/http notices that a client hung up, and
 		// cancels r.Context(), only once the request body has been read.
 		req, formErr := readTokenRequest(r)
-		f, injected := e.arrive(tenantID)
+		f, injected := e.arrive(tenantID, r.Header)
+		echoClientRequestID(w, r)
 		if !wait(r.Context(), time.Duration(e.latency.Load())) {
 			return
 		}
@@ -41,22 +42,31 @@ func (e *Emulator) tokenHandler(ep endpoint) http.HandlerFunc {
 				return
 			}
 			if f.Status != 0 {
-				e.writeFailure(w, f)
+				e.writeFailure(w, tenantID, f)
 				return
 			}
 		}
 
 		g, fail := e.authorize(tenantID, ep, req, formErr)
 		if fail != nil {
-			e.writeFailure(w, *fail)
+			e.writeFailure(w, tenantID, *fail)
 			return
 		}
 		body, err := e.mint(g, ep)
 		if err != nil {
-			e.writeFailure(w, *oauthError(http.StatusInternalServerError, "server_error", 0, "Signing the token failed: %v", err))
+			e.writeFailure(w, tenantID, *oauthError(http.StatusInternalServerError, "server_error", 0, "Signing the token failed: %v", err))
 			return
 		}
 		writeJSON(w, http.StatusOK, body)
+	}
+}
+
+// echoClientRequestID answers with the request's client-request-id header, as
+// Entra does when the client asks for it with return-client-request-id: true.
+func echoClientRequestID(w http.ResponseWriter, r *http.Request) {
+	id := r.Header.Get("client-request-id")
+	if id != "" && strings.EqualFold(strings.TrimSpace(r.Header.Get("return-client-request-id")), "true") {
+		w.Header().Set("client-request-id", id)
 	}
 }
 
