@@ -89,7 +89,7 @@ func (r *DefenderTenantReconciler) publish(ctx context.Context, obs *observation
 // requestFailed schedules the retry of a failed token request. The published token,
 // if any, stays: a failed refresh never removes a token that still works.
 func (r *DefenderTenantReconciler) requestFailed(obs *observation, f *requestFailure) outcome {
-	last := newLastFailure(obs, f.problem, f.code, f.retryAfter)
+	last := newLastFailure(obs, f)
 	at := retryAt(obs, last, obs.tenant.Status.FailedAttempts+1)
 	return outcome{published: obs.published, secretUID: ownedSecretUID(obs), problem: f.problem, failure: last, roles: f.roles, nextRefresh: at, recheck: at}
 }
@@ -109,28 +109,32 @@ func (r *DefenderTenantReconciler) writeFailed(obs *observation, err error) outc
 	if apierrors.IsInvalid(err) {
 		code = http.StatusUnprocessableEntity
 	}
-	last := newLastFailure(obs, p, fmt.Sprintf("HTTP %d", code), 0)
+	last := newLastFailure(obs, &requestFailure{problem: p, code: fmt.Sprintf("HTTP %d", code)})
 	at := retryAt(obs, last, obs.tenant.Status.FailedAttempts+1)
 	return outcome{published: obs.published, secretUID: ownedSecretUID(obs), problem: p, failure: last, nextRefresh: at, recheck: at}
 }
 
 // newLastFailure records a failure as status.lastFailure. Its time is rounded up to
 // the second the API server stores, so that a backoff computed now and one computed
-// from the stored status after a restart end at the same instant.
-func newLastFailure(obs *observation, p *problem, code string, retryAfter time.Duration) *v1alpha1.LastFailure {
+// from the stored status after a restart end at the same instant. It carries the
+// IDs Microsoft support and the customer tenant's sign-in logs know the request by.
+func newLastFailure(obs *observation, f *requestFailure) *v1alpha1.LastFailure {
 	at := obs.now.Truncate(time.Second)
 	if at.Before(obs.now) {
 		at = at.Add(time.Second)
 	}
 	last := &v1alpha1.LastFailure{
-		Time:       metav1.NewTime(at.UTC()),
-		Reason:     p.Reason,
-		Message:    p.Message,
-		Code:       code,
-		InputsHash: obs.failureInputs,
+		Time:            metav1.NewTime(at.UTC()),
+		Reason:          f.problem.Reason,
+		Message:         f.problem.Message,
+		Code:            f.code,
+		TraceID:         f.traceID,
+		CorrelationID:   f.correlationID,
+		ClientRequestID: f.clientRequestID,
+		InputsHash:      obs.failureInputs,
 	}
-	if retryAfter > 0 {
-		last.RetryAfter = &metav1.Duration{Duration: retryAfter}
+	if f.retryAfter > 0 {
+		last.RetryAfter = &metav1.Duration{Duration: f.retryAfter}
 	}
 	return last
 }

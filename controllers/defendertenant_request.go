@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	ctrl "sigs.k8s.io/controller-runtime"
+
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 	"github.com/tenantcreds/defender-tenant-operator/internal/entra"
 	"github.com/tenantcreds/defender-tenant-operator/internal/tokencheck"
@@ -21,6 +23,11 @@ type requestFailure struct {
 	retryAfter time.Duration
 	// roles are those of a refused token that lacks required roles; nil otherwise.
 	roles *roleFacts
+	// traceID and correlationID are Entra ID's, when it sent them; clientRequestID
+	// is the request's client-request-id. Support and the customer tenant's
+	// sign-in logs know the request by them. They go into lastFailure, never into
+	// the condition message, which must stay the same from one attempt to the next.
+	traceID, correlationID, clientRequestID string
 }
 
 // requestToken asks Entra ID for a token once and checks it: a token comes back
@@ -50,20 +57,27 @@ func (r *DefenderTenantReconciler) requestAndCheck(ctx context.Context, obs *obs
 		if !errors.As(err, &f) {
 			f = entra.Classify(err, obs.now)
 		}
-		return nil, &requestFailure{problem: newProblem(f.Reason, f.Message), code: failureCode(f), retryAfter: f.RetryAfter}
+		failure := &requestFailure{problem: newProblem(f.Reason, f.Message), code: failureCode(f), retryAfter: f.RetryAfter,
+			traceID: f.TraceID, correlationID: f.CorrelationID, clientRequestID: f.ClientRequestID}
+		// Never the credential or the token: the Failure holds neither.
+		ctrl.LoggerFrom(ctx).Info("Token request failed", "tenantID", spec.TenantID, "reason", f.Reason, "code", failure.code,
+			"traceID", f.TraceID, "correlationID", f.CorrelationID, "clientRequestID", f.ClientRequestID)
+		return nil, failure
 	}
 
 	claims, err := tokencheck.Check(answer.AccessToken, expectation(obs.tenant), obs.now)
 	if err != nil {
 		return nil, &requestFailure{problem: newProblem(v1alpha1.ReasonInvalidToken,
-			fmt.Sprintf("Entra ID returned a token that was not published: %v. Check spec.tenantID, spec.clientID and --authority-host.", err))}
+			fmt.Sprintf("Entra ID returned a token that was not published: %v. Check spec.tenantID, spec.clientID and --authority-host.", err)),
+			clientRequestID: answer.ClientRequestID}
 	}
 	if len(claims.MissingRoles) > 0 {
 		return nil, &requestFailure{
 			problem: newProblem(v1alpha1.ReasonMissingRoles,
 				fmt.Sprintf("The token lacks required roles %s (see status.missingRoles). Grant these application permissions to the app, then have the customer tenant's admin consent again (status.adminConsentURL).",
 					strings.Join(claims.MissingRoles, ", "))),
-			roles: rolesOf(claims),
+			roles:           rolesOf(claims),
+			clientRequestID: answer.ClientRequestID,
 		}
 	}
 	return &token{raw: answer.AccessToken, claims: claims, mintedAt: obs.now.UTC().Truncate(time.Second), inputsHash: obs.inputsHash}, nil
