@@ -46,6 +46,7 @@ type options struct {
 	renewDeadline           time.Duration
 	retryPeriod             time.Duration
 	authorityHost           string
+	adminConsentRedirectURI string
 	allowedResources        string
 	watchNamespaces         string
 	maxConcurrentReconciles int
@@ -67,6 +68,7 @@ func main() {
 	flag.DurationVar(&o.renewDeadline, "leader-elect-renew-deadline", 10*time.Second, "How long the leader keeps trying to renew before it gives up leading (and exits).")
 	flag.DurationVar(&o.retryPeriod, "leader-elect-retry-period", 2*time.Second, "How often leader election clients retry.")
 	flag.StringVar(&o.authorityHost, "authority-host", "", "Replace every cloud's Entra ID authority host (air-gapped proxies, emulators). Plain http is accepted only for loopback hosts.")
+	flag.StringVar(&o.adminConsentRedirectURI, "admin-consent-redirect-uri", "", "redirect_uri of the admin consent links in status.adminConsentURL; it must be a Web redirect URI registered on the app (Microsoft's partner guide uses https://portal.azure.com).")
 	flag.StringVar(&o.allowedResources, "allowed-resources", strings.Join(entra.DefaultAllowedResources, ","), "Comma list of resources a DefenderTenant may request tokens for.")
 	flag.StringVar(&o.watchNamespaces, "watch-namespaces", "", "Comma list of namespaces to watch; empty watches all.")
 	flag.IntVar(&o.maxConcurrentReconciles, "max-concurrent-reconciles", 10, "DefenderTenants reconciled (and token requests made) in parallel.")
@@ -93,6 +95,11 @@ func run(o options) error {
 		return fmt.Errorf("--allowed-resources: %w", err)
 	}
 	authority := ""
+	if o.adminConsentRedirectURI != "" {
+		if _, err := entra.ParseRedirectURI(o.adminConsentRedirectURI); err != nil {
+			return fmt.Errorf("--admin-consent-redirect-uri: %w", err)
+		}
+	}
 	if o.authorityHost != "" {
 		if authority, err = entra.ParseAuthorityHost(o.authorityHost); err != nil {
 			return fmt.Errorf("--authority-host: %w", err)
@@ -157,6 +164,7 @@ func run(o options) error {
 		Entra:                   &entra.Client{},
 		AuthorityHost:           authority,
 		AllowedResources:        allowed,
+		AdminConsentRedirectURI: o.adminConsentRedirectURI,
 		Recorder:                mgr.GetEventRecorder("defender-tenant-operator"),
 		MaxConcurrentReconciles: o.maxConcurrentReconciles,
 	}

@@ -45,7 +45,10 @@ type DefenderTenantReconciler struct {
 	// AuthorityHost, when set, replaces every cloud's authority host (proxies, emulators).
 	AuthorityHost    string
 	AllowedResources entra.AllowList
-	Recorder         events.EventRecorder
+	// AdminConsentRedirectURI, when set, is where the consent page sends the admin
+	// afterwards (--admin-consent-redirect-uri); it must be registered on the app.
+	AdminConsentRedirectURI string
+	Recorder                events.EventRecorder
 	// MaxConcurrentReconciles bounds parallel reconciles, and so parallel token requests.
 	MaxConcurrentReconciles int
 

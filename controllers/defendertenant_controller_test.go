@@ -518,6 +518,24 @@ func TestTokenValidForMoreThanADayIsNeverKept(t *testing.T) {
 	})
 }
 
+// Without a redirect_uri, an app with no registered reply address shows the admin
+// AADSTS500113 after consenting; --admin-consent-redirect-uri adds one.
+func TestAdminConsentURLCarriesTheRedirectURI(t *testing.T) {
+	h := newHarness(t)
+	h.r.AdminConsentRedirectURI = "https://portal.azure.com"
+	h.createCredential(testClientSecret)
+	h.createTenant()
+	h.reconcile()
+
+	consent, err := url.Parse(h.tenant().Status.AdminConsentURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := consent.Query().Get("redirect_uri"); got != "https://portal.azure.com" {
+		t.Errorf("adminConsentURL redirect_uri = %q, want https://portal.azure.com (URL %s)", got, consent)
+	}
+}
+
 func TestAllowedResourceWithTrailingSlashIsAccepted(t *testing.T) {
 	h := newHarness(t)
 	h.createCredential(testClientSecret)

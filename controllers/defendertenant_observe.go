@@ -91,7 +91,7 @@ func (r *DefenderTenantReconciler) observe(ctx context.Context, tenant *v1alpha1
 	}
 	obs.resourceAllowed = r.AllowedResources.Allows(obs.resource)
 	// Admins consent in a browser against the real cloud, never through an override.
-	obs.adminConsentURL = entra.AdminConsentURL(entra.AuthorityHost(cloud), tenant.Spec.TenantID, tenant.Spec.ClientID, obs.resource)
+	obs.adminConsentURL = entra.AdminConsentURL(entra.AuthorityHost(cloud), tenant.Spec.TenantID, tenant.Spec.ClientID, obs.resource, r.AdminConsentRedirectURI)
 
 	// The credential comes first: its digest is what proves a token Secret from
 	// before UIDs were recorded to be ours.

@@ -130,13 +130,38 @@ func Scope(resource string) string {
 
 // AdminConsentURL is the link a customer tenant's admin opens to grant the
 // application its permissions on resource:
-// {authorityHost}/{tenantID}/v2.0/adminconsent?client_id={clientID}&scope={resource}/.default.
-func AdminConsentURL(authorityHost, tenantID, clientID, resource string) string {
+// {authorityHost}/{tenantID}/v2.0/adminconsent?client_id={clientID}&scope={resource}/.default,
+// and &redirect_uri={redirectURI} when that is set. Without a redirect_uri, an app
+// with no registered reply address shows the admin AADSTS500113 after consenting.
+func AdminConsentURL(authorityHost, tenantID, clientID, resource, redirectURI string) string {
 	q := url.Values{
 		"client_id": {clientID},
 		"scope":     {Scope(resource)},
 	}
-	return tenantURL(authorityHost, tenantID) + "/v2.0/adminconsent?" + q.Encode()
+	consent := tenantURL(authorityHost, tenantID) + "/v2.0/adminconsent?" + q.Encode()
+	if redirectURI != "" {
+		consent += "&redirect_uri=" + url.QueryEscape(redirectURI)
+	}
+	return consent
+}
+
+// ParseRedirectURI validates an admin consent redirect URI as Entra ID accepts one
+// for a Web platform: absolute, https (plain http only for loopback hosts), without
+// user info or a fragment. It must also be registered on the app registration.
+func ParseRedirectURI(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("invalid redirect URI %q: %w", raw, err)
+	case u.Host == "" || u.Hostname() == "":
+		return "", fmt.Errorf("invalid redirect URI %q: must be an absolute URL such as https://portal.azure.com", raw)
+	case u.User != nil || u.Fragment != "":
+		return "", fmt.Errorf("invalid redirect URI %q: must not contain user info or a fragment", raw)
+	case u.Scheme == "https", u.Scheme == "http" && isLoopback(u.Hostname()):
+		return raw, nil
+	default:
+		return "", fmt.Errorf("invalid redirect URI %q: must be https (plain http only for loopback hosts)", raw)
+	}
 }
 
 // tenantURL escapes tenantID as one path segment. Admission already enforces a

@@ -98,6 +98,7 @@ func TestAdminConsentURL(t *testing.T) {
 		name      string
 		authority string
 		resource  string
+		redirect  string
 		want      string
 	}{
 		{
@@ -112,10 +113,17 @@ func TestAdminConsentURL(t *testing.T) {
 			resource:  "https://api-gov.security.microsoft.us/",
 			want:      "https://login.microsoftonline.us/" + testTenant + "/v2.0/adminconsent?client_id=" + testClient + "&scope=https%3A%2F%2Fapi-gov.security.microsoft.us%2F.default",
 		},
+		{
+			name:      "with a redirect URI",
+			authority: entra.AuthorityHost(v1alpha1.CloudPublic),
+			resource:  "https://api.security.microsoft.com",
+			redirect:  "https://portal.azure.com",
+			want:      "https://login.microsoftonline.com/" + testTenant + "/v2.0/adminconsent?client_id=" + testClient + "&scope=https%3A%2F%2Fapi.security.microsoft.com%2F.default&redirect_uri=https%3A%2F%2Fportal.azure.com",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := entra.AdminConsentURL(tt.authority, testTenant, testClient, tt.resource)
+			got := entra.AdminConsentURL(tt.authority, testTenant, testClient, tt.resource, tt.redirect)
 			if got != tt.want {
 				t.Errorf("AdminConsentURL = %q, want %q", got, tt.want)
 			}
@@ -123,10 +131,32 @@ func TestAdminConsentURL(t *testing.T) {
 			if err != nil {
 				t.Fatalf("not a URL: %v", err)
 			}
-			if q := u.Query(); q.Get("client_id") != testClient || q.Get("scope") != entra.Scope(tt.resource) {
+			if q := u.Query(); q.Get("client_id") != testClient || q.Get("scope") != entra.Scope(tt.resource) || q.Get("redirect_uri") != tt.redirect {
 				t.Errorf("query decodes to %v", q)
 			}
 		})
+	}
+}
+
+func TestParseRedirectURI(t *testing.T) {
+	for raw, ok := range map[string]bool{
+		"https://portal.azure.com":              true,
+		"https://partner.example.com/consented": true,
+		"http://localhost:8400/consented":       true,
+		"http://partner.example.com/consented":  false,
+		"portal.azure.com":                      false,
+		"https://user@partner.example.com":      false,
+		"https://partner.example.com/#fragment": false,
+		"ftp://partner.example.com":             false,
+		"":                                      false,
+	} {
+		got, err := entra.ParseRedirectURI(raw)
+		if ok && (err != nil || got != raw) {
+			t.Errorf("ParseRedirectURI(%q) = %q, %v; want it accepted", raw, got, err)
+		}
+		if !ok && err == nil {
+			t.Errorf("ParseRedirectURI(%q) accepted it; want an error", raw)
+		}
 	}
 }
 
