@@ -28,7 +28,8 @@ const (
 	// ReasonConsentRequired: the application is not consented, or the resource is not
 	// set up, in the customer tenant (AADSTS700016, 7000229, 65001, 500011).
 	ReasonConsentRequired = "ConsentRequired"
-	// ReasonTenantNotFound: Entra does not know the tenant in this cloud (AADSTS90002, 900023).
+	// ReasonTenantNotFound: Entra does not know the tenant in this cloud (AADSTS90002, 900023),
+	// or the tenant lives in another cloud than the one asked (AADSTS900382, 900432, 90038).
 	ReasonTenantNotFound = "TenantNotFound"
 	// ReasonMissingRoles: the token lacks roles listed in spec.requiredRoles; see status.missingRoles.
 	ReasonMissingRoles = "MissingRoles"
@@ -42,7 +43,8 @@ const (
 	ReasonResourceNotAllowed = "ResourceNotAllowed"
 	// ReasonThrottled: Entra answered HTTP 429; the next attempt waits for Retry-After.
 	ReasonThrottled = "Throttled"
-	// ReasonTokenEndpointUnavailable: a network error, timeout or 5xx from the token endpoint.
+	// ReasonTokenEndpointUnavailable: a network error, timeout, 408 or 5xx from the token
+	// endpoint, or a 2xx answer that is not a token response.
 	ReasonTokenEndpointUnavailable = "TokenEndpointUnavailable"
 	// ReasonTokenExpired: the published token has expired and has not been replaced yet.
 	ReasonTokenExpired = "TokenExpired"
@@ -54,6 +56,13 @@ const (
 	// an exceeded ResourceQuota, an admission policy) and Invalid stall, because a retry
 	// cannot help; any other API error is retried as Reconciling.
 	ReasonSecretWriteFailed = "SecretWriteFailed"
+	// ReasonAccessBlocked: a policy blocks the application: Conditional Access
+	// (AADSTS53003), tenant restrictions (500021, 500022), a blocked tenant (5000224) or
+	// a disabled application (7000112). Consent cannot fix it; whoever owns the policy can.
+	ReasonAccessBlocked = "AccessBlocked"
+	// ReasonTokenRequestRejected: Entra answered with a 4xx (not 408 or 429) that the
+	// operator does not recognise; the message quotes the AADSTS code and description.
+	ReasonTokenRequestRejected = "TokenRequestRejected"
 )
 
 // ReasonKind is how a reason shows on the conditions, and so how it is retried.
@@ -94,6 +103,8 @@ var ReasonKinds = map[string]ReasonKind{
 	ReasonSuspended:                KindNotReady,
 	ReasonProgressing:              KindNotReady,
 	ReasonSecretWriteFailed:        KindStalledOrReconciling,
+	ReasonAccessBlocked:            KindStalled,
+	ReasonTokenRequestRejected:     KindStalled,
 }
 
 // Stalls reports whether a failure with this reason needs a human. Only reasons of
