@@ -127,7 +127,7 @@ func TestClientRequestToken(t *testing.T) {
 			name: "secret echoed by a proxy is scrubbed",
 			respond: answer(400, "application/json", fmt.Sprintf(`{"error":"invalid_request","error_description":%q}`,
 				"AADSTS900144: echo client_secret="+url.QueryEscape(testSecret)+" raw "+testSecret)),
-			wantReason:    v1alpha1.ReasonTokenEndpointUnavailable,
+			wantReason:    v1alpha1.ReasonTokenRequestRejected,
 			wantInMessage: "[redacted]",
 		},
 		{

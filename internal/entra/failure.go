@@ -87,7 +87,8 @@ func (f *Failure) Error() string {
 // resolve a Retry-After given as an HTTP date. Classify(nil, now) is nil.
 //
 // The order of precedence is: HTTP 429, then AADSTS codes, then the OAuth2 error,
-// then the HTTP status. 429 comes first because its Retry-After decides when to try
+// then the HTTP status (408, 5xx and others: TokenEndpointUnavailable; any other 4xx:
+// TokenRequestRejected). 429 comes first because its Retry-After decides when to try
 // again, whatever the body says; AADSTS codes come before the OAuth2 error because
 // they are more specific (invalid_client covers both a wrong secret and missing
 // consent).
@@ -111,6 +112,20 @@ const (
 	adviceScope   = "Entra ID rejected the requested scope. Check spec.resource and the application's API permissions, " + thenConsent
 	adviceTenant  = "Entra ID does not know the tenant. Check spec.tenantID, and spec.cloud: a GCC High or DoD tenant needs cloud USGovHigh or DoD."
 	adviceBusy    = "Entra ID reported a temporary problem; the request is retried with backoff."
+	adviceCloud   = "The tenant lives in another cloud than the one asked: a GCC High or DoD tenant is in Azure Government " +
+		"(login.microsoftonline.us), a commercial or GCC tenant in the commercial cloud (login.microsoftonline.com). " +
+		"Check spec.cloud (USGovHigh or DoD for a GCC High or DoD tenant); GCC High and DoD tenants also need an app " +
+		"registered in Azure Government, as an app of the commercial cloud cannot get their tokens."
+	adviceConditionalAccess = "A Conditional Access policy of the customer tenant blocks the application. Consent does not help: " +
+		"an administrator of the customer tenant's Conditional Access must exclude the application, or the operator's " +
+		"network location, from the policy."
+	adviceTenantRestrictions = "Tenant restrictions block the request: a proxy on the operator's egress adds a " +
+		"Restrict-Access-To-Tenants header that does not list this tenant. The partner's network or proxy administrator " +
+		"must add the tenant to the list, or exempt the operator's traffic."
+	adviceTenantBlocked = "Microsoft has blocked the customer tenant. Only Microsoft support can lift the block; " +
+		"an administrator of the customer tenant must contact them."
+	adviceAppDisabled = "The application is disabled, in the customer tenant or by Microsoft. Consent does not help: " +
+		"the application's owner, or the administrator of the customer tenant who disabled it, must enable it again."
 )
 
 // aadstsRules follows the AADSTS table of ENTRA.md and the reasons of API.md.
@@ -126,6 +141,14 @@ var aadstsRules = map[int]rule{
 	900023:  {v1alpha1.ReasonTenantNotFound, "The tenant identifier is malformed. Check spec.tenantID."},
 	70011:   {v1alpha1.ReasonConsentRequired, adviceScope},
 	1002012: {v1alpha1.ReasonConsentRequired, adviceScope},
+	900382:  {v1alpha1.ReasonTenantNotFound, adviceCloud},
+	900432:  {v1alpha1.ReasonTenantNotFound, adviceCloud},
+	90038:   {v1alpha1.ReasonTenantNotFound, adviceCloud},
+	53003:   {v1alpha1.ReasonAccessBlocked, adviceConditionalAccess},
+	500021:  {v1alpha1.ReasonAccessBlocked, adviceTenantRestrictions},
+	500022:  {v1alpha1.ReasonAccessBlocked, adviceTenantRestrictions},
+	5000224: {v1alpha1.ReasonAccessBlocked, adviceTenantBlocked},
+	7000112: {v1alpha1.ReasonAccessBlocked, adviceAppDisabled},
 	50033:   {v1alpha1.ReasonTokenEndpointUnavailable, adviceBusy},
 	90006:   {v1alpha1.ReasonTokenEndpointUnavailable, adviceBusy},
 	90024:   {v1alpha1.ReasonTokenEndpointUnavailable, adviceBusy},
@@ -134,6 +157,9 @@ var aadstsRules = map[int]rule{
 // errorRules apply when no AADSTS code is recognised, for example behind a proxy
 // that rewrites error bodies. invalid_scope is not in the contract's fall-backs but
 // is what 70011 and 1002012 arrive with, so it gets the same advice.
+// interaction_required and access_denied are what Conditional Access and tenant
+// restrictions answer with; a client-credentials request has no user to interact
+// with, so both mean a policy blocks the application.
 var errorRules = map[string]rule{
 	"invalid_client":          {v1alpha1.ReasonInvalidClientSecret, "Entra ID rejected the client credentials. Check that the credential Secret holds the secret's value, not its ID, and that spec.clientID is right."},
 	"unauthorized_client":     {v1alpha1.ReasonConsentRequired, "The application is not authorized in the tenant. " + adviceConsent},
@@ -141,6 +167,8 @@ var errorRules = map[string]rule{
 	"invalid_resource":        {v1alpha1.ReasonConsentRequired, "The resource is not set up in the tenant. Check spec.resource, " + thenConsent},
 	"invalid_scope":           {v1alpha1.ReasonConsentRequired, adviceScope},
 	"invalid_tenant":          {v1alpha1.ReasonTenantNotFound, adviceTenant},
+	"interaction_required":    {v1alpha1.ReasonAccessBlocked, "A policy of the customer tenant, such as Conditional Access, blocks the application. Consent does not help: an administrator of the customer tenant must lift or adjust the policy."},
+	"access_denied":           {v1alpha1.ReasonAccessBlocked, "Entra ID denied access, as tenant restrictions or a policy of the customer tenant do. Check with the partner's network or proxy administrator (Restrict-Access-To-Tenants) and the customer tenant's administrator."},
 	"temporarily_unavailable": {v1alpha1.ReasonTokenEndpointUnavailable, adviceBusy},
 }
 
@@ -247,20 +275,27 @@ func ruleFor(f *Failure, body errorBody) (int, rule) {
 	if r, ok := errorRules[body.Error]; ok {
 		return 0, r
 	}
-	if status >= 500 {
+	if status == http.StatusRequestTimeout || status >= 500 || status < 400 {
+		// 408, 5xx, and a 2xx (or a stray 1xx or 3xx) that is not a token
+		// response: the endpoint, or something in front of it, is in trouble.
 		return 0, rule{v1alpha1.ReasonTokenEndpointUnavailable,
 			fmt.Sprintf("The token endpoint answered HTTP %d; %s", status, retryWhen(f.RetryAfter))}
 	}
-	// An answer we do not recognise is more likely a new Entra ID error or a proxy
-	// in the way than a fault of the user's, so it is retried with backoff instead
-	// of being reported as needing a human.
+	// Any other 4xx is Entra ID, or a proxy in front of it, refusing this request:
+	// repeating it as is cannot help, so it needs a human. The message quotes the
+	// AADSTS code and description when there are any, the HTTP status otherwise.
 	what := ""
 	if f.ErrorCode != "" {
-		what = fmt.Sprintf(" (error %q)", f.ErrorCode)
+		what = fmt.Sprintf(", error %q", f.ErrorCode)
 	}
-	return 0, rule{v1alpha1.ReasonTokenEndpointUnavailable,
-		fmt.Sprintf("The token endpoint answered HTTP %d%s, which the operator does not recognise; "+
-			"it is retried with backoff. If it persists, check spec.tenantID, spec.cloud, spec.resource and --authority-host.", status, what)}
+	if len(body.Codes) == 0 && f.ErrorCode == "" && body.Description == "" {
+		return 0, rule{v1alpha1.ReasonTokenRequestRejected,
+			fmt.Sprintf("The token endpoint rejected the request with HTTP %d and no Entra ID error, which the operator does not recognise. "+
+				"Check spec.tenantID, spec.cloud and --authority-host (a proxy in the way answers like this); it is retried slowly.", status)}
+	}
+	return 0, rule{v1alpha1.ReasonTokenRequestRejected,
+		fmt.Sprintf("Entra ID rejected the token request (HTTP %d%s) with an answer the operator does not recognise; it is retried slowly. "+
+			"Look the code up in Microsoft's AADSTS error reference, and check spec.tenantID, spec.cloud, spec.resource and --authority-host.", status, what)}
 }
 
 func retryWhen(d time.Duration) string {

@@ -390,14 +390,144 @@ func TestClassify(t *testing.T) {
 			wantInMessage: []string{"AADSTS7000222"},
 		},
 		{
-			name:          "unknown 4xx error is retried, not declared needing a human",
+			name:          "unknown 4xx error is rejected, quoting the code and description",
 			err:           entraError(400, "invalid_request", 50011, "The redirect URI specified in the request does not match."),
-			wantReason:    v1alpha1.ReasonTokenEndpointUnavailable,
-			wantKind:      entra.Transient,
+			wantReason:    v1alpha1.ReasonTokenRequestRejected,
+			wantKind:      entra.NeedsHuman,
 			wantStatus:    400,
 			wantErrorCode: "invalid_request",
 			wantAADSTS:    []int{50011},
-			wantInMessage: []string{"AADSTS50011", `"invalid_request"`, "--authority-host"},
+			wantInMessage: []string{"AADSTS50011", `"invalid_request"`, "HTTP 400", "--authority-host", "redirect URI specified in the request does not match"},
+		},
+		{
+			name:          "AADSTS900382 cross-cloud request",
+			err:           entraError(400, "invalid_request", 900382, "Confidential Client is not supported in Cross Cloud request."),
+			wantReason:    v1alpha1.ReasonTenantNotFound,
+			wantKind:      entra.NeedsHuman,
+			wantStatus:    400,
+			wantErrorCode: "invalid_request",
+			wantAADSTS:    []int{900382},
+			wantInMessage: []string{"AADSTS900382", "commercial", "Azure Government", "GCC High and DoD", "registered in Azure Government", "spec.cloud", "Cross Cloud"},
+		},
+		{
+			name:          "AADSTS900432 cross-cloud request",
+			err:           entraError(400, "invalid_request", 900432, "Confidential Client is not supported in Cross Cloud request."),
+			wantReason:    v1alpha1.ReasonTenantNotFound,
+			wantKind:      entra.NeedsHuman,
+			wantStatus:    400,
+			wantErrorCode: "invalid_request",
+			wantAADSTS:    []int{900432},
+			wantInMessage: []string{"AADSTS900432", "commercial", "Azure Government", "spec.cloud"},
+		},
+		{
+			name:          "AADSTS90038 national cloud tenant redirection",
+			err:           entraError(400, "invalid_request", 90038, "NationalCloudTenantRedirection - The specified tenant 'Y' belongs to the National Cloud 'X'. Current cloud instance 'Z' does not federate with X."),
+			wantReason:    v1alpha1.ReasonTenantNotFound,
+			wantKind:      entra.NeedsHuman,
+			wantStatus:    400,
+			wantErrorCode: "invalid_request",
+			wantAADSTS:    []int{90038},
+			wantInMessage: []string{"AADSTS90038", "commercial", "Azure Government", "registered in Azure Government"},
+		},
+		{
+			name:          "AADSTS53003 Conditional Access",
+			err:           withSuberror(entraError(400, "interaction_required", 53003, "Access has been blocked by Conditional Access policies. The access policy does not allow token issuance."), "message_only"),
+			wantReason:    v1alpha1.ReasonAccessBlocked,
+			wantKind:      entra.NeedsHuman,
+			wantStatus:    400,
+			wantErrorCode: "interaction_required",
+			wantAADSTS:    []int{53003},
+			wantInMessage: []string{"AADSTS53003", "Conditional Access", "administrator of the customer tenant"},
+		},
+		{
+			name:          "AADSTS500021 tenant restrictions",
+			err:           entraError(400, "access_denied", 500021, "Access to '"+testTenant+"' tenant is denied."),
+			wantReason:    v1alpha1.ReasonAccessBlocked,
+			wantKind:      entra.NeedsHuman,
+			wantStatus:    400,
+			wantErrorCode: "access_denied",
+			wantAADSTS:    []int{500021},
+			wantInMessage: []string{"AADSTS500021", "Restrict-Access-To-Tenants", "network or proxy administrator"},
+		},
+		{
+			name:          "AADSTS500022 tenant restrictions",
+			err:           entraError(400, "access_denied", 500022, "Access to '"+testTenant+"' tenant is denied."),
+			wantReason:    v1alpha1.ReasonAccessBlocked,
+			wantKind:      entra.NeedsHuman,
+			wantStatus:    400,
+			wantErrorCode: "access_denied",
+			wantAADSTS:    []int{500022},
+			wantInMessage: []string{"AADSTS500022", "Restrict-Access-To-Tenants"},
+		},
+		{
+			name:          "AADSTS5000224 tenant blocked",
+			err:           entraError(400, "invalid_grant", 5000224, "We are sorry, this resource is not available."),
+			wantReason:    v1alpha1.ReasonAccessBlocked,
+			wantKind:      entra.NeedsHuman,
+			wantStatus:    400,
+			wantErrorCode: "invalid_grant",
+			wantAADSTS:    []int{5000224},
+			wantInMessage: []string{"AADSTS5000224", "Microsoft support"},
+		},
+		{
+			name:          "AADSTS7000112 application disabled, not ConsentRequired",
+			err:           entraError(400, "unauthorized_client", 7000112, "Application '"+testClient+"'(Partner Defender) is disabled."),
+			wantReason:    v1alpha1.ReasonAccessBlocked,
+			wantKind:      entra.NeedsHuman,
+			wantStatus:    400,
+			wantErrorCode: "unauthorized_client",
+			wantAADSTS:    []int{7000112},
+			wantInMessage: []string{"AADSTS7000112", "disabled", "owner", "enable it again"},
+		},
+		{
+			name:          "interaction_required without codes falls back to AccessBlocked",
+			err:           oauthError(400, "interaction_required", ""),
+			wantReason:    v1alpha1.ReasonAccessBlocked,
+			wantKind:      entra.NeedsHuman,
+			wantStatus:    400,
+			wantErrorCode: "interaction_required",
+		},
+		{
+			name:          "access_denied without codes falls back to AccessBlocked",
+			err:           oauthError(400, "access_denied", ""),
+			wantReason:    v1alpha1.ReasonAccessBlocked,
+			wantKind:      entra.NeedsHuman,
+			wantStatus:    400,
+			wantErrorCode: "access_denied",
+			wantInMessage: []string{"Restrict-Access-To-Tenants"},
+		},
+		{
+			name:          "404 without a body is rejected, quoting the status",
+			err:           rawError(404, ""),
+			wantReason:    v1alpha1.ReasonTokenRequestRejected,
+			wantKind:      entra.NeedsHuman,
+			wantStatus:    404,
+			wantInMessage: []string{"HTTP 404", "--authority-host"},
+		},
+		{
+			name:          "403 HTML page from a proxy is rejected",
+			err:           rawError(403, "<html><body>Forbidden</body></html>", "Content-Type", "text/html"),
+			wantReason:    v1alpha1.ReasonTokenRequestRejected,
+			wantKind:      entra.NeedsHuman,
+			wantStatus:    403,
+			wantInMessage: []string{"HTTP 403"},
+		},
+		{
+			name:          "408 is retried",
+			err:           rawError(408, "Request Timeout"),
+			wantReason:    v1alpha1.ReasonTokenEndpointUnavailable,
+			wantKind:      entra.Transient,
+			wantStatus:    408,
+			wantInMessage: []string{"HTTP 408", "backoff"},
+		},
+		{
+			name:          "unknown error in a 200 answer is retried",
+			err:           oauthError(200, "something_new", ""),
+			wantReason:    v1alpha1.ReasonTokenEndpointUnavailable,
+			wantKind:      entra.Transient,
+			wantStatus:    200,
+			wantErrorCode: "something_new",
+			wantInMessage: []string{"HTTP 200"},
 		},
 		{
 			name:          "error in a 200 answer",
@@ -412,8 +542,8 @@ func TestClassify(t *testing.T) {
 		{
 			name:          "garbage body on 400",
 			err:           rawError(400, "\x00\xff\xfe<html>\n\x1b[31mnope", "Content-Type", "application/octet-stream"),
-			wantReason:    v1alpha1.ReasonTokenEndpointUnavailable,
-			wantKind:      entra.Transient,
+			wantReason:    v1alpha1.ReasonTokenRequestRejected,
+			wantKind:      entra.NeedsHuman,
 			wantStatus:    400,
 			wantInMessage: []string{"HTTP 400"},
 		},
@@ -511,6 +641,22 @@ func TestClassify(t *testing.T) {
 	}
 }
 
+// withSuberror adds Entra ID's "suberror" field to an error body, as Conditional
+// Access sends it.
+func withSuberror(e *oauth2.RetrieveError, suberror string) *oauth2.RetrieveError {
+	var body map[string]any
+	if err := json.Unmarshal(e.Body, &body); err != nil {
+		panic(err)
+	}
+	body["suberror"] = suberror
+	b, err := json.Marshal(body)
+	if err != nil {
+		panic(err)
+	}
+	e.Body = b
+	return e
+}
+
 func withHeader(e *oauth2.RetrieveError, key, value string) *oauth2.RetrieveError {
 	e.Response.Header.Set(key, value)
 	return e
@@ -542,12 +688,37 @@ var kindOfReason = map[string]entra.Kind{
 	v1alpha1.ReasonTenantNotFound:           entra.NeedsHuman,
 	v1alpha1.ReasonThrottled:                entra.Transient,
 	v1alpha1.ReasonTokenEndpointUnavailable: entra.Transient,
+	v1alpha1.ReasonAccessBlocked:            entra.NeedsHuman,
+	v1alpha1.ReasonTokenRequestRejected:     entra.NeedsHuman,
+}
+
+// transientAADSTS are the codes Entra ID sends with a 4xx status that still mean
+// "try again": ENTRA.md's retryable AADSTS codes.
+var transientAADSTS = []int{50033, 90006, 90024}
+
+// retriedDespite4xx reports whether fl, from a 4xx other than 408 and 429, carries
+// one of the answers that mean "try again" whatever the status.
+func retriedDespite4xx(fl *entra.Failure) bool {
+	if fl.ErrorCode == "temporarily_unavailable" {
+		return true
+	}
+	for _, c := range fl.AADSTS {
+		if slices.Contains(transientAADSTS, c) {
+			return true
+		}
+	}
+	return false
 }
 
 func FuzzClassify(f *testing.F) {
 	for _, e := range []*oauth2.RetrieveError{
 		entraError(401, "invalid_client", 7000215, "Invalid client secret provided."),
 		entraError(400, "invalid_scope", 1002012, "The provided value for scope is not valid."),
+		entraError(400, "invalid_request", 900382, "Confidential Client is not supported in Cross Cloud request."),
+		withSuberror(entraError(400, "interaction_required", 53003, "Access has been blocked by Conditional Access policies."), "message_only"),
+		entraError(400, "unauthorized_client", 7000112, "Application is disabled."),
+		rawError(404, ""),
+		rawError(408, "Request Timeout"),
 		oauthError(400, "temporarily_unavailable", ""),
 		rawError(429, "Too many requests", "Retry-After", "60"),
 		rawError(503, "", "Retry-After", testNow.Format(http.TimeFormat)),
@@ -584,6 +755,29 @@ func FuzzClassify(f *testing.F) {
 		check(fl)
 		if fl.StatusCode != status {
 			t.Errorf("StatusCode = %d, want %d", fl.StatusCode, status)
+		}
+		// A 4xx other than 408 and 429 is a refusal: it is never retried as
+		// transient unless Entra ID said to try again.
+		if status >= 400 && status < 500 && status != http.StatusRequestTimeout && status != http.StatusTooManyRequests &&
+			!retriedDespite4xx(fl) {
+			if fl.Kind == entra.Transient || fl.Reason == v1alpha1.ReasonTokenEndpointUnavailable {
+				t.Errorf("HTTP %d classified as %s/%s (code %q, AADSTS %v), want a reason that needs a human", status, fl.Reason, fl.Kind, fl.ErrorCode, fl.AADSTS)
+			}
+		}
+		// Without a body there is nothing to recognise: a 4xx other than 408 and 429
+		// is TokenRequestRejected, 408 and 5xx are TokenEndpointUnavailable.
+		if len(body) == 0 && errCode == "" {
+			switch {
+			case status == http.StatusTooManyRequests:
+			case status == http.StatusRequestTimeout || status >= 500:
+				if fl.Reason != v1alpha1.ReasonTokenEndpointUnavailable {
+					t.Errorf("empty HTTP %d classified as %s, want TokenEndpointUnavailable", status, fl.Reason)
+				}
+			case status >= 400:
+				if fl.Reason != v1alpha1.ReasonTokenRequestRejected || !strings.Contains(fl.Message, fmt.Sprintf("HTTP %d", status)) {
+					t.Errorf("empty HTTP %d classified as %s (%q), want TokenRequestRejected quoting the status", status, fl.Reason, fl.Message)
+				}
+			}
 		}
 		check(entra.Classify(errors.New(string(body)), testNow))
 	})

@@ -24,6 +24,9 @@ type Failure struct {
 	Code int
 	// Description is the error text, after "AADSTSnnnn: ".
 	Description string
+	// Suberror is Entra's "suberror" field, e.g. "message_only" on a Conditional
+	// Access block; empty means none.
+	Suberror string
 	// RetryAfter sets the Retry-After header, rounded up to whole seconds.
 	RetryAfter time.Duration
 	// Body is sent instead of an Entra error, e.g. a plain-text 429 or a proxy's HTML
@@ -68,6 +71,47 @@ func Hang(d time.Duration) Failure {
 	return Failure{Status: http.StatusGatewayTimeout, Delay: d, Body: "upstream request timeout"}
 }
 
+// CrossCloud is a confidential client asking one cloud for a tenant of another: a
+// GCC High or DoD tenant at login.microsoftonline.com, or a commercial tenant at
+// login.microsoftonline.us.
+func CrossCloud() Failure {
+	return *oauthError(http.StatusBadRequest, "invalid_request", 900382,
+		"Confidential Client is not supported in Cross Cloud request.")
+}
+
+// NationalCloudRedirect is a tenant of a national cloud asked in another cloud
+// (NationalCloudTenantRedirection).
+func NationalCloudRedirect() Failure {
+	return *oauthError(http.StatusBadRequest, "invalid_request", 90038,
+		"NationalCloudTenantRedirection - The specified tenant belongs to a National Cloud. "+
+			"Current cloud instance does not federate with it. Please provide cloud-specific values.")
+}
+
+// ConditionalAccess is a Conditional Access policy of the tenant blocking the app.
+func ConditionalAccess() Failure {
+	f := oauthError(http.StatusBadRequest, "interaction_required", 53003,
+		"Access has been blocked by Conditional Access policies. The access policy does not allow token issuance.")
+	f.Suberror = "message_only"
+	return *f
+}
+
+// TenantRestrictions is a proxy of the caller adding a Restrict-Access-To-Tenants
+// header that does not list the tenant.
+func TenantRestrictions() Failure {
+	return *oauthError(http.StatusBadRequest, "access_denied", 500021, "Access to the tenant is denied.")
+}
+
+// TenantBlocked is a tenant Microsoft has blocked.
+func TenantBlocked() Failure {
+	return *oauthError(http.StatusBadRequest, "invalid_grant", 5000224,
+		"We are sorry, this resource is not available. If you are seeing this message by mistake, please contact Microsoft support.")
+}
+
+// AppDisabled is an application disabled in the tenant or by Microsoft.
+func AppDisabled() Failure {
+	return *oauthError(http.StatusBadRequest, "unauthorized_client", 7000112, "Application is disabled.")
+}
+
 // oauthError returns a Failure in the shape of an Entra error.
 func oauthError(status int, oauthErr string, code int, format string, args ...any) *Failure {
 	return &Failure{Status: status, Error: oauthErr, Code: code, Description: fmt.Sprintf(format, args...)}
@@ -82,6 +126,7 @@ type errorBody struct {
 	TraceID       string `json:"trace_id"`
 	CorrelationID string `json:"correlation_id"`
 	ErrorURI      string `json:"error_uri,omitempty"`
+	Suberror      string `json:"suberror,omitempty"`
 }
 
 // writeFailure answers the tenant's request with f, which must have a Status, and
@@ -111,6 +156,7 @@ func (e *Emulator) writeFailure(w http.ResponseWriter, tenantID string, f Failur
 		Timestamp:     e.clock.Now().UTC().Format("2006-01-02 15:04:05Z"),
 		TraceID:       newGUID(),
 		CorrelationID: newGUID(),
+		Suberror:      f.Suberror,
 	}
 	if f.Code != 0 {
 		body.Description = fmt.Sprintf("AADSTS%d: %s", f.Code, f.Description)
