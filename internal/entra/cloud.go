@@ -74,14 +74,19 @@ func ParseAuthorityHost(raw string) (string, error) {
 		return "", fmt.Errorf("invalid authority host %q: %w", raw, err)
 	}
 	switch {
-	case u.Scheme == "https":
-	case u.Scheme == "http" && isLoopback(u.Hostname()):
+	case secureOrLoopback(u):
 	case u.Scheme == "http":
 		return "", fmt.Errorf("invalid authority host %q: plain http is only allowed for loopback hosts, use https", raw)
 	default:
 		return "", fmt.Errorf("invalid authority host %q: scheme must be https", raw)
 	}
 	return strings.TrimRight(u.String(), "/"), nil
+}
+
+// secureOrLoopback: https, or plain http to a loopback host, where nothing crosses
+// a network.
+func secureOrLoopback(u *url.URL) bool {
+	return u.Scheme == "https" || u.Scheme == "http" && isLoopback(u.Hostname())
 }
 
 // parseAbsoluteURL parses raw and rejects what neither an authority host nor a
@@ -157,7 +162,7 @@ func ParseRedirectURI(raw string) (string, error) {
 		return "", fmt.Errorf("invalid redirect URI %q: must be an absolute URL such as https://portal.azure.com", raw)
 	case u.User != nil || u.Fragment != "":
 		return "", fmt.Errorf("invalid redirect URI %q: must not contain user info or a fragment", raw)
-	case u.Scheme == "https", u.Scheme == "http" && isLoopback(u.Hostname()):
+	case secureOrLoopback(u):
 		return raw, nil
 	default:
 		return "", fmt.Errorf("invalid redirect URI %q: must be https (plain http only for loopback hosts)", raw)
