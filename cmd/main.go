@@ -67,7 +67,7 @@ func main() {
 	flag.DurationVar(&o.leaseDuration, "leader-elect-lease-duration", 15*time.Second, "How long a standby waits before taking over a Lease that is not renewed.")
 	flag.DurationVar(&o.renewDeadline, "leader-elect-renew-deadline", 10*time.Second, "How long the leader keeps trying to renew before it gives up leading (and exits).")
 	flag.DurationVar(&o.retryPeriod, "leader-elect-retry-period", 2*time.Second, "How often leader election clients retry.")
-	flag.StringVar(&o.authorityHost, "authority-host", "", "Replace every cloud's Entra ID authority host (air-gapped proxies, emulators). Plain http is accepted only for loopback hosts.")
+	flag.StringVar(&o.authorityHost, "authority-host", "", "Replace the Entra ID authority host (air-gapped proxies, emulators): one URL for every cloud, or CLOUD=URL,CLOUD=URL to replace clouds one by one (Public, USGov, USGovHigh, DoD). Plain http is accepted only for loopback hosts.")
 	flag.StringVar(&o.adminConsentRedirectURI, "admin-consent-redirect-uri", "", "redirect_uri of the admin consent links in status.adminConsentURL; it must be a Web redirect URI registered on the app (Microsoft's partner guide uses https://portal.azure.com).")
 	flag.StringVar(&o.allowedResources, "allowed-resources", strings.Join(entra.DefaultAllowedResources, ","), "Comma list of resources a DefenderTenant may request tokens for.")
 	flag.StringVar(&o.watchNamespaces, "watch-namespaces", "", "Comma list of namespaces to watch; empty watches all.")
@@ -94,14 +94,14 @@ func run(o options) error {
 	if err != nil {
 		return fmt.Errorf("--allowed-resources: %w", err)
 	}
-	authority := ""
+	var authorities entra.Authorities
 	if o.adminConsentRedirectURI != "" {
 		if _, err := entra.ParseRedirectURI(o.adminConsentRedirectURI); err != nil {
 			return fmt.Errorf("--admin-consent-redirect-uri: %w", err)
 		}
 	}
 	if o.authorityHost != "" {
-		if authority, err = entra.ParseAuthorityHost(o.authorityHost); err != nil {
+		if authorities, err = entra.ParseAuthorities(o.authorityHost); err != nil {
 			return fmt.Errorf("--authority-host: %w", err)
 		}
 	}
@@ -162,7 +162,7 @@ func run(o options) error {
 		SecretMetadata:          mgr.GetCache(),
 		Clock:                   clock.RealClock{},
 		Entra:                   &entra.Client{},
-		AuthorityHost:           authority,
+		Authorities:             authorities,
 		AllowedResources:        allowed,
 		AdminConsentRedirectURI: o.adminConsentRedirectURI,
 		Recorder:                mgr.GetEventRecorder("defender-tenant-operator"),
@@ -178,7 +178,7 @@ func run(o options) error {
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return err
 	}
-	log.Info("Starting operator", "authorityHost", authority, "allowedResources", allowed.String(), "watchNamespaces", o.watchNamespaces)
+	log.Info("Starting operator", "authorityOverrides", authorities.String(), "allowedResources", allowed.String(), "watchNamespaces", o.watchNamespaces)
 	return mgr.Start(ctx)
 }
 

@@ -42,8 +42,9 @@ type DefenderTenantReconciler struct {
 	SecretMetadata client.Reader
 	Clock          clock.PassiveClock
 	Entra          entra.Requester
-	// AuthorityHost, when set, replaces every cloud's authority host (proxies, emulators).
-	AuthorityHost    string
+	// Authorities is where each cloud's token requests go (--authority-host); nil
+	// sends every cloud to its real sign-in host.
+	Authorities      entra.Authorities
 	AllowedResources entra.AllowList
 	// AdminConsentRedirectURI, when set, is where the consent page sends the admin
 	// afterwards (--admin-consent-redirect-uri); it must be registered on the app.

@@ -194,7 +194,7 @@ func TestOperatorRestartReusesFreshToken(t *testing.T) {
 	h.publishToken()
 	before := h.tenant()
 
-	restarted := h.newReconciler(h.r.AuthorityHost)
+	restarted := h.newReconciler(h.r.Authorities)
 	h.clock.Step(5 * time.Minute)
 	if _, err := restarted.Reconcile(h.ctx, reqFor(h.ns)); err != nil {
 		t.Fatal(err)
@@ -220,7 +220,7 @@ func TestOperatorRestartReplacesTokenMintedFromOtherCredential(t *testing.T) {
 	if err := k8s.Update(h.ctx, cred); err != nil {
 		t.Fatal(err)
 	}
-	restarted := h.newReconciler(h.r.AuthorityHost)
+	restarted := h.newReconciler(h.r.Authorities)
 	if _, err := restarted.Reconcile(h.ctx, reqFor(h.ns)); err != nil {
 		t.Fatal(err)
 	}
@@ -304,7 +304,7 @@ func TestEntraFailuresMapToContractReasons(t *testing.T) {
 		{name: "TokenEndpointUnavailable when nothing listens", reason: "TokenEndpointUnavailable", setup: func(h *harness, _ *v1alpha1.DefenderTenant) {
 			closed := httptest.NewServer(http.NotFoundHandler())
 			closed.Close()
-			h.r.AuthorityHost = closed.URL
+			h.r.Authorities = entra.EveryCloud(closed.URL)
 		}},
 		{name: "InvalidToken when the access token is not a JWT", reason: "InvalidToken", needsHuman: true, setup: func(h *harness, _ *v1alpha1.DefenderTenant) {
 			h.entra.InjectFailures(testTenantID, entraemu.Failure{Status: 200, ContentType: "application/json; charset=utf-8",
@@ -313,7 +313,7 @@ func TestEntraFailuresMapToContractReasons(t *testing.T) {
 		{name: "InvalidToken when the token is for another tenant", reason: "InvalidToken", needsHuman: true, setup: func(h *harness, _ *v1alpha1.DefenderTenant) {
 			h.entra.AddTenant(otherTenantID)
 			h.entra.Grant(otherTenantID, testClientID, defenderAPI, "Incident.Read.All", "AdvancedHunting.Read.All")
-			tok, err := (&entra.Client{}).RequestToken(context.Background(), entra.Request{AuthorityHost: h.r.AuthorityHost, TenantID: otherTenantID, ClientID: testClientID, ClientSecret: testClientSecret, Resource: defenderAPI})
+			tok, err := (&entra.Client{}).RequestToken(context.Background(), entra.Request{AuthorityHost: h.r.Authorities.Host(v1alpha1.CloudPublic), TenantID: otherTenantID, ClientID: testClientID, ClientSecret: testClientSecret, Resource: defenderAPI})
 			if err != nil {
 				h.t.Fatal(err)
 			}
@@ -499,7 +499,7 @@ func TestTokenValidForMoreThanADayIsNeverKept(t *testing.T) {
 		h := newHarness(t)
 		h.publishToken()
 		h.entra.SetLifetime(testTenantID, 48*time.Hour)
-		long, err := h.r.Entra.RequestToken(h.ctx, entra.Request{AuthorityHost: h.r.AuthorityHost, TenantID: testTenantID,
+		long, err := h.r.Entra.RequestToken(h.ctx, entra.Request{AuthorityHost: h.r.Authorities.Host(v1alpha1.CloudPublic), TenantID: testTenantID,
 			ClientID: testClientID, ClientSecret: testClientSecret, Resource: defenderAPI})
 		if err != nil {
 			t.Fatal(err)

@@ -19,7 +19,7 @@ func TestRestartKeepsTheBackoffOfAFailingTenant(t *testing.T) {
 	first := h.startFailing(entraemu.ServerError(), entraemu.ServerError())
 
 	// A new operator process: nothing of the first one's memory survives.
-	h.r = h.newReconciler(h.r.AuthorityHost)
+	h.r = h.newReconciler(h.r.Authorities)
 	h.reconcile()
 	if n := h.entra.Requests(testTenantID); n != 1 {
 		t.Fatalf("token requests right after a restart = %d, want 1: the restart lost the backoff", n)

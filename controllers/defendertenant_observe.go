@@ -78,13 +78,10 @@ func (r *DefenderTenantReconciler) observe(ctx context.Context, tenant *v1alpha1
 	obs := &observation{
 		now:              r.Clock.Now(),
 		tenant:           tenant,
-		authority:        r.AuthorityHost,
+		authority:        r.Authorities.Host(cloud),
 		resource:         strings.TrimSuffix(tenant.Spec.Resource, "/"),
 		secretName:       tenant.TokenSecretNameOrDefault(),
 		allowedResources: r.AllowedResources.String(),
-	}
-	if obs.authority == "" {
-		obs.authority = entra.AuthorityHost(cloud)
 	}
 	if obs.resource == "" {
 		obs.resource = entra.DefaultResource(cloud)

@@ -98,7 +98,7 @@ func TestOwnershipOfTheTokenSecretSurvivesARestartAndARecreation(t *testing.T) {
 	}
 
 	// A new operator process restores a hand edit: the recorded UID, not memory, says the Secret is ours.
-	h.r = h.newReconciler(h.r.AuthorityHost)
+	h.r = h.newReconciler(h.r.Authorities)
 	edited := first.DeepCopy()
 	edited.Data[v1alpha1.TokenSecretKeyTokenType] = []byte("edited")
 	if err := k8s.Update(h.ctx, edited); err != nil {

@@ -128,7 +128,7 @@ func startManager(ctx context.Context) (<-chan struct{}, error) {
 		SecretMetadata:          mgr.GetCache(),
 		Clock:                   clock.RealClock{},
 		Entra:                   &entra.Client{},
-		AuthorityHost:           server.URL,
+		Authorities:             entra.EveryCloud(server.URL),
 		AllowedResources:        entra.NewAllowList(entra.DefaultAllowedResources),
 		Recorder:                mgr.GetEventRecorder("defender-tenant-operator"),
 		MaxConcurrentReconciles: 4,
@@ -194,20 +194,20 @@ func newSerialHarness(t *testing.T) *harness {
 	t.Cleanup(server.Close)
 
 	h := &harness{t: t, ctx: context.Background(), ns: createNamespace(t), clock: clk, entra: emu, recorder: events.NewFakeRecorder(1024)} // Eventf blocks when this fills up
-	h.r = h.newReconciler(server.URL)
+	h.r = h.newReconciler(entra.EveryCloud(server.URL))
 	return h
 }
 
 // newReconciler builds a reconciler as a freshly started operator would have it. Its
 // Secret metadata comes straight from the API server: a watch cache that is never behind.
-func (h *harness) newReconciler(authority string) *DefenderTenantReconciler {
+func (h *harness) newReconciler(authorities entra.Authorities) *DefenderTenantReconciler {
 	return &DefenderTenantReconciler{
 		Client:           k8s,
 		APIReader:        k8s,
 		SecretMetadata:   k8s,
 		Clock:            h.clock,
 		Entra:            &entra.Client{Timeout: 5 * time.Second, Clock: h.clock},
-		AuthorityHost:    authority,
+		Authorities:      authorities,
 		AllowedResources: entra.NewAllowList(entra.DefaultAllowedResources),
 		Recorder:         h.recorder,
 	}
