@@ -392,6 +392,13 @@ func printProblem(t *v1alpha1.DefenderTenant) {
 		fmt.Printf("   missingRoles:    %s\n", strings.Join(t.Status.MissingRoles, ", "))
 	}
 	fmt.Printf("   adminConsentURL: %s\n", t.Status.AdminConsentURL)
+	if f := t.Status.LastFailure; f != nil {
+		// What Microsoft support and the customer's sign-in logs find a request by.
+		fmt.Printf("   lastFailure:     %s at %s, code %s\n", f.Reason, f.Time.UTC().Format(time.RFC3339), f.Code)
+		fmt.Printf("      traceID:         %s\n", f.TraceID)
+		fmt.Printf("      correlationID:   %s\n", f.CorrelationID)
+		fmt.Printf("      clientRequestID: %s\n", f.ClientRequestID)
+	}
 }
 
 // waitForFile returns the content of a file that a process writes once it is ready.
