@@ -2,9 +2,11 @@
 // entraemu over HTTP, for demos and scripts that need a stand-in for
 // login.microsoftonline.com.
 //
-// It loads apps, tenants and consents from --config, writes its base URL to
-// --url-file once it listens (so that scripts can use a random port), logs one
-// line per request to stderr, and stops on SIGINT or SIGTERM.
+// It loads apps, tenants and consents from --config, answers as the sign-in host of
+// --cloud (login.microsoftonline.com, or login.microsoftonline.us for USGovHigh and
+// DoD: run one per host to emulate both), writes its base URL to --url-file once it
+// listens (so that scripts can use a random port), logs one line per request to
+// stderr, and stops on SIGINT or SIGTERM.
 package main
 
 import (
@@ -22,6 +24,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
+	"github.com/tenantcreds/defender-tenant-operator/internal/entra"
 	"github.com/tenantcreds/defender-tenant-operator/internal/entraemu"
 )
 
@@ -38,7 +42,12 @@ func run(logger *slog.Logger) error {
 	configFile := flag.String("config", "", "YAML or JSON file of apps, tenants and grants to load")
 	urlFile := flag.String("url-file", "", "file to write the base URL (no trailing newline) to once listening")
 	latency := flag.Duration("latency", 0, "delay added to every token request")
+	cloud := flag.String("cloud", string(v1alpha1.CloudPublic),
+		"cloud whose sign-in host to answer as: Public or USGov (login.microsoftonline.com), USGovHigh or DoD (login.microsoftonline.us)")
 	flag.Parse()
+	if entra.AuthorityHost(v1alpha1.Cloud(*cloud)) == "" {
+		return fmt.Errorf("--cloud %q: want Public, USGov, USGovHigh or DoD", *cloud)
+	}
 
 	// Before anything that needs cleaning up, so that a signal always gets a clean exit.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -75,10 +84,11 @@ func run(logger *slog.Logger) error {
 		defer func() { _ = os.Remove(*urlFile) }()
 	}
 
-	srv := &http.Server{Handler: logRequests(logger, emu), ReadHeaderTimeout: 10 * time.Second}
+	handler := emu.Cloud(v1alpha1.Cloud(*cloud))
+	srv := &http.Server{Handler: logRequests(logger, handler), ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	logger.Info("serving", "url", baseURL)
+	logger.Info("serving", "url", baseURL, "cloud", *cloud, "as", entra.AuthorityHost(v1alpha1.Cloud(*cloud)))
 
 	select {
 	case err := <-serveErr:

@@ -16,6 +16,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
+	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 	"github.com/tenantcreds/defender-tenant-operator/internal/entraemu"
 )
 
@@ -24,8 +25,15 @@ const (
 	demoSecret   = "demo-client-secret-value"
 )
 
-// demoServer serves an emulator loaded with demo.yaml, logging into the buffer.
+// demoServer serves an emulator loaded with demo.yaml as the Public sign-in host,
+// logging into the buffer.
 func demoServer(t *testing.T) (*httptest.Server, *bytes.Buffer) {
+	t.Helper()
+	return demoServerIn(t, v1alpha1.CloudPublic)
+}
+
+// demoServerIn is demoServer answering as the sign-in host of cloud.
+func demoServerIn(t *testing.T, cloud v1alpha1.Cloud) (*httptest.Server, *bytes.Buffer) {
 	t.Helper()
 	data, err := os.ReadFile("demo.yaml")
 	if err != nil {
@@ -41,18 +49,24 @@ func demoServer(t *testing.T) (*httptest.Server, *bytes.Buffer) {
 	}
 	emu.Load(cfg)
 	var logs bytes.Buffer
-	srv := httptest.NewServer(logRequests(slog.New(slog.NewTextHandler(&logs, nil)), emu))
+	srv := httptest.NewServer(logRequests(slog.New(slog.NewTextHandler(&logs, nil)), emu.Cloud(cloud)))
 	t.Cleanup(srv.Close)
 	return srv, &logs
 }
 
 func requestToken(t *testing.T, srv *httptest.Server, tenant, secret string) (int, []byte) {
 	t.Helper()
+	return requestTokenFor(t, srv, tenant, secret, "https://api.security.microsoft.com")
+}
+
+// requestTokenFor is requestToken for another resource than the Defender XDR API.
+func requestTokenFor(t *testing.T, srv *httptest.Server, tenant, secret, resource string) (int, []byte) {
+	t.Helper()
 	resp, err := srv.Client().PostForm(srv.URL+"/"+tenant+"/oauth2/v2.0/token", url.Values{
 		"grant_type":    {"client_credentials"},
 		"client_id":     {demoClientID},
 		"client_secret": {secret},
-		"scope":         {"https://api.security.microsoft.com/.default"},
+		"scope":         {resource + "/.default"},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -66,9 +80,15 @@ func requestToken(t *testing.T, srv *httptest.Server, tenant, secret string) (in
 }
 
 func TestDemoConfig(t *testing.T) {
+	const (
+		endpointAPI = "https://api.securitycenter.microsoft.com"
+		govXDRAPI   = "https://api-gov.security.microsoft.us"
+	)
 	tests := []struct {
 		name      string
+		cloud     v1alpha1.Cloud // "" is Public
 		tenant    string
+		resource  string // "" is the Defender XDR API
 		status    int
 		roles     []string
 		errorCode int
@@ -79,11 +99,29 @@ func TestDemoConfig(t *testing.T) {
 			roles: []string{"Incident.Read.All"}},
 		{name: "tenant without consent", tenant: "9a1d7e3c-6b2f-4e8a-b5c4-2d0f1e3a7b65", status: http.StatusUnauthorized,
 			errorCode: 7000229},
+		{name: "tenant without Defender XDR", tenant: "2b7e4d9c-1a3f-4c8e-9d6b-7f0a2e5c8b41", status: http.StatusBadRequest,
+			errorCode: 500011},
+		{name: "tenant without Defender XDR asking Defender for Endpoint", tenant: "2b7e4d9c-1a3f-4c8e-9d6b-7f0a2e5c8b41",
+			resource: endpointAPI, status: http.StatusOK, roles: []string{"Alert.Read.All"}},
+		{name: "GCC High tenant at the Public host", tenant: "4c8e2a1f-7b3d-4e9a-8f1c-2d5b6a7e9c03", resource: govXDRAPI,
+			status: http.StatusBadRequest, errorCode: 900382},
+		{name: "GCC High tenant at the US Government host", cloud: v1alpha1.CloudUSGovHigh, tenant: "4c8e2a1f-7b3d-4e9a-8f1c-2d5b6a7e9c03",
+			resource: govXDRAPI, status: http.StatusOK, roles: []string{"Incident.Read.All"}},
+		{name: "Public tenant at the US Government host", cloud: v1alpha1.CloudUSGovHigh, tenant: "6e3c1a8e-2f6b-4c4f-9b7e-0d6f2a1c9e11",
+			status: http.StatusBadRequest, errorCode: 900382},
 	}
-	srv, _ := demoServer(t)
+	public, _ := demoServer(t)
+	gov, _ := demoServerIn(t, v1alpha1.CloudUSGovHigh)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			status, body := requestToken(t, srv, tc.tenant, demoSecret)
+			srv, resource := public, tc.resource
+			if tc.cloud == v1alpha1.CloudUSGovHigh {
+				srv = gov
+			}
+			if resource == "" {
+				resource = "https://api.security.microsoft.com"
+			}
+			status, body := requestTokenFor(t, srv, tc.tenant, demoSecret, resource)
 			if status != tc.status {
 				t.Fatalf("status = %d, want %d: %s", status, tc.status, body)
 			}

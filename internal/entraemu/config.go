@@ -7,6 +7,9 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
+	"github.com/tenantcreds/defender-tenant-operator/internal/entra"
 )
 
 // Config describes an emulated world: app registrations, customer tenants and the
@@ -33,6 +36,13 @@ type TenantConfig struct {
 	Lifetime Duration `json:"lifetime,omitzero"`
 	// Version of the tenant's tokens, TokenV1 or TokenV2; empty means TokenV1.
 	Version string `json:"version,omitempty"`
+	// Cloud the tenant lives in, as Emulator.SetCloud sets it: Public (the
+	// default), USGov, USGovHigh or DoD.
+	Cloud v1alpha1.Cloud `json:"cloud,omitempty"`
+	// WithoutResources are resources that have no service principal in the tenant,
+	// as Emulator.RemoveResource makes them: a tenant without a Defender licence
+	// lists the Defender APIs. A grant on one of them is an error.
+	WithoutResources []string `json:"withoutResources,omitempty"`
 	// Grants are the admin consents of apps in the tenant.
 	Grants []GrantConfig `json:"grants,omitempty"`
 }
@@ -93,9 +103,25 @@ func (c Config) validate() error {
 		if t.Version != "" && t.Version != TokenV1 && t.Version != TokenV2 {
 			errs = append(errs, fmt.Errorf("tenants[%d]: version must be %q or %q, not %q", i, TokenV1, TokenV2, t.Version))
 		}
+		if t.Cloud != "" && entra.AuthorityHost(t.Cloud) == "" {
+			errs = append(errs, fmt.Errorf("tenants[%d]: cloud must be one of %s, %s, %s or %s, not %q", i,
+				v1alpha1.CloudPublic, v1alpha1.CloudUSGov, v1alpha1.CloudUSGovHigh, v1alpha1.CloudDoD, t.Cloud))
+		}
+		without := map[string]bool{}
+		for j, r := range t.WithoutResources {
+			if r == "" {
+				errs = append(errs, fmt.Errorf("tenants[%d].withoutResources[%d]: must not be empty", i, j))
+			}
+			without[resourceKey(r)] = true
+		}
 		for j, g := range t.Grants {
 			if g.ClientID == "" || g.Resource == "" {
 				errs = append(errs, fmt.Errorf("tenants[%d].grants[%d]: clientID and resource are required", i, j))
+			}
+			// Consent on a resource the tenant does not have cannot happen; saying
+			// both is a mistake in the config, not a world to emulate.
+			if without[resourceKey(g.Resource)] {
+				errs = append(errs, fmt.Errorf("tenants[%d].grants[%d]: resource %q is in withoutResources", i, j, g.Resource))
 			}
 		}
 	}
@@ -116,6 +142,12 @@ func (e *Emulator) Load(cfg Config) {
 		e.SetLifetime(t.TenantID, t.Lifetime.Duration)
 		if t.Version != "" {
 			e.SetTokenVersion(t.TenantID, t.Version)
+		}
+		if t.Cloud != "" {
+			e.SetCloud(t.TenantID, t.Cloud)
+		}
+		for _, r := range t.WithoutResources {
+			e.RemoveResource(t.TenantID, r)
 		}
 		for _, g := range t.Grants {
 			e.Grant(t.TenantID, g.ClientID, g.Resource, g.Roles...)

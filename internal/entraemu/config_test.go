@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 	"github.com/tenantcreds/defender-tenant-operator/internal/entraemu"
 )
 
@@ -95,6 +96,14 @@ func TestParseConfigErrors(t *testing.T) {
 		{name: "negative lifetime", yaml: "tenants:\n  - tenantID: " + tenantID + "\n    lifetime: -1h", want: "lifetime must not be negative"},
 		{name: "app without client ID", yaml: "apps:\n  - secrets: [{value: x}]", want: "apps[0]: clientID is required"},
 		{name: "grant without resource", yaml: "tenants:\n  - tenantID: " + tenantID + "\n    grants: [{clientID: " + clientID + "}]", want: "clientID and resource are required"},
+		{name: "unknown cloud", yaml: "tenants:\n  - tenantID: " + tenantID + "\n    cloud: AzureChina", want: `cloud must be one of Public, USGov, USGovHigh or DoD, not "AzureChina"`},
+		{name: "cloud in the wrong case", yaml: "tenants:\n  - tenantID: " + tenantID + "\n    cloud: usgovhigh", want: "cloud must be one of"},
+		{name: "empty resource in withoutResources", yaml: "tenants:\n  - tenantID: " + tenantID + "\n    withoutResources: [\"\"]", want: "withoutResources[0]: must not be empty"},
+		{
+			name: "grant on a resource the tenant does not have",
+			yaml: "tenants:\n  - tenantID: " + tenantID + "\n    withoutResources: [" + xdrAPI + "/]\n    grants: [{clientID: " + clientID + ", resource: " + xdrAPI + "}]",
+			want: "grants[0]: resource \"" + xdrAPI + "\" is in withoutResources",
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -104,6 +113,40 @@ func TestParseConfigErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestLoadConfigCloudsAndMissingResources(t *testing.T) {
+	const (
+		govTenant   = "4c8e2a1f-7b3d-4e9a-8f1c-2d5b6a7e9c03"
+		unlicensed  = "7fb05d4c-ae60-4bcd-9c4f-5a8e9dab2f36"
+		govXDRAPI   = "https://api-gov.security.microsoft.us"
+		endpointAPI = "https://api.securitycenter.microsoft.com"
+	)
+	cfg, err := entraemu.ParseConfig([]byte(`
+tenants:
+  - tenantID: ` + govTenant + `
+    cloud: USGovHigh
+    grants:
+      - clientID: ` + clientID + `
+        resource: ` + govXDRAPI + `
+  - tenantID: ` + unlicensed + `
+    withoutResources: [` + xdrAPI + `]
+    grants:
+      - clientID: ` + clientID + `
+        resource: ` + endpointAPI + `
+`))
+	if err != nil {
+		t.Fatalf("ParseConfig: %v", err)
+	}
+	f := newFixture(t)
+	f.emu.Load(cfg)
+	govURL := f.serve(t, f.emu.Cloud(v1alpha1.CloudUSGovHigh))
+	govForm := creds("scope", govXDRAPI+"/.default")
+
+	f.tokenAt(t, govURL, v2Path(govTenant), govForm)
+	assertEntraError(t, f.post(t, v2Path(govTenant), govForm), "invalid_request", 900382)
+	f.token(t, v2Path(unlicensed), creds("scope", endpointAPI+"/.default"))
+	assertEntraError(t, f.post(t, v2Path(unlicensed), creds("scope", xdrScope)), "invalid_resource", 500011)
 }
 
 func TestParseConfigSecretExpiry(t *testing.T) {

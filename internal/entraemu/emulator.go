@@ -8,8 +8,10 @@
 // Failures the model cannot produce, such as throttling, outages and hanging
 // connections, are injected per tenant.
 //
-// An Emulator is an http.Handler; serve it with httptest.NewServer and point a token
-// client's authority host at the server's URL.
+// An Emulator is an http.Handler that answers as login.microsoftonline.com, the
+// sign-in host of the Public and USGov clouds; Emulator.Cloud returns the handler of
+// another cloud's sign-in host, over the same model. Serve each with
+// httptest.NewServer and point a token client's authority host at the server's URL.
 package entraemu
 
 import (
@@ -23,6 +25,7 @@ import (
 
 	"k8s.io/utils/clock"
 
+	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 	"github.com/tenantcreds/defender-tenant-operator/internal/entra"
 )
 
@@ -64,8 +67,10 @@ type Emulator struct {
 	clock           clock.PassiveClock
 	defaultLifetime time.Duration
 	key             *signingKey
-	mux             *http.ServeMux
-	latency         atomic.Int64 // time.Duration added to every token request
+	// hosts holds a handler per sign-in host (entra.AuthorityHost), all serving the
+	// same model. It is not changed after New, so it needs no lock.
+	hosts   map[string]*http.ServeMux
+	latency atomic.Int64 // time.Duration added to every token request
 
 	// mu guards the model and the traffic state below. Every request holds it only
 	// for map lookups, never while signing or waiting.
@@ -91,6 +96,10 @@ const maxRecordedRequests = 32
 type tenant struct {
 	lifetime time.Duration // zero means the emulator's default
 	version  string
+	cloud    v1alpha1.Cloud // empty means Public
+	// missing holds the resourceKey of resources that have no service principal in
+	// the tenant, such as the Defender APIs in a tenant without a Defender licence.
+	missing map[string]bool
 	// principals holds the service principals of apps consented in the tenant:
 	// client ID → resourceKey(URI) → application roles granted on that resource.
 	principals map[string]map[string][]string
@@ -126,19 +135,25 @@ func New(opts Options) (*Emulator, error) {
 		e.resources[resourceKey(r)] = r
 	}
 
-	e.mux = http.NewServeMux()
-	e.mux.HandleFunc("POST /{tenant}/oauth2/token", e.tokenHandler(v1Endpoint))
-	e.mux.HandleFunc("POST /{tenant}/oauth2/v2.0/token", e.tokenHandler(v2Endpoint))
-	e.mux.HandleFunc("GET /{tenant}/discovery/keys", e.serveKeys)
-	e.mux.HandleFunc("GET /{tenant}/discovery/v2.0/keys", e.serveKeys)
+	e.hosts = map[string]*http.ServeMux{}
+	for _, c := range []v1alpha1.Cloud{v1alpha1.CloudPublic, v1alpha1.CloudUSGovHigh} {
+		host := entra.AuthorityHost(c)
+		mux := http.NewServeMux()
+		mux.HandleFunc("POST /{tenant}/oauth2/token", e.tokenHandler(host, v1Endpoint))
+		mux.HandleFunc("POST /{tenant}/oauth2/v2.0/token", e.tokenHandler(host, v2Endpoint))
+		mux.HandleFunc("GET /{tenant}/discovery/keys", e.serveKeys)
+		mux.HandleFunc("GET /{tenant}/discovery/v2.0/keys", e.serveKeys)
+		e.hosts[host] = mux
+	}
 	return e, nil
 }
 
-// ServeHTTP serves the token endpoints POST /{tenant}/oauth2/token (v1) and
+// ServeHTTP answers as login.microsoftonline.com, the sign-in host of the Public and
+// USGov clouds. It serves the token endpoints POST /{tenant}/oauth2/token (v1) and
 // POST /{tenant}/oauth2/v2.0/token (v2), and the signing keys at
 // GET /{tenant}/discovery/keys and GET /{tenant}/discovery/v2.0/keys.
 func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	e.mux.ServeHTTP(w, r)
+	e.hosts[entra.AuthorityHost(v1alpha1.CloudPublic)].ServeHTTP(w, r)
 }
 
 // AddApp registers a multi-tenant app, or adds secrets to one already registered.
@@ -171,6 +186,23 @@ func (e *Emulator) AddResource(resource string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.addResourceLocked(resource)
+}
+
+// RemoveResource deletes the resource's service principal from the tenant, as in a
+// tenant without a Defender licence, which has none for the Defender APIs: the
+// tenant's token requests for it get AADSTS500011 while other tenants still get
+// tokens. Grants on the resource are kept, unused, until RestoreResource.
+func (e *Emulator) RemoveResource(tenantID, resource string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.tenantLocked(tenantID).missing[resourceKey(resource)] = true
+}
+
+// RestoreResource undoes RemoveResource, as buying the licence does.
+func (e *Emulator) RestoreResource(tenantID, resource string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.tenantLocked(tenantID).missing, resourceKey(resource))
 }
 
 // Grant records admin consent of the app in the tenant: the app gets a service
@@ -285,7 +317,7 @@ func (e *Emulator) tenantLocked(tenantID string) *tenant {
 	id := normalizeID(tenantID)
 	t, ok := e.tenants[id]
 	if !ok {
-		t = &tenant{principals: map[string]map[string][]string{}}
+		t = &tenant{principals: map[string]map[string][]string{}, missing: map[string]bool{}}
 		e.tenants[id] = t
 	}
 	return t

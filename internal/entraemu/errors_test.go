@@ -232,6 +232,13 @@ func TestTokenErrors(t *testing.T) {
 // code given, trace and correlation IDs, and the fake clock's time, and returns it.
 func assertEntraError(t *testing.T, resp response, wantErr string, wantCode int) entraError {
 	t.Helper()
+	return assertEntraErrorFrom(t, "https://login.microsoftonline.com", resp, wantErr, wantCode)
+}
+
+// assertEntraErrorFrom is assertEntraError for an answer of the sign-in host, whose
+// error page error_uri links to.
+func assertEntraErrorFrom(t *testing.T, host string, resp response, wantErr string, wantCode int) entraError {
+	t.Helper()
 	if ct := resp.header.Get("Content-Type"); ct != "application/json; charset=utf-8" {
 		t.Errorf("Content-Type = %q, want application/json; charset=utf-8", ct)
 	}
@@ -259,7 +266,7 @@ func assertEntraError(t *testing.T, resp response, wantErr string, wantCode int)
 	if !strings.HasSuffix(got.Description, trailer) {
 		t.Errorf("error_description = %q, want it to end with %q", got.Description, trailer)
 	}
-	if want := fmt.Sprintf("https://login.microsoftonline.com/error?code=%d", wantCode); got.ErrorURI != want {
+	if want := fmt.Sprintf("%s/error?code=%d", host, wantCode); got.ErrorURI != want {
 		t.Errorf("error_uri = %q, want %q", got.ErrorURI, want)
 	}
 	return got

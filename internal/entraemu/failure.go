@@ -129,9 +129,10 @@ type errorBody struct {
 	Suberror      string `json:"suberror,omitempty"`
 }
 
-// writeFailure answers the tenant's request with f, which must have a Status, and
-// records the trace and correlation IDs it sends (none for a raw Body).
-func (e *Emulator) writeFailure(w http.ResponseWriter, tenantID string, f Failure) {
+// writeFailure answers the tenant's request at the sign-in host with f, which must
+// have a Status, and records the trace and correlation IDs it sends (none for a raw
+// Body).
+func (e *Emulator) writeFailure(w http.ResponseWriter, host, tenantID string, f Failure) {
 	if f.RetryAfter > 0 {
 		secs := (f.RetryAfter + time.Second - 1) / time.Second
 		w.Header().Set("Retry-After", strconv.FormatInt(int64(secs), 10))
@@ -161,7 +162,9 @@ func (e *Emulator) writeFailure(w http.ResponseWriter, tenantID string, f Failur
 	if f.Code != 0 {
 		body.Description = fmt.Sprintf("AADSTS%d: %s", f.Code, f.Description)
 		body.Codes = []int{f.Code}
-		body.ErrorURI = fmt.Sprintf("https://login.microsoftonline.com/error?code=%d", f.Code)
+		// The error page is on the host that answered: login.microsoftonline.us
+		// links to its own.
+		body.ErrorURI = fmt.Sprintf("%s/error?code=%d", host, f.Code)
 	}
 	body.Description += "\r\nTrace ID: " + body.TraceID +
 		"\r\nCorrelation ID: " + body.CorrelationID +

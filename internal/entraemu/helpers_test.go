@@ -84,7 +84,22 @@ func (f *fixture) do(t *testing.T, req *http.Request) response {
 // post sends form to path, as a token client does.
 func (f *fixture) post(t *testing.T, path string, form url.Values) response {
 	t.Helper()
-	return f.do(t, newPost(t, f.srv.URL+path, form))
+	return f.postAt(t, f.srv.URL, path, form)
+}
+
+// postAt is post to the server at base, such as one of serve's.
+func (f *fixture) postAt(t *testing.T, base, path string, form url.Values) response {
+	t.Helper()
+	return f.do(t, newPost(t, base+path, form))
+}
+
+// serve serves h, such as the emulator's handler of another cloud, for the
+// duration of the test and returns its base URL.
+func (f *fixture) serve(t *testing.T, h http.Handler) string {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv.URL
 }
 
 func newPost(t *testing.T, u string, form url.Values) *http.Request {
@@ -155,7 +170,13 @@ type tokenClaims struct {
 // answer but 200.
 func (f *fixture) token(t *testing.T, path string, form url.Values) string {
 	t.Helper()
-	resp := f.post(t, path, form)
+	return f.tokenAt(t, f.srv.URL, path, form)
+}
+
+// tokenAt is token from the server at base.
+func (f *fixture) tokenAt(t *testing.T, base, path string, form url.Values) string {
+	t.Helper()
+	resp := f.postAt(t, base, path, form)
 	if resp.status != http.StatusOK {
 		t.Fatalf("POST %s: status %d, body %s", path, resp.status, resp.body)
 	}

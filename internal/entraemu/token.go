@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/tenantcreds/defender-tenant-operator/internal/entra"
 )
 
 // endpoint tells the v1 token endpoint (oauth2/token) from the v2 one
@@ -25,8 +27,8 @@ const (
 // backdate is how far Entra dates iat and nbf back, against clock skew.
 const backdate = 5 * time.Minute
 
-// tokenHandler serves one of the token endpoints.
-func (e *Emulator) tokenHandler(ep endpoint) http.HandlerFunc {
+// tokenHandler serves one of the token endpoints of the sign-in host.
+func (e *Emulator) tokenHandler(host string, ep endpoint) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		tenantID := normalizeID(r.PathValue("tenant"))
 		// Read the body before waiting: net/http notices that a client hung up, and
@@ -42,19 +44,19 @@ func (e *Emulator) tokenHandler(ep endpoint) http.HandlerFunc {
 				return
 			}
 			if f.Status != 0 {
-				e.writeFailure(w, tenantID, f)
+				e.writeFailure(w, host, tenantID, f)
 				return
 			}
 		}
 
-		g, fail := e.authorize(tenantID, ep, req, formErr)
+		g, fail := e.authorize(host, tenantID, ep, req, formErr)
 		if fail != nil {
-			e.writeFailure(w, tenantID, *fail)
+			e.writeFailure(w, host, tenantID, *fail)
 			return
 		}
 		body, err := e.mint(g, ep)
 		if err != nil {
-			e.writeFailure(w, tenantID, *oauthError(http.StatusInternalServerError, "server_error", 0, "Signing the token failed: %v", err))
+			e.writeFailure(w, host, tenantID, *oauthError(http.StatusInternalServerError, "server_error", 0, "Signing the token failed: %v", err))
 			return
 		}
 		writeJSON(w, http.StatusOK, body)
@@ -124,11 +126,13 @@ type grant struct {
 	roles    []string
 	lifetime time.Duration
 	version  string
+	host     string // the sign-in host of the tenant's cloud, which v2 issuers name
 }
 
-// authorize decides a token request in the order Entra checks it, and returns either
-// what to put in the token or the error to answer with.
-func (e *Emulator) authorize(tenantID string, ep endpoint, req tokenRequest, formErr error) (*grant, *Failure) {
+// authorize decides a token request that reached the sign-in host, in the order
+// Entra checks it, and returns either what to put in the token or the error to
+// answer with.
+func (e *Emulator) authorize(host, tenantID string, ep endpoint, req tokenRequest, formErr error) (*grant, *Failure) {
 	if !isGUID(tenantID) && !isDomainName(tenantID) {
 		return nil, oauthError(http.StatusBadRequest, "invalid_request", 900023,
 			"Specified tenant identifier '%s' is neither a valid DNS name, nor a valid external domain.", tenantID)
@@ -147,6 +151,11 @@ func (e *Emulator) authorize(tenantID string, ep endpoint, req tokenRequest, for
 		return nil, oauthError(http.StatusBadRequest, "invalid_tenant", 90002,
 			"Tenant '%s' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud. "+
 				"Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant.", tenantID)
+	}
+	// Entra finds the tenant in every cloud, and then refuses to serve a
+	// confidential client from the sign-in host of another.
+	if entra.AuthorityHost(t.cloud) != host {
+		return nil, crossCloud()
 	}
 	switch gt := form.Get("grant_type"); gt {
 	case "client_credentials":
@@ -180,7 +189,7 @@ func (e *Emulator) authorize(tenantID string, ep endpoint, req tokenRequest, for
 		return nil, fail
 	}
 	resource, ok := e.resources[resourceKey(requested)]
-	if !ok {
+	if !ok || t.missing[resourceKey(requested)] {
 		return nil, oauthError(http.StatusBadRequest, "invalid_resource", 500011,
 			"The resource principal named %s was not found in the tenant named %s. "+
 				"This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. "+
@@ -194,6 +203,7 @@ func (e *Emulator) authorize(tenantID string, ep endpoint, req tokenRequest, for
 		roles:    slices.Clone(principal[resourceKey(requested)]),
 		lifetime: t.lifetime,
 		version:  t.version,
+		host:     host,
 	}
 	if g.lifetime <= 0 {
 		g.lifetime = e.defaultLifetime
@@ -327,11 +337,12 @@ func (e *Emulator) mint(g *grant, ep endpoint) (any, error) {
 	c.Sub = c.Oid
 	signer := e.key.v1
 	if g.version == TokenV2 {
-		c.Aud = stableGUID("resource", resourceKey(g.resource))
-		c.Iss = "https://login.microsoftonline.com/" + g.tenantID + "/v2.0"
+		c.Aud = resourceAppID(g.resource)
+		c.Iss = g.host + "/" + g.tenantID + "/v2.0"
 		c.Azp, c.AzpACR = g.clientID, "1" // "1": authenticated with a secret
 		signer = e.key.v2
 	} else {
+		// v1 tokens name sts.windows.net in Azure Government too.
 		c.Aud = g.resource
 		c.Iss = "https://sts.windows.net/" + g.tenantID + "/"
 		c.AppID, c.AppIDACR = g.clientID, "1"
