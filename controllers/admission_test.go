@@ -77,7 +77,8 @@ func TestAdmissionAcceptsAndDefaultsAValidSpec(t *testing.T) {
 	if err := k8s.Create(t.Context(), dt); err != nil {
 		t.Fatal(err)
 	}
-	if dt.Spec.Cloud != v1alpha1.CloudPublic || dt.Spec.ClientSecretRef.Key != "client-secret" {
+	// spec.cloud has no CRD default (it is refused beside appRef); an unset cloud is Public.
+	if dt.Spec.Cloud != "" || dt.CloudOrDefault() != v1alpha1.CloudPublic || dt.Spec.ClientSecretRef.Key != "client-secret" {
 		t.Errorf("defaults: cloud = %q, clientSecretRef.key = %q", dt.Spec.Cloud, dt.Spec.ClientSecretRef.Key)
 	}
 }

@@ -3,7 +3,8 @@ package v1alpha1
 // Condition types follow kstatus, so kstatus, Flux and Argo CD read health without custom code.
 const (
 	// ConditionReady is True while a valid token that carries every required role is
-	// published in the token Secret and has not expired.
+	// published in the token Secret and has not expired. On a DefenderApp or
+	// ClusterDefenderApp it is True while the app's credential can be used.
 	ConditionReady = "Ready"
 	// ConditionReconciling is True while a transient failure (throttling, an unreachable
 	// token endpoint) is being retried with backoff.
@@ -63,6 +64,30 @@ const (
 	// ReasonTokenRequestRejected: Entra answered with a 4xx (not 408 or 429) that the
 	// operator does not recognise; the message quotes the AADSTS code and description.
 	ReasonTokenRequestRejected = "TokenRequestRejected"
+	// ReasonInvalidClientAssertion: Entra rejected the app's certificate or federated
+	// client assertion (AADSTS700027, 700024, 70021, 700211, 700212, 700213, 7002138):
+	// the certificate is not registered on the app registration, or the issuer,
+	// subject or audience matches no federated credential of it.
+	ReasonInvalidClientAssertion = "InvalidClientAssertion"
+	// ReasonAppNotFound: spec.appRef names no existing DefenderApp in the tenant's
+	// namespace, or no existing ClusterDefenderApp.
+	ReasonAppNotFound = "AppNotFound"
+	// ReasonAppNotAllowed: no tenantGrants entry of the referenced ClusterDefenderApp
+	// matches the tenant's namespace and tenantID. No token is requested, and a token
+	// Secret the tenant already published is deleted.
+	ReasonAppNotAllowed = "AppNotAllowed"
+	// ReasonInvalidCertificate: the app's certificate Secret does not hold a parsable
+	// PEM certificate and RSA private key that belong together.
+	ReasonInvalidCertificate = "InvalidCertificate"
+	// ReasonCertificateExpired: the app's certificate is past its notAfter and must be
+	// renewed, and the new one registered on the app registration.
+	ReasonCertificateExpired = "CertificateExpired"
+	// ReasonServiceAccountNotFound: the ServiceAccount of the app's workloadIdentity
+	// credential does not exist in the operator's cluster resource namespace.
+	ReasonServiceAccountNotFound = "ServiceAccountNotFound"
+	// ReasonCredentialReady: the app's credential can be used. It appears only on the
+	// Ready condition of a DefenderApp or ClusterDefenderApp, never on a DefenderTenant.
+	ReasonCredentialReady = "CredentialReady"
 )
 
 // ReasonKind is how a reason shows on the conditions, and so how it is retried.
@@ -105,6 +130,25 @@ var ReasonKinds = map[string]ReasonKind{
 	ReasonSecretWriteFailed:        KindStalledOrReconciling,
 	ReasonAccessBlocked:            KindStalled,
 	ReasonTokenRequestRejected:     KindStalled,
+	ReasonInvalidClientAssertion:   KindStalled,
+	ReasonAppNotFound:              KindStalled,
+	ReasonAppNotAllowed:            KindStalled,
+	ReasonInvalidCertificate:       KindStalled,
+	ReasonCertificateExpired:       KindStalled,
+	ReasonServiceAccountNotFound:   KindStalled,
+	ReasonCredentialReady:          KindReady,
+}
+
+// AppReasons are the reasons of a DefenderApp's or ClusterDefenderApp's Ready
+// condition: CredentialReady when True, else why the credential cannot be used. A
+// DefenderTenant whose app is not Ready shows the app's reason (as its kind in
+// ReasonKinds says). CredentialReady is the one reason only apps use.
+var AppReasons = map[string]bool{
+	ReasonCredentialReady:        true,
+	ReasonCredentialsNotFound:    true,
+	ReasonInvalidCertificate:     true,
+	ReasonCertificateExpired:     true,
+	ReasonServiceAccountNotFound: true,
 }
 
 // Stalls reports whether a failure with this reason needs a human. Only reasons of

@@ -101,3 +101,48 @@ func TestOnlyReconcilingReasonsAreRetriedAsTransient(t *testing.T) {
 		t.Error("an unknown reason must stall: retrying it fast could storm Entra ID")
 	}
 }
+
+// An app's Ready condition has its own True reason; everything else it reports is a
+// reason a DefenderTenant can show too, because a tenant whose app is not Ready
+// shows the app's reason.
+func TestAppReasonsHaveKindsAndOnlyCredentialReadyIsAppOnly(t *testing.T) {
+	for reason := range AppReasons {
+		kind, ok := ReasonKinds[reason]
+		if !ok {
+			t.Errorf("app reason %s has no kind in ReasonKinds", reason)
+			continue
+		}
+		if kind == KindReady && reason != ReasonCredentialReady {
+			t.Errorf("app reason %s is Ready=True; only %s may be", reason, ReasonCredentialReady)
+		}
+		if kind != KindReady && kind != KindStalled {
+			t.Errorf("app reason %s has kind %s; an app not Ready stalls its tenants", reason, kind)
+		}
+	}
+	if !AppReasons[ReasonCredentialReady] {
+		t.Errorf("AppReasons lacks %s", ReasonCredentialReady)
+	}
+	for reason, kind := range ReasonKinds {
+		if kind == KindReady && reason != ReasonTokenReady && !AppReasons[reason] {
+			t.Errorf("%s is Ready=True but neither %s nor an app reason", reason, ReasonTokenReady)
+		}
+	}
+	if row := readmeRow(t, ReasonCredentialReady); !strings.Contains(row, "apps only") {
+		t.Errorf("README's row for %s must say it is for apps only: %q", ReasonCredentialReady, row)
+	}
+}
+
+// readmeRow is the whole README reasons-table row of reason.
+func readmeRow(t *testing.T, reason string) string {
+	t.Helper()
+	text, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(text)) {
+		if strings.HasPrefix(line, "| `"+reason+"` |") {
+			return line
+		}
+	}
+	return ""
+}

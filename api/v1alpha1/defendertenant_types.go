@@ -44,26 +44,40 @@ type ClientSecretReference struct {
 // operator mints with the client-credentials grant and publishes in a Secret.
 // +kubebuilder:validation:XValidation:rule="!has(self.resource) || size(self.resource) == 0 || (isURL(self.resource) && url(self.resource).getScheme() == 'https' && size(url(self.resource).getHostname()) > 0)",message="resource must be an https URL"
 // +kubebuilder:validation:XValidation:rule="!has(self.refreshBefore) || duration(self.refreshBefore) > duration('0s')",message="refreshBefore must be a positive duration such as 20m or 1h"
+// +kubebuilder:validation:XValidation:rule="has(self.appRef) || has(self.clientID) || has(self.clientSecretRef)",message="the tenant needs an app: set appRef, or the inline clientID and clientSecretRef"
+// +kubebuilder:validation:XValidation:rule="!has(self.appRef) || !(has(self.clientID) || has(self.clientSecretRef))",message="set either appRef or the inline clientID and clientSecretRef, not both: with appRef the app's clientID and credential are used"
+// +kubebuilder:validation:XValidation:rule="has(self.appRef) || !has(self.clientID) || has(self.clientSecretRef)",message="clientSecretRef is required with clientID (the inline form); or remove both and set appRef",fieldPath=".clientSecretRef"
+// +kubebuilder:validation:XValidation:rule="has(self.appRef) || !has(self.clientSecretRef) || has(self.clientID)",message="clientID is required with clientSecretRef (the inline form); or remove both and set appRef",fieldPath=".clientID"
+// +kubebuilder:validation:XValidation:rule="!has(self.appRef) || !has(self.cloud)",message="cloud is only for the inline form: with appRef the cloud is the app's spec.cloud; remove spec.cloud",fieldPath=".cloud"
 type DefenderTenantSpec struct {
 	// tenantID is the customer tenant's directory (tenant) ID, a GUID.
 	// +required
 	// +kubebuilder:validation:Pattern=`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`
 	TenantID string `json:"tenantID"`
 
-	// clientID is the application (client) ID of the partner's multi-tenant Entra ID app, a GUID.
-	// +required
+	// appRef names the app whose clientID, cloud and credential the token is requested
+	// with: a DefenderApp in this namespace, or a ClusterDefenderApp whose tenantGrants
+	// cover this namespace and tenantID. Set either appRef or the inline form
+	// (clientID and clientSecretRef), not both.
+	// +optional
+	AppRef *AppReference `json:"appRef,omitempty"`
+
+	// clientID is the application (client) ID of the partner's multi-tenant Entra ID
+	// app, a GUID. Inline form: set it with clientSecretRef, or use appRef instead.
+	// +optional
 	// +kubebuilder:validation:Pattern=`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`
-	ClientID string `json:"clientID"`
+	ClientID string `json:"clientID,omitempty"`
 
 	// clientSecretRef selects the Secret key, in this namespace, holding the app's client secret.
 	// Rotating the value there makes the operator mint a new token promptly.
-	// +required
-	ClientSecretRef ClientSecretReference `json:"clientSecretRef"`
-
-	// cloud is the Microsoft cloud of the tenant: Public (default), USGov (GCC),
-	// USGovHigh (GCC High) or DoD. It selects the sign-in host and the default resource.
+	// Inline form: set it with clientID, or use appRef instead.
 	// +optional
-	// +kubebuilder:default=Public
+	ClientSecretRef ClientSecretReference `json:"clientSecretRef,omitzero"`
+
+	// cloud is the Microsoft cloud of the tenant: Public (the default when unset),
+	// USGov (GCC), USGovHigh (GCC High) or DoD. It selects the sign-in host and the
+	// default resource. Inline form only: with appRef the cloud is the app's.
+	// +optional
 	Cloud Cloud `json:"cloud,omitempty"`
 
 	// resource is the API the token is for, requested as scope "<resource>/.default".
@@ -102,6 +116,42 @@ type DefenderTenantSpec struct {
 	// suspend stops token requests for this tenant. The published Secret is left alone.
 	// +optional
 	Suspend bool `json:"suspend,omitempty"`
+}
+
+// AppKind is the kind of app an appRef names.
+// +kubebuilder:validation:Enum=DefenderApp;ClusterDefenderApp
+type AppKind string
+
+const (
+	// AppKindDefenderApp is a namespaced DefenderApp, in the DefenderTenant's namespace.
+	AppKindDefenderApp AppKind = "DefenderApp"
+	// AppKindClusterDefenderApp is a cluster-scoped ClusterDefenderApp.
+	AppKindClusterDefenderApp AppKind = "ClusterDefenderApp"
+)
+
+// AppReference names the DefenderApp or ClusterDefenderApp a DefenderTenant uses.
+type AppReference struct {
+	// kind is DefenderApp (default), in this namespace, or ClusterDefenderApp.
+	// +optional
+	// +kubebuilder:default=DefenderApp
+	Kind AppKind `json:"kind,omitempty"`
+
+	// name of the app. A DefenderApp must be in the DefenderTenant's namespace; a
+	// ClusterDefenderApp serves the tenant only if one of its tenantGrants matches
+	// this namespace and spec.tenantID (else AppNotAllowed).
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
+}
+
+// KindOrDefault is the kind of app referenced, DefenderApp when unset.
+func (r *AppReference) KindOrDefault() AppKind {
+	if r.Kind != "" {
+		return r.Kind
+	}
+	return AppKindDefenderApp
 }
 
 // DefenderTenantStatus is what the operator observed and did, for kubectl, alerts and GitOps health.
@@ -261,7 +311,14 @@ func (t *DefenderTenant) ClientSecretKeyOrDefault() string {
 	return DefaultClientSecretKey
 }
 
-// CloudOrDefault is the cloud, Public when unset.
+// UsesApp reports whether the tenant names its app with spec.appRef rather than the
+// inline clientID and clientSecretRef.
+func (t *DefenderTenant) UsesApp() bool {
+	return t.Spec.AppRef != nil
+}
+
+// CloudOrDefault is the inline form's cloud, Public when unset. With spec.appRef the
+// cloud is the app's (AppSpec.CloudOrDefault).
 func (t *DefenderTenant) CloudOrDefault() Cloud {
 	if t.Spec.Cloud != "" {
 		return t.Spec.Cloud

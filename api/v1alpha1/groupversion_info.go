@@ -1,5 +1,6 @@
 // Package v1alpha1 contains the DefenderTenant API: one object per customer tenant
-// whose Microsoft Defender XDR API token the operator keeps fresh.
+// whose Microsoft Defender XDR API token the operator keeps fresh, and the
+// DefenderApp and ClusterDefenderApp that define the partner app it uses.
 // +kubebuilder:object:generate=true
 // +groupName=defender.tenantcreds.io
 package v1alpha1

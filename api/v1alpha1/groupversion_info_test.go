@@ -14,7 +14,9 @@ func TestAddToScheme(t *testing.T) {
 	if err := AddToScheme(s); err != nil {
 		t.Fatal(err)
 	}
-	for _, obj := range []runtime.Object{&DefenderTenant{}, &DefenderTenantList{}, &metav1.ListOptions{}} {
+	for _, obj := range []runtime.Object{
+		&DefenderTenant{}, &DefenderTenantList{}, &DefenderApp{}, &DefenderAppList{}, &ClusterDefenderApp{}, &ClusterDefenderAppList{}, &metav1.ListOptions{},
+	} {
 		gvks, _, err := s.ObjectKinds(obj)
 		if err != nil {
 			t.Errorf("%T: %v", obj, err)

@@ -1,0 +1,427 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+)
+
+// CredentialKind names how an app authenticates to Entra ID. It is what
+// status.credential and the Credential printer column show.
+type CredentialKind string
+
+const (
+	// CredentialClientSecret: a client secret, sent as client_secret.
+	CredentialClientSecret CredentialKind = "ClientSecret"
+	// CredentialCertificate: a certificate whose key signs a client assertion.
+	CredentialCertificate CredentialKind = "Certificate"
+	// CredentialWorkloadIdentity: a Kubernetes ServiceAccount token, sent as a
+	// federated client assertion.
+	CredentialWorkloadIdentity CredentialKind = "WorkloadIdentity"
+)
+
+// DefaultWorkloadIdentityAudience is the audience of the ServiceAccount token when
+// credential.workloadIdentity.audience is empty: the one Entra ID suggests for
+// federated credentials.
+const DefaultWorkloadIdentityAudience = "api://AzureADTokenExchange"
+
+// AppSecretKeyReference points at a key of a Secret in the app's credential
+// namespace: a DefenderApp's own namespace, or, for a ClusterDefenderApp, the
+// operator's cluster resource namespace (flag --cluster-resource-namespace).
+type AppSecretKeyReference struct {
+	// name of the Secret. For a DefenderApp it is in the app's own namespace; for a
+	// ClusterDefenderApp it is in the operator's cluster resource namespace
+	// (--cluster-resource-namespace, default the namespace the operator runs in).
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
+
+	// key of the Secret's data that holds the client secret value (the secret's
+	// value, not its ID). Default "client-secret".
+	// +optional
+	// +kubebuilder:default=client-secret
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	Key string `json:"key,omitempty"`
+}
+
+// KeyOrDefault is the Secret key the client secret is read from.
+func (r AppSecretKeyReference) KeyOrDefault() string {
+	if r.Key != "" {
+		return r.Key
+	}
+	return DefaultClientSecretKey
+}
+
+// AppSecretReference points at a whole Secret in the app's credential namespace: a
+// DefenderApp's own namespace, or, for a ClusterDefenderApp, the operator's cluster
+// resource namespace (flag --cluster-resource-namespace).
+type AppSecretReference struct {
+	// name of the Secret. For a DefenderApp it is in the app's own namespace; for a
+	// ClusterDefenderApp it is in the operator's cluster resource namespace
+	// (--cluster-resource-namespace, default the namespace the operator runs in).
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
+}
+
+// ClientSecretCredential authenticates with a client secret of the app registration.
+type ClientSecretCredential struct {
+	// secretRef selects the Secret key holding the client secret. Rotating the value
+	// there gives every tenant that uses the app a new token promptly.
+	// +required
+	SecretRef AppSecretKeyReference `json:"secretRef"`
+}
+
+// CertificateCredential authenticates with a certificate registered on the app
+// registration: the operator signs a client assertion (PS256) with its key.
+type CertificateCredential struct {
+	// secretRef names a kubernetes.io/tls Secret: tls.crt holds the certificate in
+	// PEM, leaf first; tls.key holds its RSA private key in PEM. Register the
+	// certificate (not the key) on the app registration; status.certificate shows
+	// its thumbprints to check it against. Replacing the Secret's contents (a
+	// rotation, for example by cert-manager) gives every tenant a new token promptly.
+	// +required
+	SecretRef AppSecretReference `json:"secretRef"`
+}
+
+// WorkloadIdentityCredential authenticates with workload identity federation: a
+// Kubernetes ServiceAccount token, requested from the TokenRequest API for each
+// token request, is the client assertion. Only a ClusterDefenderApp may use it.
+type WorkloadIdentityCredential struct {
+	// serviceAccountName is the ServiceAccount, in the operator's cluster resource
+	// namespace (--cluster-resource-namespace), whose tokens the operator requests.
+	// Add a federated credential to the app registration with the issuer, subject
+	// and audience that status.federatedCredential shows.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	ServiceAccountName string `json:"serviceAccountName"`
+
+	// audience of the ServiceAccount token; it must equal the audience of the app's
+	// federated credential. Default "api://AzureADTokenExchange".
+	// +optional
+	// +kubebuilder:default="api://AzureADTokenExchange"
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	Audience string `json:"audience,omitempty"`
+}
+
+// AudienceOrDefault is the audience the ServiceAccount token is requested for.
+func (w *WorkloadIdentityCredential) AudienceOrDefault() string {
+	if w.Audience != "" {
+		return w.Audience
+	}
+	return DefaultWorkloadIdentityAudience
+}
+
+// AppCredential is how the app authenticates to Entra ID: exactly one of its fields.
+// +kubebuilder:validation:XValidation:rule="[has(self.clientSecret), has(self.certificate), has(self.workloadIdentity)].filter(x, x).size() == 1",message="credential must set exactly one of clientSecret, certificate or workloadIdentity"
+type AppCredential struct {
+	// clientSecret: a client secret of the app registration, in a Secret.
+	// +optional
+	ClientSecret *ClientSecretCredential `json:"clientSecret,omitempty"`
+
+	// certificate: a certificate registered on the app registration, with its RSA
+	// key, in a kubernetes.io/tls Secret. No shared secret leaves the cluster.
+	// +optional
+	Certificate *CertificateCredential `json:"certificate,omitempty"`
+
+	// workloadIdentity: workload identity federation with a ServiceAccount of the
+	// operator's cluster resource namespace. No secret is stored at all. Only a
+	// ClusterDefenderApp may use it, because the operator may mint ServiceAccount
+	// tokens only in its cluster resource namespace.
+	// +optional
+	WorkloadIdentity *WorkloadIdentityCredential `json:"workloadIdentity,omitempty"`
+}
+
+// Kind names the credential that is set: ClientSecret, Certificate,
+// WorkloadIdentity, or "" when none is (admission forbids that).
+func (c *AppCredential) Kind() CredentialKind {
+	switch {
+	case c.ClientSecret != nil:
+		return CredentialClientSecret
+	case c.Certificate != nil:
+		return CredentialCertificate
+	case c.WorkloadIdentity != nil:
+		return CredentialWorkloadIdentity
+	}
+	return ""
+}
+
+// AppSpec is what a DefenderApp and a ClusterDefenderApp have in common: the
+// partner's multi-tenant Entra ID app registration and its credential.
+type AppSpec struct {
+	// clientID is the application (client) ID of the partner's multi-tenant Entra ID app, a GUID.
+	// +required
+	// +kubebuilder:validation:Pattern=`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`
+	ClientID string `json:"clientID"`
+
+	// cloud is the Microsoft cloud the app is registered in: Public (default), USGov
+	// (GCC), USGovHigh (GCC High) or DoD. It selects the sign-in host and the default
+	// resource of every DefenderTenant that uses the app. GCC High and DoD tenants
+	// need an app registered in Azure Government.
+	// +optional
+	// +kubebuilder:default=Public
+	Cloud Cloud `json:"cloud,omitempty"`
+
+	// credential is how the app authenticates: exactly one of clientSecret,
+	// certificate or workloadIdentity (ClusterDefenderApp only). A DefenderApp's
+	// Secret is in its own namespace; a ClusterDefenderApp's Secret or ServiceAccount
+	// is in the operator's cluster resource namespace (--cluster-resource-namespace),
+	// so no customer namespace holds a copy of the partner's credential.
+	// +required
+	Credential AppCredential `json:"credential"`
+
+	// adminConsentRedirectURI is added as redirect_uri to the status.adminConsentURL
+	// of every DefenderTenant that uses the app: where the customer admin lands after
+	// consenting. It must be a Web redirect URI registered on the app registration,
+	// https (plain http only for a loopback host); without one, the admin sees
+	// AADSTS500113 after consenting.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && size(url(self).getHostname()) > 0 && !self.contains('#') && !self.matches('^[^/]*//[^/?#]*@') && (url(self).getScheme() == 'https' || self.matches('^(?i)http://(localhost|127[.][0-9]{1,3}[.][0-9]{1,3}[.][0-9]{1,3}|[[]::1])(:[0-9]*)?([/?].*)?$'))",message="adminConsentRedirectURI must be an absolute https URL such as https://portal.azure.com (plain http only for a loopback host), without user info or a fragment"
+	AdminConsentRedirectURI string `json:"adminConsentRedirectURI,omitempty"`
+}
+
+// CloudOrDefault is the cloud, Public when unset.
+func (s *AppSpec) CloudOrDefault() Cloud {
+	if s.Cloud != "" {
+		return s.Cloud
+	}
+	return CloudPublic
+}
+
+// DefenderAppSpec defines a partner app for the DefenderTenants of its namespace.
+// +kubebuilder:validation:XValidation:rule="!has(self.credential.workloadIdentity)",message="credential.workloadIdentity is only allowed on a ClusterDefenderApp (the operator mints ServiceAccount tokens only in its cluster resource namespace); use clientSecret or certificate on a DefenderApp",fieldPath=".credential"
+type DefenderAppSpec struct {
+	AppSpec `json:",inline"`
+}
+
+// TenantGrant lets the DefenderTenants of some namespaces use a ClusterDefenderApp
+// for some customer tenants. It matches a DefenderTenant whose namespace is listed in
+// namespaces or has labels matching namespaceSelector, and whose tenantID is listed
+// in tenantIDs.
+// +kubebuilder:validation:XValidation:rule="(has(self.namespaces) && size(self.namespaces) > 0) || has(self.namespaceSelector)",message="a tenant grant must set namespaces, namespaceSelector, or both"
+type TenantGrant struct {
+	// namespaces lists namespaces, by name, whose DefenderTenants the grant covers.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=63
+	// +kubebuilder:validation:items:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Namespaces []string `json:"namespaces,omitempty"`
+
+	// namespaceSelector covers the DefenderTenants of every namespace whose labels it
+	// matches; a change of a namespace's labels re-evaluates its tenants. An empty
+	// selector ({}) matches every namespace.
+	// +optional
+	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
+
+	// tenantIDs lists the customer tenant IDs (GUIDs) the covered namespaces may
+	// request tokens for; "*" matches any tenant.
+	// +required
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=1024
+	// +kubebuilder:validation:items:Pattern=`^(\*|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$`
+	TenantIDs []string `json:"tenantIDs"`
+}
+
+// ClusterDefenderAppSpec defines a partner app for DefenderTenants of any namespace
+// that one of its tenantGrants matches.
+type ClusterDefenderAppSpec struct {
+	AppSpec `json:",inline"`
+
+	// tenantGrants say which namespaces may use the app, for which customer tenants.
+	// A DefenderTenant is served only when one grant matches both its namespace and
+	// its tenantID; any other gets AppNotAllowed, and a token Secret it already
+	// published is deleted, so withdrawing a grant withdraws the token.
+	// +required
+	// +listType=atomic
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=256
+	TenantGrants []TenantGrant `json:"tenantGrants"`
+}
+
+// CertificateStatus describes the certificate of a certificate credential.
+type CertificateStatus struct {
+	// sha1Thumbprint is the certificate's SHA-1 thumbprint in upper-case hex, as the
+	// Entra portal shows it under Certificates & secrets: compare it there to check
+	// that this is the certificate registered on the app registration.
+	// +optional
+	SHA1Thumbprint string `json:"sha1Thumbprint,omitempty"`
+
+	// sha256Thumbprint is the certificate's SHA-256 thumbprint, base64url-encoded: the
+	// x5t#S256 header of the client assertions the operator signs, by which Entra ID
+	// finds the registered certificate.
+	// +optional
+	SHA256Thumbprint string `json:"sha256Thumbprint,omitempty"`
+
+	// notAfter is the end of the certificate's validity. A Warning Event is raised
+	// within 30 days of it; past it the app is CertificateExpired.
+	// +optional
+	NotAfter *metav1.Time `json:"notAfter,omitempty"`
+}
+
+// FederatedCredentialStatus is what the app registration's federated credential must
+// hold, exactly, for a workloadIdentity credential.
+type FederatedCredentialStatus struct {
+	// issuer is the cluster's ServiceAccount token issuer URL.
+	// +optional
+	Issuer string `json:"issuer,omitempty"`
+
+	// subject is system:serviceaccount:<cluster resource namespace>:<serviceAccountName>.
+	// +optional
+	Subject string `json:"subject,omitempty"`
+
+	// audience is the audience the ServiceAccount token is requested for.
+	// +optional
+	Audience string `json:"audience,omitempty"`
+}
+
+// AppStatus is what the operator observed of an app's credential.
+type AppStatus struct {
+	// observedGeneration is the metadata.generation the status was computed for.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// conditions: Ready, True with reason CredentialReady when the credential can be
+	// used, else False with CredentialsNotFound, InvalidCertificate,
+	// CertificateExpired or ServiceAccountNotFound.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// credential is the kind of credential in use: ClientSecret, Certificate or
+	// WorkloadIdentity.
+	// +optional
+	// +kubebuilder:validation:Enum=ClientSecret;Certificate;WorkloadIdentity
+	Credential CredentialKind `json:"credential,omitempty"`
+
+	// certificate describes the certificate of a certificate credential: its
+	// thumbprints, to check against the certificate registered on the app
+	// registration, and its expiry.
+	// +optional
+	Certificate *CertificateStatus `json:"certificate,omitempty"`
+
+	// federatedCredential shows, for a workloadIdentity credential, the issuer,
+	// subject and audience to enter, exactly so, as a federated credential of the app
+	// registration.
+	// +optional
+	FederatedCredential *FederatedCredentialStatus `json:"federatedCredential,omitempty"`
+}
+
+// DefenderApp is a partner's multi-tenant Entra ID app and its credential, for the
+// DefenderTenants of its own namespace (spec.appRef). Its credential Secret is in
+// the same namespace.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=dapp,categories=defender
+// +kubebuilder:printcolumn:name="Client",type=string,JSONPath=`.spec.clientID`
+// +kubebuilder:printcolumn:name="Cloud",type=string,JSONPath=`.spec.cloud`
+// +kubebuilder:printcolumn:name="Credential",type=string,JSONPath=`.status.credential`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type DefenderApp struct {
+	metav1.TypeMeta `json:",inline"`
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec says which app registration, in which cloud, and with which credential.
+	// +required
+	Spec DefenderAppSpec `json:"spec"`
+
+	// status reports whether the credential can be used, and what to register on the
+	// app registration.
+	// +optional
+	Status AppStatus `json:"status,omitempty"`
+}
+
+// DefenderAppList is a list of DefenderApps.
+// +kubebuilder:object:root=true
+type DefenderAppList struct {
+	metav1.TypeMeta `json:",inline"`
+	// +optional
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []DefenderApp `json:"items"`
+}
+
+// ClusterDefenderApp is a partner's multi-tenant Entra ID app and its credential,
+// defined once for the cluster. Its credential lives only in the operator's cluster
+// resource namespace (--cluster-resource-namespace), and its tenantGrants say which
+// namespaces may use it for which customer tenants.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=cdapp,categories=defender
+// +kubebuilder:printcolumn:name="Client",type=string,JSONPath=`.spec.clientID`
+// +kubebuilder:printcolumn:name="Cloud",type=string,JSONPath=`.spec.cloud`
+// +kubebuilder:printcolumn:name="Credential",type=string,JSONPath=`.status.credential`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type ClusterDefenderApp struct {
+	metav1.TypeMeta `json:",inline"`
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec says which app registration, in which cloud, with which credential, and
+	// which namespaces may use it for which tenants.
+	// +required
+	Spec ClusterDefenderAppSpec `json:"spec"`
+
+	// status reports whether the credential can be used, and what to register on the
+	// app registration.
+	// +optional
+	Status AppStatus `json:"status,omitempty"`
+}
+
+// ClusterDefenderAppList is a list of ClusterDefenderApps.
+// +kubebuilder:object:root=true
+type ClusterDefenderAppList struct {
+	metav1.TypeMeta `json:",inline"`
+	// +optional
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []ClusterDefenderApp `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&DefenderApp{}, &DefenderAppList{}, &ClusterDefenderApp{}, &ClusterDefenderAppList{})
+}
+
+// App is what DefenderApp and ClusterDefenderApp have in common, so that code
+// serving DefenderTenants can treat both kinds alike.
+// +kubebuilder:object:generate=false
+type App interface {
+	metav1.Object
+	runtime.Object
+	// AppSpec is the app's spec without the kind-specific fields.
+	AppSpec() *AppSpec
+	// AppStatus is the app's status, to read or to fill in.
+	AppStatus() *AppStatus
+}
+
+var (
+	_ App = &DefenderApp{}
+	_ App = &ClusterDefenderApp{}
+)
+
+// AppSpec is the spec shared with ClusterDefenderApp.
+func (a *DefenderApp) AppSpec() *AppSpec { return &a.Spec.AppSpec }
+
+// AppStatus is the app's status.
+func (a *DefenderApp) AppStatus() *AppStatus { return &a.Status }
+
+// AppSpec is the spec shared with DefenderApp.
+func (a *ClusterDefenderApp) AppSpec() *AppSpec { return &a.Spec.AppSpec }
+
+// AppStatus is the app's status.
+func (a *ClusterDefenderApp) AppStatus() *AppStatus { return &a.Status }
