@@ -402,3 +402,55 @@ func TestAdmissionPrinterColumnsOfAppsResolveOnASampleObject(t *testing.T) {
 		})
 	}
 }
+
+// The samples are what users copy; each must pass admission as written, and
+// config/samples/kustomization.yaml must list every one of them.
+func TestAdmissionAcceptsEverySample(t *testing.T) {
+	t.Parallel()
+	ns := createNamespace(t)
+	dir := filepath.Join("..", "config", "samples")
+	kustomization := struct {
+		Resources []string `json:"resources"`
+	}{}
+	data, err := os.ReadFile(filepath.Join(dir, "kustomization.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(data, &kustomization); err != nil {
+		t.Fatal(err)
+	}
+	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		if base := filepath.Base(f); base != "kustomization.yaml" && !slices.Contains(kustomization.Resources, base) {
+			t.Errorf("config/samples/kustomization.yaml does not list %s", base)
+		}
+	}
+	kinds := map[string]bool{}
+	for _, name := range kustomization.Resources {
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, doc := range bytes.Split(data, []byte("\n---\n")) {
+			obj := &unstructured.Unstructured{}
+			if err := yaml.Unmarshal(doc, &obj.Object); err != nil {
+				t.Fatalf("%s, document %d: %v", name, i, err)
+			}
+			if obj.GetKind() != "ClusterDefenderApp" {
+				obj.SetNamespace(ns)
+			}
+			kinds[obj.GetKind()] = true
+			if err := k8s.Create(t.Context(), obj, client.DryRunAll); err != nil {
+				t.Errorf("%s, %s %s: %v", name, obj.GetKind(), obj.GetName(), err)
+			}
+		}
+	}
+	for _, kind := range []string{"DefenderTenant", "DefenderApp", "ClusterDefenderApp"} {
+		if !kinds[kind] {
+			t.Errorf("config/samples has no %s", kind)
+		}
+	}
+}
