@@ -29,11 +29,11 @@ func admitApp(t *testing.T, kind, ns string, spec map[string]any) (*unstructured
 		"spec":       spec,
 	}}
 	obj.SetGenerateName("admission-")
-	if kind != "ClusterDefenderApp" {
+	if kind != cdappKind {
 		obj.SetNamespace(ns)
 	}
 	err := k8s.Create(t.Context(), obj)
-	if err == nil && kind == "ClusterDefenderApp" {
+	if err == nil && kind == cdappKind {
 		t.Cleanup(func() { _ = k8s.Delete(t.Context(), obj) })
 	}
 	return obj, err
@@ -63,7 +63,7 @@ func workloadIdentityCredential() map[string]any {
 
 func appSpec(kind, ns string) map[string]any {
 	spec := map[string]any{"clientID": testClientID, "credential": clientSecretCredential()}
-	if kind == "ClusterDefenderApp" {
+	if kind == cdappKind {
 		spec["tenantGrants"] = []any{map[string]any{"namespaces": []any{ns}, "tenantIDs": []any{testTenantID}}}
 	}
 	return spec
@@ -98,14 +98,14 @@ func TestAdmissionRejectsMalformedApps(t *testing.T) {
 		{"clientSecret and certificate", bothKinds, func(s map[string]any) {
 			s["credential"] = map[string]any{"clientSecret": clientSecretCredential()["clientSecret"], "certificate": certificateCredential()["certificate"]}
 		}, "credential must set exactly one of clientSecret, certificate or workloadIdentity"},
-		{"all three credentials", []string{"ClusterDefenderApp"}, func(s map[string]any) {
+		{"all three credentials", []string{cdappKind}, func(s map[string]any) {
 			s["credential"] = map[string]any{
 				"clientSecret":     clientSecretCredential()["clientSecret"],
 				"certificate":      certificateCredential()["certificate"],
 				"workloadIdentity": workloadIdentityCredential()["workloadIdentity"],
 			}
 		}, "credential must set exactly one of clientSecret, certificate or workloadIdentity"},
-		{"workloadIdentity on a DefenderApp", []string{"DefenderApp"}, func(s map[string]any) { s["credential"] = workloadIdentityCredential() },
+		{"workloadIdentity on a DefenderApp", []string{dappKind}, func(s map[string]any) { s["credential"] = workloadIdentityCredential() },
 			"credential.workloadIdentity is only allowed on a ClusterDefenderApp"},
 		{"clientSecret without a Secret name", bothKinds, func(s map[string]any) {
 			s["credential"] = map[string]any{"clientSecret": map[string]any{"secretRef": map[string]any{"key": "client-secret"}}}
@@ -116,7 +116,7 @@ func TestAdmissionRejectsMalformedApps(t *testing.T) {
 		{"certificate Secret name not a Secret name", bothKinds, func(s map[string]any) {
 			s["credential"] = map[string]any{"certificate": map[string]any{"secretRef": map[string]any{"name": "Partner_Cert"}}}
 		}, "spec.credential.certificate.secretRef.name"},
-		{"workloadIdentity without a ServiceAccount", []string{"ClusterDefenderApp"}, func(s map[string]any) {
+		{"workloadIdentity without a ServiceAccount", []string{cdappKind}, func(s map[string]any) {
 			s["credential"] = map[string]any{"workloadIdentity": map[string]any{"audience": "api://AzureADTokenExchange"}}
 		}, "spec.credential.workloadIdentity.serviceAccountName"},
 		{"redirect URI over http", bothKinds, redirect("http://partner.example.com/consented"), redirectRule},
@@ -124,21 +124,21 @@ func TestAdmissionRejectsMalformedApps(t *testing.T) {
 		{"redirect URI with user info", bothKinds, redirect("https://user@partner.example.com"), redirectRule},
 		{"redirect URI with a fragment", bothKinds, redirect("https://partner.example.com/#fragment"), redirectRule},
 		{"redirect URI over ftp", bothKinds, redirect("ftp://partner.example.com"), redirectRule},
-		{"tenantGrants missing", []string{"ClusterDefenderApp"}, func(s map[string]any) { delete(s, "tenantGrants") }, "spec.tenantGrants"},
-		{"tenantGrants empty", []string{"ClusterDefenderApp"}, func(s map[string]any) { s["tenantGrants"] = []any{} }, "spec.tenantGrants"},
-		{"grant without namespaces or selector", []string{"ClusterDefenderApp"},
+		{"tenantGrants missing", []string{cdappKind}, func(s map[string]any) { delete(s, "tenantGrants") }, "spec.tenantGrants"},
+		{"tenantGrants empty", []string{cdappKind}, func(s map[string]any) { s["tenantGrants"] = []any{} }, "spec.tenantGrants"},
+		{"grant without namespaces or selector", []string{cdappKind},
 			grant(map[string]any{"tenantIDs": []any{testTenantID}}), "a tenant grant must set namespaces, namespaceSelector, or both"},
-		{"grant with an empty namespace list only", []string{"ClusterDefenderApp"},
+		{"grant with an empty namespace list only", []string{cdappKind},
 			grant(map[string]any{"namespaces": []any{}, "tenantIDs": []any{testTenantID}}), "a tenant grant must set namespaces, namespaceSelector, or both"},
-		{"grant without tenantIDs", []string{"ClusterDefenderApp"},
+		{"grant without tenantIDs", []string{cdappKind},
 			grant(map[string]any{"namespaceSelector": selector}), "spec.tenantGrants[0].tenantIDs"},
-		{"grant with empty tenantIDs", []string{"ClusterDefenderApp"},
+		{"grant with empty tenantIDs", []string{cdappKind},
 			grant(map[string]any{"namespaces": []any{ns}, "tenantIDs": []any{}}), "spec.tenantGrants[0].tenantIDs"},
-		{"grant tenantID not a GUID", []string{"ClusterDefenderApp"},
+		{"grant tenantID not a GUID", []string{cdappKind},
 			grant(map[string]any{"namespaces": []any{ns}, "tenantIDs": []any{testTenantID, "contoso.onmicrosoft.com"}}), "spec.tenantGrants[0].tenantIDs[1]"},
-		{"grant tenantID a glob other than *", []string{"ClusterDefenderApp"},
+		{"grant tenantID a glob other than *", []string{cdappKind},
 			grant(map[string]any{"namespaces": []any{ns}, "tenantIDs": []any{"6e3c1a8e-*"}}), "spec.tenantGrants[0].tenantIDs[0]"},
-		{"grant namespace not a DNS label", []string{"ClusterDefenderApp"},
+		{"grant namespace not a DNS label", []string{cdappKind},
 			grant(map[string]any{"namespaces": []any{"Customer_Contoso"}, "tenantIDs": []any{testTenantID}}), "spec.tenantGrants[0].namespaces[0]"},
 	}
 	for _, tt := range tests {
@@ -154,7 +154,12 @@ func TestAdmissionRejectsMalformedApps(t *testing.T) {
 	}
 }
 
-var bothKinds = []string{"DefenderApp", "ClusterDefenderApp"}
+const (
+	dappKind  = string(v1alpha1.AppKindDefenderApp)
+	cdappKind = string(v1alpha1.AppKindClusterDefenderApp)
+)
+
+var bothKinds = []string{dappKind, cdappKind}
 
 func TestAdmissionAcceptsAndDefaultsValidApps(t *testing.T) {
 	t.Parallel()
@@ -170,9 +175,9 @@ func TestAdmissionAcceptsAndDefaultsValidApps(t *testing.T) {
 			map[string]string{"cloud": "Public", "credential.clientSecret.secretRef.key": "client-secret"}},
 		{"certificate in GCC High", bothKinds, func(s map[string]any) { s["credential"] = certificateCredential(); s["cloud"] = "USGovHigh" },
 			map[string]string{"cloud": "USGovHigh", "credential.certificate.secretRef.name": "partner-app-cert"}},
-		{"workload identity, default audience", []string{"ClusterDefenderApp"}, func(s map[string]any) { s["credential"] = workloadIdentityCredential() },
+		{"workload identity, default audience", []string{cdappKind}, func(s map[string]any) { s["credential"] = workloadIdentityCredential() },
 			map[string]string{"credential.workloadIdentity.audience": "api://AzureADTokenExchange"}},
-		{"workload identity, own audience", []string{"ClusterDefenderApp"}, func(s map[string]any) {
+		{"workload identity, own audience", []string{cdappKind}, func(s map[string]any) {
 			s["credential"] = map[string]any{"workloadIdentity": map[string]any{"serviceAccountName": "partner-app", "audience": "api://partner"}}
 		}, map[string]string{"credential.workloadIdentity.audience": "api://partner"}},
 		{"redirect URI https", bothKinds, redirect("https://portal.azure.com"), map[string]string{"adminConsentRedirectURI": "https://portal.azure.com"}},
@@ -180,11 +185,11 @@ func TestAdmissionAcceptsAndDefaultsValidApps(t *testing.T) {
 		{"redirect URI http on localhost", bothKinds, redirect("http://localhost:8400/consented"), nil},
 		{"redirect URI http on 127.0.0.1", bothKinds, redirect("http://127.0.0.1:8400/consented"), nil},
 		{"redirect URI http on ::1", bothKinds, redirect("http://[::1]:8400/consented"), nil},
-		{"grant by selector only, any tenant", []string{"ClusterDefenderApp"},
+		{"grant by selector only, any tenant", []string{cdappKind},
 			grant(map[string]any{"namespaceSelector": selector, "tenantIDs": []any{"*"}}), nil},
-		{"grant by names and selector, two tenants", []string{"ClusterDefenderApp"},
+		{"grant by names and selector, two tenants", []string{cdappKind},
 			grant(map[string]any{"namespaces": []any{ns, "customer-fabrikam"}, "namespaceSelector": selector, "tenantIDs": []any{testTenantID, "3f2b8c1d-5a4e-4b7f-8c2d-1e9a6b5c4d30"}}), nil},
-		{"grant matching every namespace with an empty selector", []string{"ClusterDefenderApp"},
+		{"grant matching every namespace with an empty selector", []string{cdappKind},
 			grant(map[string]any{"namespaceSelector": map[string]any{}, "tenantIDs": []any{testTenantID}}), nil},
 	}
 	for _, tt := range tests {
@@ -235,7 +240,7 @@ func TestAdmissionOfTenantAppRefAndInlineForms(t *testing.T) {
 		{"cloud with appRef", func(s map[string]any) { s["cloud"] = "USGovHigh" }, "cloud is only for the inline form"},
 		{"cloud Public with appRef", func(s map[string]any) { s["cloud"] = "Public" }, "spec.cloud"},
 		{"appRef kind unknown", func(s map[string]any) { s["appRef"] = map[string]any{"kind": "ClusterSecretStore", "name": "partner"} }, "spec.appRef.kind"},
-		{"appRef without a name", func(s map[string]any) { s["appRef"] = map[string]any{"kind": "ClusterDefenderApp"} }, "spec.appRef.name"},
+		{"appRef without a name", func(s map[string]any) { s["appRef"] = map[string]any{"kind": cdappKind} }, "spec.appRef.name"},
 		{"appRef name not an object name", func(s map[string]any) { s["appRef"] = map[string]any{"name": "Partner App"} }, "spec.appRef.name"},
 	}
 	for _, tt := range rejected {
@@ -243,7 +248,7 @@ func TestAdmissionOfTenantAppRefAndInlineForms(t *testing.T) {
 			t.Parallel()
 			spec := map[string]any{"tenantID": testTenantID, "appRef": appRef}
 			tt.mutate(spec)
-			_, err := admitApp(t, "DefenderTenant", ns, spec)
+			_, err := admitApp(t, tenantKind, ns, spec)
 			expectRejected(t, err, tt.inText)
 		})
 	}
@@ -254,9 +259,9 @@ func TestAdmissionOfTenantAppRefAndInlineForms(t *testing.T) {
 		want map[string]string // dotted spec path: the stored value ("" absent)
 	}{
 		{"appRef, kind defaulted", map[string]any{"appRef": appRef},
-			map[string]string{"appRef.kind": "DefenderApp", "appRef.name": "partner", "cloud": "", "clientID": ""}},
-		{"appRef to a ClusterDefenderApp", map[string]any{"appRef": map[string]any{"kind": "ClusterDefenderApp", "name": "partner"}, "requiredRoles": []any{"Incident.Read.All"}},
-			map[string]string{"appRef.kind": "ClusterDefenderApp"}},
+			map[string]string{"appRef.kind": dappKind, "appRef.name": "partner", "cloud": "", "clientID": ""}},
+		{"appRef to a ClusterDefenderApp", map[string]any{"appRef": map[string]any{"kind": cdappKind, "name": "partner"}, "requiredRoles": []any{"Incident.Read.All"}},
+			map[string]string{"appRef.kind": cdappKind}},
 		{"inline pair with a cloud, as before", map[string]any{"clientID": testClientID, "clientSecretRef": map[string]any{"name": credentialName}, "cloud": "USGov"},
 			map[string]string{"cloud": "USGov", "clientSecretRef.key": "client-secret"}},
 		{"inline pair with every other field, as before", map[string]any{
@@ -272,7 +277,7 @@ func TestAdmissionOfTenantAppRefAndInlineForms(t *testing.T) {
 		t.Run("accepts/"+tt.name, func(t *testing.T) {
 			t.Parallel()
 			tt.spec["tenantID"] = testTenantID
-			stored, err := admitApp(t, "DefenderTenant", ns, tt.spec)
+			stored, err := admitApp(t, tenantKind, ns, tt.spec)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -375,9 +380,8 @@ func TestAdmissionPrinterColumnsOfAppsResolveOnASampleObject(t *testing.T) {
 				t.Fatal(err)
 			}
 			u := &unstructured.Unstructured{}
-			u.SetGroupVersionKind(app.GetObjectKind().GroupVersionKind())
 			u.SetAPIVersion(v1alpha1.GroupVersion.String())
-			u.SetKind(map[string]string{"defenderapps": "DefenderApp", "clusterdefenderapps": "ClusterDefenderApp"}[plural])
+			u.SetKind(map[string]string{"defenderapps": dappKind, "clusterdefenderapps": cdappKind}[plural])
 			if err := k8s.Get(t.Context(), client.ObjectKeyFromObject(app), u); err != nil {
 				t.Fatal(err)
 			}
@@ -439,7 +443,7 @@ func TestAdmissionAcceptsEverySample(t *testing.T) {
 			if err := yaml.Unmarshal(doc, &obj.Object); err != nil {
 				t.Fatalf("%s, document %d: %v", name, i, err)
 			}
-			if obj.GetKind() != "ClusterDefenderApp" {
+			if obj.GetKind() != cdappKind {
 				obj.SetNamespace(ns)
 			}
 			kinds[obj.GetKind()] = true
@@ -448,7 +452,7 @@ func TestAdmissionAcceptsEverySample(t *testing.T) {
 			}
 		}
 	}
-	for _, kind := range []string{"DefenderTenant", "DefenderApp", "ClusterDefenderApp"} {
+	for _, kind := range []string{tenantKind, dappKind, cdappKind} {
 		if !kinds[kind] {
 			t.Errorf("config/samples has no %s", kind)
 		}
