@@ -20,7 +20,9 @@ const (
 const (
 	// ReasonTokenReady: a valid token is published.
 	ReasonTokenReady = "TokenReady"
-	// ReasonCredentialsNotFound: the credential Secret, or its key, is missing or empty.
+	// ReasonCredentialsNotFound: the credential Secret, or its key, is missing or empty:
+	// the inline clientSecretRef's, or the client secret or certificate Secret of the
+	// tenant's app (on the app, and on every tenant that uses it).
 	ReasonCredentialsNotFound = "CredentialsNotFound"
 	// ReasonInvalidClientSecret: Entra rejected the client secret (AADSTS7000215, 7000218).
 	ReasonInvalidClientSecret = "InvalidClientSecret"
