@@ -313,7 +313,7 @@ func TestEntraFailuresMapToContractReasons(t *testing.T) {
 		{name: "InvalidToken when the token is for another tenant", reason: "InvalidToken", needsHuman: true, setup: func(h *harness, _ *v1alpha1.DefenderTenant) {
 			h.entra.AddTenant(otherTenantID)
 			h.entra.Grant(otherTenantID, testClientID, defenderAPI, "Incident.Read.All", "AdvancedHunting.Read.All")
-			tok, err := (&entra.Client{}).RequestToken(context.Background(), entra.Request{AuthorityHost: h.r.Authorities.Host(v1alpha1.CloudPublic), TenantID: otherTenantID, ClientID: testClientID, ClientSecret: testClientSecret, Resource: defenderAPI})
+			tok, err := (&entra.Client{}).RequestToken(context.Background(), entra.Request{AuthorityHost: h.r.Authorities.Host(v1alpha1.CloudPublic), TenantID: otherTenantID, ClientID: testClientID, Credential: entra.ClientSecret(testClientSecret), Resource: defenderAPI})
 			if err != nil {
 				h.t.Fatal(err)
 			}
@@ -500,7 +500,7 @@ func TestTokenValidForMoreThanADayIsNeverKept(t *testing.T) {
 		h.publishToken()
 		h.entra.SetLifetime(testTenantID, 48*time.Hour)
 		long, err := h.r.Entra.RequestToken(h.ctx, entra.Request{AuthorityHost: h.r.Authorities.Host(v1alpha1.CloudPublic), TenantID: testTenantID,
-			ClientID: testClientID, ClientSecret: testClientSecret, Resource: defenderAPI})
+			ClientID: testClientID, Credential: entra.ClientSecret(testClientSecret), Resource: defenderAPI})
 		if err != nil {
 			t.Fatal(err)
 		}

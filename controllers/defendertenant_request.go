@@ -49,7 +49,7 @@ func (r *DefenderTenantReconciler) requestAndCheck(ctx context.Context, obs *obs
 		AuthorityHost: obs.authority,
 		TenantID:      spec.TenantID,
 		ClientID:      spec.ClientID,
-		ClientSecret:  obs.credential.value,
+		Credential:    entra.ClientSecret(obs.credential.value),
 		Resource:      obs.resource,
 	})
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 
@@ -13,6 +14,8 @@ import (
 	"golang.org/x/oauth2/clientcredentials"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/utils/clock"
+
+	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 )
 
 // DefaultTimeout bounds one token request when Client.Timeout is zero.
@@ -20,9 +23,9 @@ const DefaultTimeout = 30 * time.Second
 
 // Request is one client-credentials token request. All fields are required.
 //
-// ClientSecret must never be logged, formatted into errors, or kept after the
+// Credential must never be logged, formatted into errors, or kept after the
 // request. As a guard against accidents, a Request prints and marshals to JSON
-// without it.
+// without it, naming only its kind.
 type Request struct {
 	// AuthorityHost is the Entra ID sign-in host, such as AuthorityHost(cloud) or
 	// the result of ParseAuthorityHost.
@@ -31,19 +34,20 @@ type Request struct {
 	TenantID string
 	// ClientID is the multi-tenant application's GUID.
 	ClientID string
-	// ClientSecret is the application's client secret value.
-	ClientSecret string `json:"-"`
+	// Credential is the application's credential: a ClientSecret, a *Certificate
+	// (from ParseCertificate) or a ClientAssertion.
+	Credential Credential `json:"-"`
 	// Resource is the API the token is for; the scope is Scope(Resource).
 	Resource string
 }
 
-// String describes r without its client secret, for %v and %s.
+// String describes r without its credential, for %v and %s.
 func (r Request) String() string {
-	return fmt.Sprintf("{AuthorityHost:%s TenantID:%s ClientID:%s Resource:%s}",
-		r.AuthorityHost, r.TenantID, r.ClientID, r.Resource)
+	return fmt.Sprintf("{AuthorityHost:%s TenantID:%s ClientID:%s Credential:%s Resource:%s}",
+		r.AuthorityHost, r.TenantID, r.ClientID, credentialKind(r.Credential), r.Resource)
 }
 
-// GoString describes r without its client secret, for %#v.
+// GoString describes r without its credential, for %#v.
 func (r Request) GoString() string {
 	return "entra.Request" + r.String()
 }
@@ -77,8 +81,9 @@ type Client struct {
 	HTTPClient *http.Client
 	// Timeout bounds each request; zero means DefaultTimeout.
 	Timeout time.Duration
-	// Clock resolves a Retry-After given as an HTTP date into a wait, so that
-	// tests on a fake clock get the wait they expect. nil means the real clock.
+	// Clock dates the client assertions signed for a *Certificate and resolves a
+	// Retry-After given as an HTTP date into a wait, so that tests on a fake
+	// clock get what they expect. nil means the real clock.
 	Clock clock.PassiveClock
 }
 
@@ -86,7 +91,15 @@ var _ Requester = (*Client)(nil)
 
 // RequestToken requests a token with the client-credentials grant, credentials in
 // the form body, and sends exactly one HTTP request. Every error it returns is a
-// *Failure whose message does not contain req.ClientSecret.
+// *Failure whose message contains no credential: no client secret, no assertion,
+// no key.
+//
+// The credential goes in the form body: client_secret for a ClientSecret;
+// client_assertion_type and client_assertion for a ClientAssertion and for a
+// *Certificate, which signs a fresh assertion for each call (aud the token URL,
+// iss and sub the client ID, valid from the Client's Clock for
+// AssertionLifetime). A Certificate that cannot sign fails as
+// InvalidCertificate, before any request is sent, with no ClientRequestID.
 //
 // Each request carries a fresh client-request-id GUID and asks Entra ID to echo it
 // (return-client-request-id: true), as MSAL does: the customer tenant's sign-in
@@ -99,6 +112,14 @@ func (c *Client) RequestToken(ctx context.Context, req Request) (Token, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+
+	tokenURL := TokenURL(req.AuthorityHost, req.TenantID)
+	params, err := authParams(req.Credential, assertionContext{clientID: req.ClientID, tokenURL: tokenURL, now: c.now()})
+	if err != nil {
+		return Token{}, err
+	}
+	s := scrubber{secrets: secretsIn(params)}
+
 	// A copy of the client, so that the wrapper is this request's alone.
 	hc := *c.httpClient()
 	ids := &requestIDTransport{base: hc.Transport, sent: string(uuid.NewUUID())}
@@ -106,10 +127,13 @@ func (c *Client) RequestToken(ctx context.Context, req Request) (Token, error) {
 	ctx = context.WithValue(ctx, oauth2.HTTPClient, &hc)
 
 	cfg := clientcredentials.Config{
-		ClientID:     req.ClientID,
-		ClientSecret: req.ClientSecret,
-		TokenURL:     TokenURL(req.AuthorityHost, req.TenantID),
-		Scopes:       []string{Scope(req.Resource)},
+		ClientID: req.ClientID,
+		// Always empty: the credential is in EndpointParams, so that a secret and
+		// an assertion travel the same way, and x/oauth2 adds no client_secret.
+		ClientSecret:   "",
+		EndpointParams: params,
+		TokenURL:       tokenURL,
+		Scopes:         []string{Scope(req.Resource)},
 		// The default style tries Basic auth first and the form body after any
 		// error, so a wrong secret would cost two requests (and two failed
 		// sign-ins in the customer's logs). Entra ID takes the form body.
@@ -122,11 +146,43 @@ func (c *Client) RequestToken(ctx context.Context, req Request) (Token, error) {
 		if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
 			err = errors.Join(ctxErr, err)
 		}
-		f := classify(err, c.now(), scrubber{secret: req.ClientSecret})
-		f.ClientRequestID = ids.clientRequestID(req.ClientSecret)
+		f := classify(err, c.now(), s, thumbprintOf(req.Credential))
+		f.ClientRequestID = ids.clientRequestID(s)
 		return Token{}, f
 	}
-	return Token{AccessToken: tok.AccessToken, TokenType: tok.Type(), ClientRequestID: ids.clientRequestID(req.ClientSecret)}, nil
+	return Token{AccessToken: tok.AccessToken, TokenType: tok.Type(), ClientRequestID: ids.clientRequestID(s)}, nil
+}
+
+// authParams returns the credential's form fields, or the *Failure of a
+// credential that cannot make them. A nil Credential sends none, like an empty
+// ClientSecret, and Entra ID answers that it got no credential (AADSTS7000218).
+func authParams(cred Credential, a assertionContext) (url.Values, error) {
+	if cred == nil {
+		return url.Values{}, nil
+	}
+	params, err := cred.authParams(a)
+	if err != nil {
+		// Only a Certificate fails here. Its error comes from the signer, which
+		// does not quote the key; scrub what it could have made anyway.
+		s := scrubber{secrets: secretsIn(params)}
+		f := &Failure{
+			Reason: v1alpha1.ReasonInvalidCertificate,
+			Message: "Could not sign the client assertion with the certificate's private key: " + s.line(err.Error(), maxDetailLen) +
+				". Check the app's certificate Secret (tls.crt and tls.key, an RSA key of at least 2048 bits).",
+		}
+		f.Kind = kindOf(f.Reason)
+		return nil, f
+	}
+	return params, nil
+}
+
+// thumbprintOf is the SHA-1 thumbprint of a certificate credential, so that
+// AADSTS700027 can name the certificate to register; empty for any other.
+func thumbprintOf(cred Credential) string {
+	if c, ok := cred.(*Certificate); ok && c != nil && c.leaf != nil {
+		return c.SHA1Thumbprint()
+	}
+	return ""
 }
 
 // requestIDTransport adds the client-request-id headers to the one token request
@@ -158,8 +214,8 @@ func (t *requestIDTransport) RoundTrip(r *http.Request) (*http.Response, error) 
 
 // clientRequestID prefers the echoed ID, cleaned up as it came from the network,
 // to the one sent.
-func (t *requestIDTransport) clientRequestID(secret string) string {
-	if echoed := (scrubber{secret: secret}).line(t.echoed, maxIDLen); echoed != "" {
+func (t *requestIDTransport) clientRequestID(s scrubber) string {
+	if echoed := s.line(t.echoed, maxIDLen); echoed != "" {
 		return echoed
 	}
 	return t.sent
@@ -173,7 +229,7 @@ func (c *Client) now() time.Time {
 }
 
 // httpClient returns the client to send with, with redirects disabled: the request
-// body carries the client secret, and a 307 or 308 would resend it to wherever
+// body carries the credential, and a 307 or 308 would resend it to wherever
 // the Location header points. Copying an http.Client is cheap and shares its
 // Transport, so connections are still pooled.
 func (c *Client) httpClient() *http.Client {

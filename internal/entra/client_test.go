@@ -157,7 +157,7 @@ func TestClientRequestToken(t *testing.T) {
 				AuthorityHost: srv.URL,
 				TenantID:      testTenant,
 				ClientID:      testClient,
-				ClientSecret:  testSecret,
+				Credential:    entra.ClientSecret(testSecret),
 				Resource:      resource,
 			}
 
@@ -240,7 +240,7 @@ func TestClientRequestTokenRetryAfterDateUsesClock(t *testing.T) {
 	c := &entra.Client{Clock: clocktesting.NewFakePassiveClock(testNow)}
 	_, err := c.RequestToken(context.Background(), entra.Request{
 		AuthorityHost: srv.URL, TenantID: testTenant, ClientID: testClient,
-		ClientSecret: testSecret, Resource: "https://api.security.microsoft.com",
+		Credential: entra.ClientSecret(testSecret), Resource: "https://api.security.microsoft.com",
 	})
 	var f *entra.Failure
 	if !errors.As(err, &f) {
@@ -265,7 +265,7 @@ func TestClientRequestTokenHonoursTimeout(t *testing.T) {
 	start := time.Now()
 	_, err := c.RequestToken(context.Background(), entra.Request{
 		AuthorityHost: srv.URL, TenantID: testTenant, ClientID: testClient,
-		ClientSecret: testSecret, Resource: "https://api.security.microsoft.com",
+		Credential: entra.ClientSecret(testSecret), Resource: "https://api.security.microsoft.com",
 	})
 	elapsed := time.Since(start)
 
@@ -294,7 +294,7 @@ func TestClientRequestTokenConnectionRefused(t *testing.T) {
 
 	_, err := (&entra.Client{}).RequestToken(context.Background(), entra.Request{
 		AuthorityHost: authority, TenantID: testTenant, ClientID: testClient,
-		ClientSecret: testSecret, Resource: "https://api.security.microsoft.com",
+		Credential: entra.ClientSecret(testSecret), Resource: "https://api.security.microsoft.com",
 	})
 	var f *entra.Failure
 	if !errors.As(err, &f) {
@@ -323,7 +323,7 @@ func TestClientRequestTokenReusesConnections(t *testing.T) {
 	for range 5 {
 		if _, err := c.RequestToken(context.Background(), entra.Request{
 			AuthorityHost: srv.URL, TenantID: testTenant, ClientID: testClient,
-			ClientSecret: testSecret, Resource: "https://api.security.microsoft.com",
+			Credential: entra.ClientSecret(testSecret), Resource: "https://api.security.microsoft.com",
 		}); err != nil {
 			t.Fatalf("RequestToken: %v", err)
 		}
@@ -336,7 +336,7 @@ func TestClientRequestTokenReusesConnections(t *testing.T) {
 func TestRequestDoesNotPrintTheSecret(t *testing.T) {
 	req := entra.Request{
 		AuthorityHost: "https://login.microsoftonline.com", TenantID: testTenant,
-		ClientID: testClient, ClientSecret: testSecret, Resource: "https://api.security.microsoft.com",
+		ClientID: testClient, Credential: entra.ClientSecret(testSecret), Resource: "https://api.security.microsoft.com",
 	}
 	js, err := json.Marshal(req)
 	if err != nil {

@@ -93,10 +93,11 @@ func (f *Failure) Error() string {
 // they are more specific (invalid_client covers both a wrong secret and missing
 // consent).
 //
-// Classify does not know the client secret; RequestToken, which does, also
-// removes it from the message.
+// Classify does not know the credential; RequestToken, which does, also removes
+// it from the message, and names a certificate Entra ID does not know by its
+// SHA-1 thumbprint (AADSTS700027).
 func Classify(err error, now time.Time) *Failure {
-	return classify(err, now, scrubber{})
+	return classify(err, now, scrubber{}, "")
 }
 
 // rule is what a recognised answer means: a reason, and advice saying what
@@ -126,7 +127,41 @@ const (
 		"an administrator of the customer tenant must contact them."
 	adviceAppDisabled = "The application is disabled, in the customer tenant or by Microsoft. Consent does not help: " +
 		"the application's owner, or the administrator of the customer tenant who disabled it, must enable it again."
+	adviceAssertionTime = "The client assertion was outside its valid time window when Entra ID checked it: the operator's clock " +
+		"is probably off (clock skew), as assertions are valid from the moment they are signed for 10 minutes. Synchronise the " +
+		"clock of the node the operator runs on (NTP); with workload identity, also check that the ServiceAccount token has not expired."
+	adviceNoFederatedMatch = "No federated credential of the app registration matches the assertion's issuer, subject and audience. " +
+		"Add one in Entra ID (Certificates & secrets, Federated credentials) with the issuer, subject and audience exactly as the " +
+		"app's status.federatedCredential shows them; matching is case-sensitive."
+	adviceFederatedIssuer = "The assertion's issuer matches no federated credential of the app registration. Set the federated " +
+		"credential's Issuer to the cluster's service-account issuer exactly as status.federatedCredential.issuer shows it " +
+		"(a trailing slash counts; matching is case-sensitive)."
+	adviceFederatedAudience = "The assertion's audience matches no federated credential of the app registration. Set the federated " +
+		"credential's Audience to status.federatedCredential.audience (api://AzureADTokenExchange by default), or set the app's " +
+		"spec.credential.workloadIdentity.audience to the audience registered; matching is case-sensitive."
+	adviceFederatedSubject = "The assertion's subject matches no federated credential of the app registration. Set the federated " +
+		"credential's Subject to status.federatedCredential.subject (system:serviceaccount:<namespace>:<name>) exactly; " +
+		"matching is case-sensitive."
+	adviceFederatedSubjectCase = "The assertion's subject matches a federated credential of the app registration only when case is " +
+		"ignored, and Entra ID matches case-sensitively. Correct the case of the federated credential's Subject to " +
+		"status.federatedCredential.subject exactly."
 )
+
+// unknownCertificateCode is AADSTS700027: Entra ID has no key for the assertion's
+// signature, so the message names the certificate to register when it can.
+const unknownCertificateCode = 700027
+
+// adviceUnknownCertificate is AADSTS700027's advice, naming the certificate by
+// its SHA-1 thumbprint when the caller knows it.
+func adviceUnknownCertificate(sha1Thumbprint string) string {
+	which := "the certificate (its SHA-1 thumbprint is in the app's status.certificate)"
+	if sha1Thumbprint != "" {
+		which = "the certificate with SHA-1 thumbprint " + sha1Thumbprint
+	}
+	return "Entra ID could not verify the client assertion's signature: the certificate is not registered on the app " +
+		"registration, or was removed. Upload " + which + " to the app registration in Entra ID (Certificates & secrets, " +
+		"Certificates), or put the certificate registered there in the app's certificate Secret."
+}
 
 // aadstsRules follows the AADSTS table of ENTRA.md and the reasons of API.md.
 var aadstsRules = map[int]rule{
@@ -149,6 +184,13 @@ var aadstsRules = map[int]rule{
 	500022:  {v1alpha1.ReasonAccessBlocked, adviceTenantRestrictions},
 	5000224: {v1alpha1.ReasonAccessBlocked, adviceTenantBlocked},
 	7000112: {v1alpha1.ReasonAccessBlocked, adviceAppDisabled},
+	700027:  {v1alpha1.ReasonInvalidClientAssertion, adviceUnknownCertificate("")},
+	700024:  {v1alpha1.ReasonInvalidClientAssertion, adviceAssertionTime},
+	70021:   {v1alpha1.ReasonInvalidClientAssertion, adviceNoFederatedMatch},
+	700211:  {v1alpha1.ReasonInvalidClientAssertion, adviceFederatedIssuer},
+	700212:  {v1alpha1.ReasonInvalidClientAssertion, adviceFederatedAudience},
+	700213:  {v1alpha1.ReasonInvalidClientAssertion, adviceFederatedSubject},
+	7002138: {v1alpha1.ReasonInvalidClientAssertion, adviceFederatedSubjectCase},
 	50033:   {v1alpha1.ReasonTokenEndpointUnavailable, adviceBusy},
 	90006:   {v1alpha1.ReasonTokenEndpointUnavailable, adviceBusy},
 	90024:   {v1alpha1.ReasonTokenEndpointUnavailable, adviceBusy},
@@ -181,27 +223,29 @@ func kindOf(reason string) Kind {
 	return Transient
 }
 
-func classify(err error, now time.Time, s scrubber) *Failure {
+// classify is Classify with what RequestToken knows: the credential's values to
+// scrub, and a certificate credential's SHA-1 thumbprint (empty otherwise).
+func classify(err error, now time.Time, s scrubber, sha1Thumbprint string) *Failure {
 	if err == nil {
 		return nil
 	}
 	var f *Failure
 	var rerr *oauth2.RetrieveError
 	if errors.As(err, &rerr) {
-		f = classifyResponse(rerr, now, s)
+		f = classifyResponse(rerr, now, s, sha1Thumbprint)
 	} else {
 		f = classifyTransport(err, s)
 	}
 	f.Kind = kindOf(f.Reason)
 	// Belt and braces: the untrusted parts were scrubbed before truncation, which
-	// could otherwise cut a secret in half; this catches anything else.
+	// could otherwise cut a credential in half; this catches anything else.
 	f.Message = s.redact(f.Message)
 	return f
 }
 
 // classifyResponse handles an answer from the token endpoint: x/oauth2 returns a
 // *RetrieveError for every non-2xx status and for a 2xx carrying an "error".
-func classifyResponse(rerr *oauth2.RetrieveError, now time.Time, s scrubber) *Failure {
+func classifyResponse(rerr *oauth2.RetrieveError, now time.Time, s scrubber, sha1Thumbprint string) *Failure {
 	var header http.Header
 	f := &Failure{}
 	if rerr.Response != nil {
@@ -219,6 +263,9 @@ func classifyResponse(rerr *oauth2.RetrieveError, now time.Time, s scrubber) *Fa
 
 	code, r := ruleFor(f, body)
 	f.Reason = r.reason
+	if code == unknownCertificateCode && sha1Thumbprint != "" {
+		r.advice = adviceUnknownCertificate(sha1Thumbprint)
+	}
 
 	// Show the code the rule matched, or else the first one, because support
 	// tickets and Microsoft's documentation are keyed on it.
@@ -383,26 +430,31 @@ const (
 
 // scrubber cleans text that came from the network or from an error before it goes
 // into a Message. Such text can be huge, binary, multi-line, or, when a proxy
-// echoes the request, contain the client secret.
+// echoes the request, contain the credential.
 type scrubber struct {
-	secret string
+	// secrets are the values that must not appear: a client secret, or an
+	// assertion and its parts (see secretsIn), longest first so that a whole
+	// assertion is replaced before its parts. Empty strings are ignored.
+	secrets []string
 }
 
-// redact removes the secret, raw and form-encoded (a proxy echoing the request
-// body would show it form-encoded).
+// redact removes the secrets, raw and form-encoded (a proxy echoing the request
+// body would show them form-encoded).
 func (s scrubber) redact(text string) string {
-	if s.secret == "" {
-		return text
-	}
-	text = strings.ReplaceAll(text, s.secret, redacted)
-	if enc := url.QueryEscape(s.secret); enc != s.secret {
-		text = strings.ReplaceAll(text, enc, redacted)
+	for _, secret := range s.secrets {
+		if secret == "" {
+			continue
+		}
+		text = strings.ReplaceAll(text, secret, redacted)
+		if enc := url.QueryEscape(secret); enc != secret {
+			text = strings.ReplaceAll(text, enc, redacted)
+		}
 	}
 	return text
 }
 
 // line returns the first line of text, redacted first so that shortening cannot
-// leave part of the secret behind, with control characters and invalid UTF-8
+// leave part of a secret behind, with control characters and invalid UTF-8
 // replaced, and cut to at most n runes.
 func (s scrubber) line(text string, n int) string {
 	text = s.redact(text)

@@ -480,6 +480,91 @@ func TestClassify(t *testing.T) {
 			wantInMessage: []string{"AADSTS7000112", "disabled", "owner", "enable it again"},
 		},
 		{
+			name: "AADSTS700027 certificate not registered on the app",
+			err: entraError(401, "invalid_client", 700027, "Client assertion contains an invalid signature. [Reason - The key was not found., "+
+				"Thumbprint of key used by client: '8BDEB513EAC11E9E9DA752EB9D5087F317F6D931', Please visit the Azure Portal, Graph Explorer or "+
+				"directly use MS Graph to see configured keys for app Id '"+testClient+"'.]"),
+			wantReason:    v1alpha1.ReasonInvalidClientAssertion,
+			wantKind:      entra.NeedsHuman,
+			wantStatus:    401,
+			wantErrorCode: "invalid_client",
+			wantAADSTS:    []int{700027},
+			wantInMessage: []string{"AADSTS700027", "not registered on the app registration", "status.certificate", "Thumbprint of key used by client"},
+		},
+		{
+			name: "AADSTS700024 assertion outside its time window",
+			err: entraError(400, "invalid_client", 700024, "Client assertion is not within its valid time range. Current time: 2026-11-21T12:00:00.0000000Z, "+
+				"assertion valid from 2026-11-21T11:40:00.0000000Z, expiry time of assertion 2026-11-21T11:50:00.0000000Z. "+
+				"Review the documentation at https://learn.microsoft.com/entra/identity-platform/certificate-credentials ."),
+			wantReason:    v1alpha1.ReasonInvalidClientAssertion,
+			wantKind:      entra.NeedsHuman,
+			wantStatus:    400,
+			wantErrorCode: "invalid_client",
+			wantAADSTS:    []int{700024},
+			wantInMessage: []string{"AADSTS700024", "time window", "clock skew", "NTP", "not within its valid time range"},
+		},
+		{
+			name: "AADSTS70021 no federated credential matches, sent as invalid_request",
+			err: entraError(400, "invalid_request", 70021, "No matching federated identity record found for presented assertion. "+
+				"Assertion Issuer: 'https://oidc.example/cluster'. Assertion Subject: 'system:serviceaccount:defender:partner-app'. "+
+				"Assertion Audience: 'api://AzureADTokenExchange'. https://docs.microsoft.com/en-us/azure/active-directory/develop/workload-identity-federation"),
+			wantReason:    v1alpha1.ReasonInvalidClientAssertion,
+			wantKind:      entra.NeedsHuman,
+			wantStatus:    400,
+			wantErrorCode: "invalid_request",
+			wantAADSTS:    []int{70021},
+			wantInMessage: []string{"AADSTS70021", "issuer, subject and audience", "status.federatedCredential", "case-sensitive"},
+		},
+		{
+			name: "AADSTS700211 issuer matches no federated credential",
+			err: entraError(400, "invalid_client", 700211, "No matching federated identity record found for presented assertion issuer 'https://oidc.example/cluster'. "+
+				"Please check your federated identity credential Subject, Audience and Issuer against the presented assertion. "+
+				"https://docs.microsoft.com/en-us/azure/active-directory/develop/workload-identity-federation"),
+			wantReason:    v1alpha1.ReasonInvalidClientAssertion,
+			wantKind:      entra.NeedsHuman,
+			wantStatus:    400,
+			wantErrorCode: "invalid_client",
+			wantAADSTS:    []int{700211},
+			wantInMessage: []string{"AADSTS700211", "issuer matches no federated credential", "status.federatedCredential.issuer", "trailing slash"},
+		},
+		{
+			name: "AADSTS700212 audience matches no federated credential",
+			err: entraError(400, "invalid_client", 700212, "No matching federated identity record found for presented assertion audience 'api://AzureADMyOrg'. "+
+				"Please check your federated identity credential Subject, Audience and Issuer against the presented assertion. "+
+				"https://docs.microsoft.com/en-us/azure/active-directory/develop/workload-identity-federation"),
+			wantReason:    v1alpha1.ReasonInvalidClientAssertion,
+			wantKind:      entra.NeedsHuman,
+			wantStatus:    400,
+			wantErrorCode: "invalid_client",
+			wantAADSTS:    []int{700212},
+			wantInMessage: []string{"AADSTS700212", "audience matches no federated credential", "status.federatedCredential.audience", "api://AzureADTokenExchange"},
+		},
+		{
+			name: "AADSTS700213 subject matches no federated credential",
+			err: entraError(400, "invalid_client", 700213, "No matching federated identity record found for presented assertion subject "+
+				"'system:serviceaccount:defender:partner-app'. Check your federated identity credential Subject, Audience and Issuer against the presented assertion. "+
+				"https://learn.microsoft.com/entra/workload-id/workload-identity-federation"),
+			wantReason:    v1alpha1.ReasonInvalidClientAssertion,
+			wantKind:      entra.NeedsHuman,
+			wantStatus:    400,
+			wantErrorCode: "invalid_client",
+			wantAADSTS:    []int{700213},
+			wantInMessage: []string{"AADSTS700213", "subject matches no federated credential", "status.federatedCredential.subject", "system:serviceaccount:"},
+		},
+		{
+			name: "AADSTS7002138 subject matches only case-insensitively",
+			err: entraError(400, "invalid_client", 7002138, "No matching federated identity record found for presented assertion subject "+
+				"'system:serviceaccount:defender:partner-app'. The subject matches with case-insensitive comparison, but not with case-sensitive comparison. "+
+				"Check your federated identity credential Subject, Audience and Issuer against the presented assertion. "+
+				"See documentation at: https://learn.microsoft.com/entra/workload-id/workload-identity-federation."),
+			wantReason:    v1alpha1.ReasonInvalidClientAssertion,
+			wantKind:      entra.NeedsHuman,
+			wantStatus:    400,
+			wantErrorCode: "invalid_client",
+			wantAADSTS:    []int{7002138},
+			wantInMessage: []string{"AADSTS7002138", "matches case-sensitively", "Correct the case", "status.federatedCredential.subject"},
+		},
+		{
 			name:          "interaction_required without codes falls back to AccessBlocked",
 			err:           oauthError(400, "interaction_required", ""),
 			wantReason:    v1alpha1.ReasonAccessBlocked,
@@ -690,7 +775,12 @@ var kindOfReason = map[string]entra.Kind{
 	v1alpha1.ReasonTokenEndpointUnavailable: entra.Transient,
 	v1alpha1.ReasonAccessBlocked:            entra.NeedsHuman,
 	v1alpha1.ReasonTokenRequestRejected:     entra.NeedsHuman,
+	v1alpha1.ReasonInvalidClientAssertion:   entra.NeedsHuman,
 }
+
+// assertionAADSTS are the codes of a rejected certificate or federated assertion:
+// the only ones that give InvalidClientAssertion.
+var assertionAADSTS = []int{700027, 700024, 70021, 700211, 700212, 700213, 7002138}
 
 // transientAADSTS are the codes Entra ID sends with a 4xx status that still mean
 // "try again": ENTRA.md's retryable AADSTS codes.
@@ -717,6 +807,9 @@ func FuzzClassify(f *testing.F) {
 		entraError(400, "invalid_request", 900382, "Confidential Client is not supported in Cross Cloud request."),
 		withSuberror(entraError(400, "interaction_required", 53003, "Access has been blocked by Conditional Access policies."), "message_only"),
 		entraError(400, "unauthorized_client", 7000112, "Application is disabled."),
+		entraError(401, "invalid_client", 700027, "Client assertion contains an invalid signature. [Reason - The key was not found.]"),
+		entraError(400, "invalid_client", 7002138, "No matching federated identity record found for presented assertion subject 'x'."),
+		oauthError(400, "invalid_request", "AADSTS700212: No matching federated identity record found for presented assertion audience 'y'."),
 		rawError(404, ""),
 		rawError(408, "Request Timeout"),
 		oauthError(400, "temporarily_unavailable", ""),
@@ -763,6 +856,16 @@ func FuzzClassify(f *testing.F) {
 			if fl.Kind == entra.Transient || fl.Reason == v1alpha1.ReasonTokenEndpointUnavailable {
 				t.Errorf("HTTP %d classified as %s/%s (code %q, AADSTS %v), want a reason that needs a human", status, fl.Reason, fl.Kind, fl.ErrorCode, fl.AADSTS)
 			}
+		}
+		// InvalidClientAssertion comes from an assertion code and nothing else, and
+		// an assertion code first in line always gives it (but for 429).
+		hasAssertionCode := slices.ContainsFunc(fl.AADSTS, func(c int) bool { return slices.Contains(assertionAADSTS, c) })
+		if fl.Reason == v1alpha1.ReasonInvalidClientAssertion && !hasAssertionCode {
+			t.Errorf("InvalidClientAssertion for AADSTS %v, none of %v", fl.AADSTS, assertionAADSTS)
+		}
+		if status != http.StatusTooManyRequests && len(fl.AADSTS) > 0 && slices.Contains(assertionAADSTS, fl.AADSTS[0]) &&
+			fl.Reason != v1alpha1.ReasonInvalidClientAssertion {
+			t.Errorf("AADSTS %v classified as %s, want InvalidClientAssertion", fl.AADSTS, fl.Reason)
 		}
 		// Without a body there is nothing to recognise: a 4xx other than 408 and 429
 		// is TokenRequestRejected, 408 and 5xx are TokenEndpointUnavailable.

@@ -73,7 +73,7 @@ func paddedTokenEndpoint(t *testing.T, headerBytes int) string {
 func paddedRequest(authority string) entra.Request {
 	return entra.Request{
 		AuthorityHost: authority, TenantID: testTenant, ClientID: testClient,
-		ClientSecret: testSecret, Resource: "https://api.security.microsoft.com",
+		Credential: entra.ClientSecret(testSecret), Resource: "https://api.security.microsoft.com",
 	}
 }
 

@@ -44,7 +44,7 @@ func supportRequest(authority string) entra.Request {
 		AuthorityHost: authority,
 		TenantID:      testTenant,
 		ClientID:      testClient,
-		ClientSecret:  testSecret,
+		Credential:    entra.ClientSecret(testSecret),
 		Resource:      "https://api.security.microsoft.com",
 	}
 }
