@@ -73,7 +73,8 @@ type Failure struct {
 	TraceID       string
 	CorrelationID string
 	// ClientRequestID is the request's client-request-id: the one Entra ID echoed
-	// back, or else the one sent. RequestToken sets it; Classify cannot know it.
+	// back, or else the one sent. RequestToken sets it when it sent a request
+	// (not for a certificate that could not sign); Classify cannot know it.
 	ClientRequestID string
 }
 
@@ -128,7 +129,7 @@ const (
 	adviceAppDisabled = "The application is disabled, in the customer tenant or by Microsoft. Consent does not help: " +
 		"the application's owner, or the administrator of the customer tenant who disabled it, must enable it again."
 	adviceAssertionTime = "The client assertion was outside its valid time window when Entra ID checked it: the operator's clock " +
-		"is probably off (clock skew), as assertions are valid from the moment they are signed for 10 minutes. Synchronise the " +
+		"is probably off (clock skew), as each assertion is valid for 10 minutes from the moment it is signed. Synchronise the " +
 		"clock of the node the operator runs on (NTP); with workload identity, also check that the ServiceAccount token has not expired."
 	adviceNoFederatedMatch = "No federated credential of the app registration matches the assertion's issuer, subject and audience. " +
 		"Add one in Entra ID (Certificates & secrets, Federated credentials) with the issuer, subject and audience exactly as the " +
