@@ -2,7 +2,8 @@
 // entraemu over HTTP, for demos and scripts that need a stand-in for
 // login.microsoftonline.com.
 //
-// It loads apps, tenants and consents from --config, answers as the sign-in host of
+// It loads apps (secrets, certificates, federated credentials), issuer keys,
+// tenants and consents from --config, answers as the sign-in host of
 // --cloud (login.microsoftonline.com, or login.microsoftonline.us for USGovHigh and
 // DoD: run one per host to emulate both), writes its base URL to --url-file once it
 // listens (so that scripts can use a random port), logs one line per request to

@@ -1,11 +1,14 @@
 package entraemu
 
 import (
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"time"
 
+	jose "github.com/go-jose/go-jose/v4"
 	"sigs.k8s.io/yaml"
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
@@ -21,12 +24,30 @@ type Config struct {
 	Apps []AppConfig `json:"apps,omitempty"`
 	// Tenants are the customer tenants.
 	Tenants []TenantConfig `json:"tenants,omitempty"`
+	// Issuers are the federated token issuers whose keys Entra can fetch.
+	Issuers []IssuerConfig `json:"issuers,omitempty"`
 }
 
-// AppConfig is an app registration and its client secrets.
+// AppConfig is an app registration and its credentials.
 type AppConfig struct {
 	ClientID string   `json:"clientID"`
 	Secrets  []Secret `json:"secrets,omitempty"`
+	// Certificates are certificate credentials in PEM, one or more CERTIFICATE
+	// blocks each, as Emulator.AddCertificate adds them.
+	Certificates []string `json:"certificates,omitempty"`
+	// FederatedCredentials are federated identity credentials, as
+	// Emulator.AddFederatedCredential adds them.
+	FederatedCredentials []FederatedCredential `json:"federatedCredentials,omitempty"`
+}
+
+// IssuerConfig is a federated token issuer and its verification keys, as
+// Emulator.SetIssuerKeys sets them.
+type IssuerConfig struct {
+	// Issuer is the iss of the issuer's tokens, exactly.
+	Issuer string `json:"issuer"`
+	// JWKS is the issuer's JSON Web Key Set, such as a kube-apiserver's
+	// /openid/v1/jwks: {"keys": [...]}.
+	JWKS jose.JSONWebKeySet `json:"jwks"`
 }
 
 // TenantConfig is a customer tenant and the apps consented in it.
@@ -92,6 +113,24 @@ func (c Config) validate() error {
 		if a.ClientID == "" {
 			errs = append(errs, fmt.Errorf("apps[%d]: clientID is required", i))
 		}
+		for j, p := range a.Certificates {
+			if _, err := parseCertificates(p); err != nil {
+				errs = append(errs, fmt.Errorf("apps[%d].certificates[%d]: %w", i, j, err))
+			}
+		}
+		for j, fc := range a.FederatedCredentials {
+			if fc.Issuer == "" || fc.Subject == "" {
+				errs = append(errs, fmt.Errorf("apps[%d].federatedCredentials[%d]: issuer and subject are required", i, j))
+			}
+		}
+	}
+	for i, is := range c.Issuers {
+		if is.Issuer == "" {
+			errs = append(errs, fmt.Errorf("issuers[%d]: issuer is required", i))
+		}
+		if len(is.JWKS.Keys) == 0 {
+			errs = append(errs, fmt.Errorf("issuers[%d]: jwks must hold at least one key", i))
+		}
 	}
 	for i, t := range c.Tenants {
 		if !isGUID(t.TenantID) {
@@ -136,6 +175,18 @@ func (e *Emulator) Load(cfg Config) {
 	}
 	for _, a := range cfg.Apps {
 		e.AddApp(a.ClientID, a.Secrets...)
+		for _, p := range a.Certificates {
+			certs, _ := parseCertificates(p) // validated
+			for _, c := range certs {
+				e.AddCertificate(a.ClientID, c)
+			}
+		}
+		for _, fc := range a.FederatedCredentials {
+			e.AddFederatedCredential(a.ClientID, fc)
+		}
+	}
+	for _, is := range cfg.Issuers {
+		e.SetIssuerKeys(is.Issuer, is.JWKS)
 	}
 	for _, t := range cfg.Tenants {
 		e.AddTenant(t.TenantID)
@@ -153,4 +204,30 @@ func (e *Emulator) Load(cfg Config) {
 			e.Grant(t.TenantID, g.ClientID, g.Resource, g.Roles...)
 		}
 	}
+}
+
+// parseCertificates parses the CERTIFICATE blocks of PEM text, of which there must
+// be at least one, and nothing else.
+func parseCertificates(text string) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	rest := []byte(text)
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("PEM block %q is not a CERTIFICATE", block.Type)
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("parsing the certificate: %w", err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, errors.New("no PEM CERTIFICATE block")
+	}
+	return certs, nil
 }

@@ -2,11 +2,14 @@ package entraemu_test
 
 import (
 	"encoding/json"
+	"encoding/pem"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 	"github.com/tenantcreds/defender-tenant-operator/internal/entraemu"
@@ -96,6 +99,20 @@ func TestParseConfigErrors(t *testing.T) {
 		{name: "negative lifetime", yaml: "tenants:\n  - tenantID: " + tenantID + "\n    lifetime: -1h", want: "lifetime must not be negative"},
 		{name: "app without client ID", yaml: "apps:\n  - secrets: [{value: x}]", want: "apps[0]: clientID is required"},
 		{name: "grant without resource", yaml: "tenants:\n  - tenantID: " + tenantID + "\n    grants: [{clientID: " + clientID + "}]", want: "clientID and resource are required"},
+		{name: "certificate not PEM", yaml: "apps:\n  - clientID: " + clientID + "\n    certificates: [not-pem]", want: "apps[0].certificates[0]: no PEM CERTIFICATE block"},
+		{
+			name: "private key instead of a certificate",
+			yaml: "apps:\n  - clientID: " + clientID + "\n    certificates:\n      - |\n        -----BEGIN PRIVATE KEY-----\n        AAAA\n        -----END PRIVATE KEY-----",
+			want: `PEM block "PRIVATE KEY" is not a CERTIFICATE`,
+		},
+		{
+			name: "certificate that does not parse",
+			yaml: "apps:\n  - clientID: " + clientID + "\n    certificates:\n      - |\n        -----BEGIN CERTIFICATE-----\n        AAAA\n        -----END CERTIFICATE-----",
+			want: "parsing the certificate",
+		},
+		{name: "federated credential without subject", yaml: "apps:\n  - clientID: " + clientID + "\n    federatedCredentials: [{issuer: https://oidc.example}]", want: "federatedCredentials[0]: issuer and subject are required"},
+		{name: "issuer without keys", yaml: "issuers:\n  - issuer: https://oidc.example\n    jwks: {keys: []}", want: "issuers[0]: jwks must hold at least one key"},
+		{name: "issuer without name", yaml: "issuers:\n  - jwks: {keys: []}", want: "issuers[0]: issuer is required"},
 		{name: "unknown cloud", yaml: "tenants:\n  - tenantID: " + tenantID + "\n    cloud: AzureChina", want: `cloud must be one of Public, USGov, USGovHigh or DoD, not "AzureChina"`},
 		{name: "cloud in the wrong case", yaml: "tenants:\n  - tenantID: " + tenantID + "\n    cloud: usgovhigh", want: "cloud must be one of"},
 		{name: "empty resource in withoutResources", yaml: "tenants:\n  - tenantID: " + tenantID + "\n    withoutResources: [\"\"]", want: "withoutResources[0]: must not be empty"},
@@ -147,6 +164,50 @@ tenants:
 	assertEntraError(t, f.post(t, v2Path(govTenant), govForm), "invalid_request", 900382)
 	f.token(t, v2Path(unlicensed), creds("scope", endpointAPI+"/.default"))
 	assertEntraError(t, f.post(t, v2Path(unlicensed), creds("scope", xdrScope)), "invalid_resource", 500011)
+}
+
+func TestLoadConfigCertificatesAndFederatedCredentials(t *testing.T) {
+	cert := appCert(t)
+	certPEM := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}))
+	jwks, err := json.Marshal(issuerKeySet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := entraemu.ParseConfig([]byte(`
+apps:
+  - clientID: ` + clientID + `
+    certificates:
+      - |
+` + indent(certPEM, "        ") + `
+    federatedCredentials:
+      - issuer: ` + saIssuer + `
+        subject: ` + saSubject + `
+issuers:
+  - issuer: ` + saIssuer + `
+    jwks: ` + string(jwks) + `
+`))
+	if err != nil {
+		t.Fatalf("ParseConfig: %v", err)
+	}
+	f := newFixture(t)
+	f.emu.Load(cfg)
+
+	t.Run("certificate", func(t *testing.T) {
+		assertion := sign(t, appKey(), jose.PS256, "", s256Header(cert), certClaims(f.srv.URL, tenantID))
+		f.token(t, v2Path(tenantID), assertionForm(assertion))
+	})
+	t.Run("federated credential with the default audience", func(t *testing.T) {
+		f.token(t, v2Path(tenantID), assertionForm(sign(t, issuerKey(), jose.RS256, saKeyID, nil, saClaims())))
+	})
+}
+
+// indent prefixes every line of s, for a YAML block scalar.
+func indent(s, prefix string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	for i, l := range lines {
+		lines[i] = prefix + l
+	}
+	return strings.Join(lines, "\n")
 }
 
 func TestParseConfigSecretExpiry(t *testing.T) {

@@ -3,8 +3,10 @@
 // their success bodies, AADSTS error bodies, RS256 access tokens and the signing keys.
 //
 // It models what decides a client-credentials request in Entra: multi-tenant app
-// registrations with their secrets, customer tenants, and admin consent (a service
-// principal of the app in the tenant, holding application roles on a resource).
+// registrations with their credentials (client secrets, certificates and federated
+// identity credentials, the latter two presented as JWT client assertions),
+// customer tenants in their clouds, and admin consent (a service principal of the
+// app in the tenant, holding application roles on a resource).
 // Failures the model cannot produce, such as throttling, outages and hanging
 // connections, are injected per tenant.
 //
@@ -75,7 +77,8 @@ type Emulator struct {
 	// mu guards the model and the traffic state below. Every request holds it only
 	// for map lookups, never while signing or waiting.
 	mu        sync.Mutex
-	apps      map[string][]Secret  // client ID → secrets
+	apps      map[string]*app      // client ID → app registration
+	issuers   map[string]KeySource // federated token issuer → its keys
 	tenants   map[string]*tenant   // tenant ID → tenant
 	resources map[string]string    // resourceKey(URI) → URI as registered
 	failures  map[string][]Failure // tenant path segment → failures still to answer
@@ -111,7 +114,8 @@ func New(opts Options) (*Emulator, error) {
 	e := &Emulator{
 		clock:           opts.Clock,
 		defaultLifetime: opts.DefaultLifetime,
-		apps:            map[string][]Secret{},
+		apps:            map[string]*app{},
+		issuers:         map[string]KeySource{},
 		tenants:         map[string]*tenant{},
 		resources:       map[string]string{},
 		failures:        map[string][]Failure{},
@@ -157,19 +161,20 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // AddApp registers a multi-tenant app, or adds secrets to one already registered.
+// AddCertificate and AddFederatedCredential give it other credentials.
 func (e *Emulator) AddApp(clientID string, secrets ...Secret) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	id := normalizeID(clientID)
-	e.apps[id] = append(e.apps[id], secrets...)
+	a := e.appLocked(clientID)
+	a.secrets = append(a.secrets, secrets...)
 }
 
 // SetAppSecrets replaces all secrets of an app, as a rotation that deletes the old
-// ones does, registering the app if needed.
+// ones does, registering the app if needed. Its other credentials stay.
 func (e *Emulator) SetAppSecrets(clientID string, secrets ...Secret) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.apps[normalizeID(clientID)] = slices.Clone(secrets)
+	e.appLocked(clientID).secrets = slices.Clone(secrets)
 }
 
 // AddTenant makes a customer tenant exist. Grant, SetLifetime and SetTokenVersion

@@ -49,7 +49,8 @@ func (e *Emulator) tokenHandler(host string, ep endpoint) http.HandlerFunc {
 			}
 		}
 
-		g, fail := e.authorize(host, tenantID, ep, req, formErr)
+		req.audiences = tokenAudiences(r, host)
+		g, fail := e.authorize(r.Context(), host, tenantID, ep, req, formErr)
 		if fail != nil {
 			e.writeFailure(w, host, tenantID, *fail)
 			return
@@ -74,9 +75,14 @@ func echoClientRequestID(w http.ResponseWriter, r *http.Request) {
 
 // tokenRequest is what a token request asks for, and with which credentials.
 type tokenRequest struct {
-	form     url.Values
-	clientID string
-	secret   string
+	form          url.Values
+	clientID      string
+	secret        string
+	assertion     string
+	assertionType string
+	// audiences are the aud values a certificate assertion may have for this
+	// request: its own token URL.
+	audiences []string
 }
 
 // readTokenRequest reads the form body and the client credentials, which come in
@@ -92,6 +98,8 @@ func readTokenRequest(r *http.Request) (tokenRequest, error) {
 		req.clientID, req.secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
 	}
 	req.clientID = normalizeID(req.clientID)
+	req.assertion = r.PostForm.Get("client_assertion")
+	req.assertionType = r.PostForm.Get("client_assertion_type")
 	return req, err
 }
 
@@ -127,12 +135,14 @@ type grant struct {
 	lifetime time.Duration
 	version  string
 	host     string // the sign-in host of the tenant's cloud, which v2 issuers name
+	acr      string // how the client authenticated: acrSecret or acrAssertion
 }
 
 // authorize decides a token request that reached the sign-in host, in the order
 // Entra checks it, and returns either what to put in the token or the error to
-// answer with.
-func (e *Emulator) authorize(host, tenantID string, ep endpoint, req tokenRequest, formErr error) (*grant, *Failure) {
+// answer with. It holds the lock only to look the model up: the client's
+// credential is checked without it.
+func (e *Emulator) authorize(ctx context.Context, host, tenantID string, ep endpoint, req tokenRequest, formErr error) (*grant, *Failure) {
 	if !isGUID(tenantID) && !isDomainName(tenantID) {
 		return nil, oauthError(http.StatusBadRequest, "invalid_request", 900023,
 			"Specified tenant identifier '%s' is neither a valid DNS name, nor a valid external domain.", tenantID)
@@ -141,50 +151,75 @@ func (e *Emulator) authorize(host, tenantID string, ep endpoint, req tokenReques
 		return nil, oauthError(http.StatusBadRequest, "invalid_request", 0,
 			"The request body is not a valid application/x-www-form-urlencoded form.")
 	}
-	form, clientID := req.form, req.clientID
+	a, fail := e.findClient(host, tenantID, req)
+	if fail != nil {
+		return nil, fail
+	}
+	acr, fail := e.authenticate(ctx, req.clientID, a, req)
+	if fail != nil {
+		return nil, fail
+	}
+	g, fail := e.grantFor(tenantID, ep, req)
+	if fail != nil {
+		return nil, fail
+	}
+	g.host, g.acr = host, acr
+	return g, nil
+}
 
+// findClient finds the tenant and the app of a token request, and returns a copy of
+// the app's credentials to check it against.
+func (e *Emulator) findClient(host, tenantID string, req tokenRequest) (app, *Failure) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 
 	t, ok := e.tenants[tenantID]
 	if !ok {
-		return nil, oauthError(http.StatusBadRequest, "invalid_tenant", 90002,
+		return app{}, oauthError(http.StatusBadRequest, "invalid_tenant", 90002,
 			"Tenant '%s' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud. "+
 				"Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant.", tenantID)
 	}
 	// Entra finds the tenant in every cloud, and then refuses to serve a
 	// confidential client from the sign-in host of another.
 	if entra.AuthorityHost(t.cloud) != host {
-		return nil, crossCloud()
+		return app{}, crossCloud()
 	}
-	switch gt := form.Get("grant_type"); gt {
+	switch gt := req.form.Get("grant_type"); gt {
 	case "client_credentials":
 	case "":
-		return nil, missingParameter("grant_type")
+		return app{}, missingParameter("grant_type")
 	default:
-		return nil, oauthError(http.StatusBadRequest, "unsupported_grant_type", 70003,
+		return app{}, oauthError(http.StatusBadRequest, "unsupported_grant_type", 70003,
 			"The app requested an unsupported grant type '%s'.", gt)
 	}
-	if clientID == "" {
-		return nil, missingParameter("client_id")
+	if req.clientID == "" {
+		return app{}, missingParameter("client_id")
 	}
-	secrets, ok := e.apps[clientID]
+	a, ok := e.apps[req.clientID]
 	if !ok {
-		return nil, oauthError(http.StatusBadRequest, "unauthorized_client", 700016,
+		return app{}, oauthError(http.StatusBadRequest, "unauthorized_client", 700016,
 			"Application with identifier '%s' was not found in the directory '%s'. "+
 				"This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. "+
-				"You may have sent your authentication request to the wrong tenant.", clientID, tenantID)
+				"You may have sent your authentication request to the wrong tenant.", req.clientID, tenantID)
 	}
-	if fail := checkSecret(clientID, secrets, req.secret, e.clock.Now()); fail != nil {
-		return nil, fail
-	}
+	return a.clone(), nil
+}
+
+// grantFor decides what an authenticated client gets in the tenant: the service
+// principals of the app and of the resource must both be there.
+func (e *Emulator) grantFor(tenantID string, ep endpoint, req tokenRequest) (*grant, *Failure) {
+	clientID := req.clientID
+	e.mu.Lock()
+	defer e.mu.Unlock()
+
+	t := e.tenants[tenantID] // tenants are never deleted
 	principal, ok := t.principals[clientID]
 	if !ok {
 		return nil, oauthError(http.StatusUnauthorized, "invalid_client", 7000229,
 			"The client application %s is missing service principal in the tenant %s. "+
 				"See instructions here: https://go.microsoft.com/fwlink/?linkid=2225119", clientID, tenantID)
 	}
-	requested, fail := requestedResource(form, ep)
+	requested, fail := requestedResource(req.form, ep)
 	if fail != nil {
 		return nil, fail
 	}
@@ -203,7 +238,6 @@ func (e *Emulator) authorize(host, tenantID string, ep endpoint, req tokenReques
 		roles:    slices.Clone(principal[resourceKey(requested)]),
 		lifetime: t.lifetime,
 		version:  t.version,
-		host:     host,
 	}
 	if g.lifetime <= 0 {
 		g.lifetime = e.defaultLifetime
@@ -339,13 +373,13 @@ func (e *Emulator) mint(g *grant, ep endpoint) (any, error) {
 	if g.version == TokenV2 {
 		c.Aud = resourceAppID(g.resource)
 		c.Iss = g.host + "/" + g.tenantID + "/v2.0"
-		c.Azp, c.AzpACR = g.clientID, "1" // "1": authenticated with a secret
+		c.Azp, c.AzpACR = g.clientID, g.acr
 		signer = e.key.v2
 	} else {
 		// v1 tokens name sts.windows.net in Azure Government too.
 		c.Aud = g.resource
 		c.Iss = "https://sts.windows.net/" + g.tenantID + "/"
-		c.AppID, c.AppIDACR = g.clientID, "1"
+		c.AppID, c.AppIDACR = g.clientID, g.acr
 	}
 	c.Idp = c.Iss
 	token, err := jwt.Signed(signer).Claims(c).Serialize()
