@@ -10,11 +10,11 @@ import (
 type CredentialKind string
 
 const (
-	// CredentialClientSecret: a client secret, sent as client_secret.
+	// CredentialClientSecret is a client secret, sent as client_secret.
 	CredentialClientSecret CredentialKind = "ClientSecret"
-	// CredentialCertificate: a certificate whose key signs a client assertion.
+	// CredentialCertificate is a certificate whose key signs a client assertion.
 	CredentialCertificate CredentialKind = "Certificate"
-	// CredentialWorkloadIdentity: a Kubernetes ServiceAccount token, sent as a
+	// CredentialWorkloadIdentity is a Kubernetes ServiceAccount token, sent as a
 	// federated client assertion.
 	CredentialWorkloadIdentity CredentialKind = "WorkloadIdentity"
 )

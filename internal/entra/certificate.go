@@ -95,7 +95,7 @@ func parseCertificates(certPEM []byte) ([]*x509.Certificate, error) {
 		c, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
 			// A certificate is public: x509's reason may be quoted.
-			return nil, fmt.Errorf("tls.crt %w: certificate %d: %v", ErrCertificateUnparsable, len(chain)+1, err)
+			return nil, fmt.Errorf("tls.crt %w: certificate %d: %w", ErrCertificateUnparsable, len(chain)+1, err)
 		}
 		chain = append(chain, c)
 	}

@@ -200,7 +200,7 @@ func TestParseCertificate(t *testing.T) {
 				t.Fatalf("ParseCertificate = %v, %v; want an error", c, err)
 			}
 			for _, sentinel := range certificateSentinels {
-				if got, want := errors.Is(err, sentinel), sentinel == tt.wantErr; got != want {
+				if got, want := errors.Is(err, sentinel), errors.Is(tt.wantErr, sentinel); got != want {
 					t.Errorf("errors.Is(%q, %q) = %v, want %v", err, sentinel, got, want)
 				}
 			}

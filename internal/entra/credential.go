@@ -35,6 +35,7 @@ const ClientAssertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-bea
 // It prints as [redacted].
 type ClientSecret string
 
+//nolint:unparam // Credential: a certificate's signing can fail, a secret's cannot.
 func (s ClientSecret) authParams(assertionContext) (url.Values, error) {
 	if s == "" {
 		// As before Credential existed: no field at all, and Entra ID answers
@@ -58,6 +59,7 @@ func (s ClientSecret) MarshalJSON() ([]byte, error) { return []byte(`"` + s.Stri
 // It is a bearer credential and prints as [redacted].
 type ClientAssertion string
 
+//nolint:unparam // Credential: a certificate's signing can fail, a ready assertion's cannot.
 func (s ClientAssertion) authParams(assertionContext) (url.Values, error) {
 	if s == "" {
 		return url.Values{}, nil
@@ -112,7 +114,7 @@ const minSecretPart = 16
 // form fields: the secret or assertion whole, and each part of an assertion long
 // enough to matter, in case something echoes only its payload or signature.
 func secretsIn(params url.Values) []string {
-	var secrets []string
+	secrets := make([]string, 0, len(params["client_secret"])+4)
 	for _, v := range params["client_secret"] {
 		if v != "" {
 			secrets = append(secrets, v)

@@ -155,7 +155,7 @@ func TestCertificateAssertionHeaderAndClaims(t *testing.T) {
 	cert := fixtureCertificate(t)
 	leaf := fixtureLeaf(t)
 
-	var jtis []string
+	jtis := make([]string, 0, 2)
 	for i, at := range []time.Time{signedAt, signedAt.Add(90 * time.Second)} {
 		clk.SetTime(at)
 		if _, err := c.RequestToken(context.Background(), credentialRequest(srv.URL, cert)); err != nil {

@@ -325,7 +325,7 @@ func tokenAudiences(r *http.Request, host string) []string {
 		scheme = "https"
 	}
 	tenant := r.PathValue("tenant")
-	var out []string
+	out := make([]string, 0, 4)
 	for _, base := range []string{scheme + "://" + r.Host, host} {
 		out = append(out, base+"/"+tenant+"/oauth2/v2.0/token", base+"/"+tenant+"/oauth2/token")
 	}
