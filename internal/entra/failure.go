@@ -146,6 +146,9 @@ const (
 	adviceFederatedSubjectCase = "The assertion's subject matches a federated credential of the app registration only when case is " +
 		"ignored, and Entra ID matches case-sensitively. Correct the case of the federated credential's Subject to " +
 		"status.federatedCredential.subject exactly."
+	adviceFederatedIssuerKeys = "Entra ID could not find the key that signed the ServiceAccount token in the issuer's published keys: " +
+		"the cluster's OIDC discovery document and JWKS (/openid/v1/jwks) must be reachable by Entra ID over https at " +
+		"the issuer URL of status.federatedCredential.issuer, and be current after a signing key rotation."
 )
 
 // unknownCertificateCode is AADSTS700027: Entra ID has no key for the assertion's
@@ -192,6 +195,7 @@ var aadstsRules = map[int]rule{
 	700212:  {v1alpha1.ReasonInvalidClientAssertion, adviceFederatedAudience},
 	700213:  {v1alpha1.ReasonInvalidClientAssertion, adviceFederatedSubject},
 	7002138: {v1alpha1.ReasonInvalidClientAssertion, adviceFederatedSubjectCase},
+	7000272: {v1alpha1.ReasonInvalidClientAssertion, adviceFederatedIssuerKeys},
 	50033:   {v1alpha1.ReasonTokenEndpointUnavailable, adviceBusy},
 	90006:   {v1alpha1.ReasonTokenEndpointUnavailable, adviceBusy},
 	90024:   {v1alpha1.ReasonTokenEndpointUnavailable, adviceBusy},

@@ -565,6 +565,17 @@ func TestClassify(t *testing.T) {
 			wantInMessage: []string{"AADSTS7002138", "matches case-sensitively", "Correct the case", "status.federatedCredential.subject"},
 		},
 		{
+			name: "AADSTS7000272 the issuer's keys lack the token's signing key",
+			err: entraError(401, "invalid_client", 7000272, "The certificate with identifier 'kid-1' used to sign the federated credential "+
+				"could not be found in the metadata of identity provider https://oidc.example/cluster/."),
+			wantReason:    v1alpha1.ReasonInvalidClientAssertion,
+			wantKind:      entra.NeedsHuman,
+			wantStatus:    401,
+			wantErrorCode: "invalid_client",
+			wantAADSTS:    []int{7000272},
+			wantInMessage: []string{"AADSTS7000272", "/openid/v1/jwks", "status.federatedCredential.issuer"},
+		},
+		{
 			name:          "interaction_required without codes falls back to AccessBlocked",
 			err:           oauthError(400, "interaction_required", ""),
 			wantReason:    v1alpha1.ReasonAccessBlocked,
@@ -800,6 +811,7 @@ func retriedDespite4xx(fl *entra.Failure) bool {
 	return false
 }
 
+//nolint:gocyclo // one invariant per contract rule, checked in one place so a seed exercises them all
 func FuzzClassify(f *testing.F) {
 	for _, e := range []*oauth2.RetrieveError{
 		entraError(401, "invalid_client", 7000215, "Invalid client secret provided."),
