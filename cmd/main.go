@@ -2,6 +2,8 @@
 package main
 
 import (
+	"cmp"
+	"context"
 	"crypto/tls"
 	"flag"
 	"fmt"
@@ -49,6 +51,7 @@ type options struct {
 	adminConsentRedirectURI string
 	allowedResources        string
 	watchNamespaces         string
+	clusterResourceNS       string
 	maxConcurrentReconciles int
 	qps                     float64
 	burst                   int
@@ -71,6 +74,7 @@ func main() {
 	flag.StringVar(&o.adminConsentRedirectURI, "admin-consent-redirect-uri", "", "redirect_uri of the admin consent links in status.adminConsentURL; it must be a Web redirect URI registered on the app (Microsoft's partner guide uses https://portal.azure.com).")
 	flag.StringVar(&o.allowedResources, "allowed-resources", strings.Join(entra.DefaultAllowedResources, ","), "Comma list of resources a DefenderTenant may request tokens for.")
 	flag.StringVar(&o.watchNamespaces, "watch-namespaces", "", "Comma list of namespaces to watch; empty watches all.")
+	flag.StringVar(&o.clusterResourceNS, "cluster-resource-namespace", "", "Namespace where ClusterDefenderApp credentials (Secrets, ServiceAccounts) live; default the operator's own namespace (POD_NAMESPACE), else "+controllers.DefaultClusterResourceNamespace+".")
 	flag.IntVar(&o.maxConcurrentReconciles, "max-concurrent-reconciles", 10, "DefenderTenants reconciled (and token requests made) in parallel.")
 	// A burst of new tenants costs about five requests each; with client-go's usual
 	// limits the rate limiter, not the API server, sets how long they wait (docs/performance.md).
@@ -106,9 +110,18 @@ func run(o options) error {
 		}
 	}
 
+	clusterResourceNS := cmp.Or(o.clusterResourceNS, os.Getenv("POD_NAMESPACE"), controllers.DefaultClusterResourceNamespace)
+
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
 		return err
+	}
+	clusterApps, err := controllers.MayServeClusterApps(context.Background(), cfg)
+	if err != nil {
+		return fmt.Errorf("checking the operator's permissions: %w", err)
+	}
+	if !clusterApps {
+		log.Info("Not serving ClusterDefenderApps: this operator may not list them and namespaces cluster-wide (a namespaced install)")
 	}
 	cfg.QPS, cfg.Burst = float32(o.qps), o.burst
 
@@ -144,7 +157,7 @@ func run(o options) error {
 		RenewDeadline:                 &o.renewDeadline,
 		RetryPeriod:                   &o.retryPeriod,
 		LeaderElectionReleaseOnCancel: true,
-		Cache:                         controllers.CacheOptions(splitList(o.watchNamespaces)),
+		Cache:                         controllers.CacheOptions(splitList(o.watchNamespaces), clusterResourceNS),
 		Client:                        controllers.ClientOptions(),
 	})
 	if err != nil {
@@ -157,16 +170,18 @@ func run(o options) error {
 	}
 
 	reconciler := &controllers.DefenderTenantReconciler{
-		Client:                  mgr.GetClient(),
-		APIReader:               mgr.GetAPIReader(),
-		SecretMetadata:          mgr.GetCache(),
-		Clock:                   clock.RealClock{},
-		Entra:                   &entra.Client{},
-		Authorities:             authorities,
-		AllowedResources:        allowed,
-		AdminConsentRedirectURI: o.adminConsentRedirectURI,
-		Recorder:                mgr.GetEventRecorder("defender-tenant-operator"),
-		MaxConcurrentReconciles: o.maxConcurrentReconciles,
+		Client:                   mgr.GetClient(),
+		APIReader:                mgr.GetAPIReader(),
+		SecretMetadata:           mgr.GetCache(),
+		Clock:                    clock.RealClock{},
+		Entra:                    &entra.Client{},
+		Authorities:              authorities,
+		AllowedResources:         allowed,
+		AdminConsentRedirectURI:  o.adminConsentRedirectURI,
+		ClusterApps:              clusterApps,
+		ClusterResourceNamespace: clusterResourceNS,
+		Recorder:                 mgr.GetEventRecorder("defender-tenant-operator"),
+		MaxConcurrentReconciles:  o.maxConcurrentReconciles,
 	}
 	ctx := ctrl.SetupSignalHandler()
 	if err := reconciler.SetupWithManager(ctx, mgr); err != nil {
@@ -178,7 +193,7 @@ func run(o options) error {
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return err
 	}
-	log.Info("Starting operator", "authorityOverrides", authorities.String(), "allowedResources", allowed.String(), "watchNamespaces", o.watchNamespaces)
+	log.Info("Starting operator", "authorityOverrides", authorities.String(), "allowedResources", allowed.String(), "watchNamespaces", o.watchNamespaces, "clusterResourceNamespace", clusterResourceNS)
 	return mgr.Start(ctx)
 }
 

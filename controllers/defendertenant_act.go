@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 )
@@ -60,9 +61,28 @@ func (r *DefenderTenantReconciler) act(ctx context.Context, obs *observation, p 
 			return r.requestFailed(obs, failure)
 		}
 		return r.publish(ctx, obs, t)
+	case actionRevoke:
+		return r.revoke(ctx, obs, p)
 	default:
 		return held(obs, p)
 	}
+}
+
+// revoke deletes the tenant's own token Secret, preconditioned on its UID so that a
+// Secret someone created in its place since it was read is never touched. The
+// token leaves memory with it: nothing of the tenant's would be published again.
+func (r *DefenderTenantReconciler) revoke(ctx context.Context, obs *observation, p plan) outcome {
+	r.leftovers.forget(keyOf(obs.tenant.Namespace, obs.tenant.Name))
+	secret := obs.tokenSecret
+	err := r.Delete(ctx, secret, client.Preconditions{UID: &secret.UID})
+	if err != nil && !apierrors.IsNotFound(err) {
+		// Still published: report it so, and let controller-runtime retry at once.
+		out := held(obs, p)
+		out.err = fmt.Errorf("deleting token Secret %s of a tenant its app no longer grants: %w", secret.Name, err)
+		return out
+	}
+	ctrl.LoggerFrom(ctx).Info("Deleted the token Secret of a tenant its app no longer grants", "secret", secret.Name, "app", obs.app.describe())
+	return outcome{problem: p.problem, recheck: p.recheck}
 }
 
 // publish writes t to the token Secret. When the write fails, t stays in memory, so

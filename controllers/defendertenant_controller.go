@@ -46,6 +46,13 @@ type DefenderTenantReconciler struct {
 	// sends every cloud to its real sign-in host.
 	Authorities      entra.Authorities
 	AllowedResources entra.AllowList
+	// ClusterApps: the operator may read ClusterDefenderApps and namespaces, so it
+	// serves tenants of ClusterDefenderApps. A namespaced install may not, and
+	// reports such tenants as not granted instead of failing to start.
+	ClusterApps bool
+	// ClusterResourceNamespace is where ClusterDefenderApp credentials live
+	// (--cluster-resource-namespace); empty means DefaultClusterResourceNamespace.
+	ClusterResourceNamespace string
 	// AdminConsentRedirectURI, when set, is where the consent page sends the admin
 	// afterwards (--admin-consent-redirect-uri); it must be registered on the app.
 	AdminConsentRedirectURI string
@@ -63,6 +70,8 @@ type DefenderTenantReconciler struct {
 // +kubebuilder:rbac:groups=defender.tenantcreds.io,resources=defendertenants/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=defender.tenantcreds.io,resources=defenderapps;clusterdefenderapps,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 
 // Reconcile observes the tenant, its credential and its published token, decides
 // what to do, does it, and writes the status once, in a defer, also when acting
@@ -165,11 +174,22 @@ func (r *DefenderTenantReconciler) SetupWithManager(ctx context.Context, mgr ctr
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &v1alpha1.DefenderTenant{}, secretNameIndex, secretNames); err != nil {
 		return err
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	if err := r.setupAppIndexes(ctx, mgr); err != nil {
+		return err
+	}
+	b := ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.DefenderTenant{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.tenantsForSecret),
 			builder.WithPredicates(ignoreCreatedTokenSecrets)).
-		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
+		WatchesMetadata(&corev1.Secret{}, r.credentialEvents("Secret"), builder.WithPredicates(ignoreCreatedTokenSecrets)).
+		Watches(&v1alpha1.DefenderApp{}, r.appEvents())
+	if r.ClusterApps {
+		inClusterResourceNamespace := predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetNamespace() == r.clusterResourceNamespace() })
+		b = b.Watches(&v1alpha1.ClusterDefenderApp{}, r.appEvents()).
+			WatchesMetadata(&corev1.Namespace{}, r.namespaceEvents()).
+			Watches(&corev1.ServiceAccount{}, r.credentialEvents("ServiceAccount"), builder.WithPredicates(inClusterResourceNamespace))
+	}
+	return b.WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
 		Complete(r)
 }
 

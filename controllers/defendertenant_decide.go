@@ -26,9 +26,12 @@ const (
 	actionPublishLeftover
 	// actionMint requests a token, checks it and publishes it.
 	actionMint
+	// actionRevoke deletes the tenant's own token Secret: the app no longer grants
+	// the tenant, so the token it was given goes too.
+	actionRevoke
 )
 
-var actionNames = [...]string{"Hold", "Keep", "Restore", "PublishLeftover", "Mint"}
+var actionNames = [...]string{"Hold", "Keep", "Restore", "PublishLeftover", "Mint", "Revoke"}
 
 func (a action) String() string { return actionNames[a] }
 
@@ -58,13 +61,19 @@ type check struct {
 // what does it report?". The order is the precedence: each check assumes that none
 // before it matched. What the cluster can fix comes first, so that it is reported
 // rather than hidden behind a backoff; a fresh token is kept before a backoff is
-// consulted, because a fresh token means the last failure no longer matters.
+// consulted, because a fresh token means the last failure no longer matters. A
+// withdrawn grant comes before everything, suspension included: it is a revocation,
+// and the token it withdraws must not outlive it.
 var decisionChain = []check{
+	{"AppNotAllowed", appNotAllowed},
 	{"Suspended", suspended},
 	{"ResourceNotAllowed", resourceNotAllowed},
+	{"AppNotFound", appNotFound},
 	{"SecretConflict", secretConflict},
 	{"CredentialsNotFound", credentialsNotFound},
 	{"ClientSecretImplausible", clientSecretImplausible},
+	{"CertificateUnusable", certificateUnusable},
+	{"ServiceAccountNotFound", serviceAccountNotFound},
 	{"FreshAndCurrent", freshAndCurrent},
 	{"BackingOff", backingOff},
 	{"LeftoverToken", leftoverToken},
@@ -110,17 +119,86 @@ func secretConflictProblem(name string) *problem {
 		fmt.Sprintf("Secret %q already exists and is not owned by this DefenderTenant, so it is left untouched. Delete or rename that Secret, or set spec.tokenSecretName to a free name.", name))
 }
 
+// appNotAllowed: a ClusterDefenderApp serves a tenant only under one of its grants.
+func appNotAllowed(obs *observation) (plan, bool) {
+	app := obs.app
+	if app.inline() || app.missing() || app.allowed {
+		return plan{}, false
+	}
+	p := stalledOn(obs, v1alpha1.ReasonAppNotAllowed,
+		fmt.Sprintf("%s has no tenantGrants entry matching namespace %q and tenant %s, so no token is requested and this tenant's token Secret is deleted. Ask the cluster administrator to grant it, or use another app.",
+			app.describe(), obs.tenant.Namespace, obs.tenant.Spec.TenantID))
+	if obs.tokenSecret != nil && obs.tokenSecretOwned {
+		p.action = actionRevoke
+	}
+	return p, true
+}
+
+func appNotFound(obs *observation) (plan, bool) {
+	app := obs.app
+	if !app.missing() {
+		return plan{}, false
+	}
+	where := fmt.Sprintf("in namespace %q", obs.tenant.Namespace)
+	if app.kind == v1alpha1.AppKindClusterDefenderApp {
+		where = "in the cluster"
+	}
+	return stalledOn(obs, v1alpha1.ReasonAppNotFound,
+		fmt.Sprintf("spec.appRef names %s, which does not exist %s. Create it, or correct spec.appRef.", app.describe(), where)), true
+}
+
 func credentialsNotFound(obs *observation) (plan, bool) {
-	ref, key := obs.tenant.Spec.ClientSecretRef, obs.tenant.ClientSecretKeyOrDefault()
+	secret, key, app := obs.credentialSecret, obs.credentialKey, obs.app
+	owner := "the application's client secret"
+	if !app.inline() {
+		owner = "the credential of " + app.describe()
+	}
 	switch obs.credential.state {
 	case credentialSecretMissing:
+		what := fmt.Sprintf("Create it with the secret's value under key %q.", key)
+		if app.credentialKind() == v1alpha1.CredentialCertificate {
+			what = "Create it as a kubernetes.io/tls Secret (tls.crt, tls.key)."
+		}
 		return stalledOn(obs, v1alpha1.ReasonCredentialsNotFound,
-			fmt.Sprintf("Secret %q with the application's client secret was not found in namespace %q. Create it with the secret's value under key %q.", ref.Name, obs.tenant.Namespace, key)), true
+			fmt.Sprintf("Secret %q with %s was not found in namespace %q. %s", secret.Name, owner, secret.Namespace, what)), true
 	case credentialKeyEmpty:
+		if app.credentialKind() == v1alpha1.CredentialCertificate {
+			return stalledOn(obs, v1alpha1.ReasonCredentialsNotFound,
+				fmt.Sprintf("Secret %s/%s with %s lacks tls.crt or tls.key. Store the certificate (PEM, leaf first) and its RSA key there.", secret.Namespace, secret.Name, owner)), true
+		}
+		fix := "or set spec.clientSecretRef.key"
+		if !app.inline() {
+			fix = "or set the app's credential.clientSecret.secretRef.key"
+		}
 		return stalledOn(obs, v1alpha1.ReasonCredentialsNotFound,
-			fmt.Sprintf("Secret %q has no non-empty key %q. Put the application's client secret value under that key, or set spec.clientSecretRef.key.", ref.Name, key)), true
+			fmt.Sprintf("Secret %q has no non-empty key %q. Put %s value under that key, %s.", secret.Name, key, owner, fix)), true
 	}
 	return plan{}, false
+}
+
+// certificateUnusable: a certificate that does not parse, does not match its key or
+// has expired would only cost a failed sign-in in the customer's logs.
+func certificateUnusable(obs *observation) (plan, bool) {
+	cred, app := obs.credential, obs.app
+	switch {
+	case cred.state == credentialCertificateInvalid:
+		return stalledOn(obs, v1alpha1.ReasonInvalidCertificate,
+			fmt.Sprintf("The certificate of %s in Secret %s/%s cannot be used: %s. Store an RSA certificate (PEM, leaf first) and its matching key.", app.describe(), obs.credentialSecret.Namespace, obs.credentialSecret.Name, cred.problem)), true
+	case cred.certificate != nil && !obs.now.Before(cred.certificate.NotAfter()):
+		return stalledOn(obs, v1alpha1.ReasonCertificateExpired,
+			fmt.Sprintf("The certificate of %s (SHA-1 thumbprint %s) expired at %s. Put a renewed certificate in Secret %s/%s and register it on the app registration.",
+				app.describe(), cred.certificate.SHA1Thumbprint(), cred.certificate.NotAfter().UTC().Format(time.RFC3339), obs.credentialSecret.Namespace, obs.credentialSecret.Name)), true
+	}
+	return plan{}, false
+}
+
+func serviceAccountNotFound(obs *observation) (plan, bool) {
+	if obs.credential.state != credentialServiceAccountMissing {
+		return plan{}, false
+	}
+	sa := obs.credential.serviceAccount
+	return stalledOn(obs, v1alpha1.ReasonServiceAccountNotFound,
+		fmt.Sprintf("ServiceAccount %q of %s was not found in namespace %q. Create it there; its tokens are the app's federated credential.", sa.Name, obs.app.describe(), sa.Namespace)), true
 }
 
 // clientSecretImplausible: a value that cannot be an Entra client secret would only
@@ -129,9 +207,8 @@ func clientSecretImplausible(obs *observation) (plan, bool) {
 	if obs.credential.state != credentialImplausible {
 		return plan{}, false
 	}
-	ref, key := obs.tenant.Spec.ClientSecretRef, obs.tenant.ClientSecretKeyOrDefault()
 	return stalledOn(obs, v1alpha1.ReasonInvalidClientSecret,
-		fmt.Sprintf("Key %q of Secret %q does not hold a client secret: Entra ID client secrets are at most %d printable ASCII characters. Put the secret's value there.", key, ref.Name, maxClientSecretLength)), true
+		fmt.Sprintf("Key %q of Secret %q does not hold a client secret: Entra ID client secrets are at most %d printable ASCII characters. Put the secret's value there.", obs.credentialKey, obs.credentialSecret.Name, maxClientSecretLength)), true
 }
 
 // freshAndCurrent: the published token is usable, was minted from the current

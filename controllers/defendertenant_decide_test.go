@@ -7,6 +7,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
+	"github.com/tenantcreds/defender-tenant-operator/internal/entra"
 	"github.com/tenantcreds/defender-tenant-operator/internal/tokencheck"
 )
 
@@ -83,6 +84,28 @@ func TestDecisionChain(t *testing.T) {
 	}
 	leftoverInMemory := func(obs *observation) { obs.leftover = tokenMinted(time.Minute, "current-inputs") }
 	publish := publishedIntact
+	clusterApp := &v1alpha1.ClusterDefenderApp{}
+	ungranted := func(obs *observation) {
+		obs.app = appFacts{kind: v1alpha1.AppKindClusterDefenderApp, name: "partner", object: clusterApp, clientID: testClientID}
+	}
+	appMissing := func(obs *observation) {
+		obs.app = appFacts{kind: v1alpha1.AppKindClusterDefenderApp, name: "partner"}
+		obs.credential = credential{state: credentialNotRead}
+	}
+	expired := newTestCertificate(t, decideNow.AddDate(-1, 0, 0), decideNow.Add(-time.Second))
+	expiredCert, err := entra.ParseCertificate(expired.certPEM, expired.keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certificateExpired := func(obs *observation) {
+		obs.credential = credential{state: credentialUsable, certificate: expiredCert, version: "uid/4"}
+	}
+	certificateInvalid := func(obs *observation) {
+		obs.credential, obs.inputsHash = credential{state: credentialCertificateInvalid, problem: "tls.key does not match", version: "uid/5"}, ""
+	}
+	noServiceAccount := func(obs *observation) {
+		obs.credential, obs.inputsHash = credential{state: credentialServiceAccountMissing, serviceAccount: keyOf("ops", "partner-app")}, ""
+	}
 
 	tests := []struct {
 		name   string
@@ -115,8 +138,17 @@ func TestDecisionChain(t *testing.T) {
 		}}, "BackingOff", actionHold, v1alpha1.ReasonThrottled},
 		{"usable token: a failed refresh waits at least a minute", []func(*observation){publish(tokenMinted(50*time.Minute, "current-inputs")), failedAgo(v1alpha1.ReasonTokenEndpointUnavailable, 30*time.Second, 1)}, "BackingOff", actionHold, v1alpha1.ReasonTokenEndpointUnavailable},
 		{"leftover of a failed write", []func(*observation){leftoverInMemory}, "LeftoverToken", actionPublishLeftover, ""},
+		{"app grants nothing, nothing published", []func(*observation){ungranted}, "AppNotAllowed", actionHold, v1alpha1.ReasonAppNotAllowed},
+		{"app grants nothing, token published: revoke", []func(*observation){ungranted, freshToken}, "AppNotAllowed", actionRevoke, v1alpha1.ReasonAppNotAllowed},
+		{"app missing", []func(*observation){appMissing}, "AppNotFound", actionHold, v1alpha1.ReasonAppNotFound},
+		{"certificate expired", []func(*observation){certificateExpired}, "CertificateUnusable", actionHold, v1alpha1.ReasonCertificateExpired},
+		{"certificate unusable", []func(*observation){certificateInvalid}, "CertificateUnusable", actionHold, v1alpha1.ReasonInvalidCertificate},
+		{"ServiceAccount missing", []func(*observation){noServiceAccount}, "ServiceAccountNotFound", actionHold, v1alpha1.ReasonServiceAccountNotFound},
 
 		// Pairs of checks that both match: the row says which wins, and so the order.
+		{"withdrawn grant beats suspension: the token goes", []func(*observation){ungranted, freshToken, suspend}, "AppNotAllowed", actionRevoke, v1alpha1.ReasonAppNotAllowed},
+		{"expired certificate beats keeping a fresh token", []func(*observation){freshToken, certificateExpired}, "CertificateUnusable", actionHold, v1alpha1.ReasonCertificateExpired},
+		{"app missing beats Secret conflict", []func(*observation){appMissing, foreignSecret}, "AppNotFound", actionHold, v1alpha1.ReasonAppNotFound},
 		{"suspended beats resource not allowed", []func(*observation){suspend, disallowed}, "Suspended", actionHold, ""},
 		{"suspended beats restoring an edited Secret", []func(*observation){freshToken, handEdited, suspend}, "Suspended", actionHold, ""},
 		{"resource not allowed beats Secret conflict", []func(*observation){disallowed, foreignSecret}, "ResourceNotAllowed", actionHold, v1alpha1.ReasonResourceNotAllowed},

@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
@@ -25,6 +26,8 @@ import (
 type observation struct {
 	now    time.Time
 	tenant *v1alpha1.DefenderTenant
+	// app is what the tokens are requested with: the inline pair or the appRef's app.
+	app appFacts
 
 	authority       string
 	resource        string
@@ -44,6 +47,11 @@ type observation struct {
 	published *token
 
 	credential credential
+	// credentialSecret is the Secret the credential is read from; empty for a
+	// workload identity.
+	credentialSecret types.NamespacedName
+	// credentialKey is the Secret key of a client secret.
+	credentialKey string
 	// inputsHash digests everything a token is minted from (see
 	// AnnotationInputsHash); empty unless the credential is usable.
 	inputsHash string
@@ -74,10 +82,15 @@ func (t *token) usable(now time.Time) bool {
 }
 
 func (r *DefenderTenantReconciler) observe(ctx context.Context, tenant *v1alpha1.DefenderTenant) (*observation, error) {
-	cloud := tenant.CloudOrDefault()
+	app, err := r.observeApp(ctx, tenant)
+	if err != nil {
+		return nil, err
+	}
+	cloud := app.cloud
 	obs := &observation{
 		now:              r.Clock.Now(),
 		tenant:           tenant,
+		app:              app,
 		authority:        r.Authorities.Host(cloud),
 		resource:         strings.TrimSuffix(tenant.Spec.Resource, "/"),
 		secretName:       tenant.TokenSecretNameOrDefault(),
@@ -88,7 +101,9 @@ func (r *DefenderTenantReconciler) observe(ctx context.Context, tenant *v1alpha1
 	}
 	obs.resourceAllowed = r.AllowedResources.Allows(obs.resource)
 	// Admins consent in a browser against the real cloud, never through an override.
-	obs.adminConsentURL = entra.AdminConsentURL(entra.AuthorityHost(cloud), tenant.Spec.TenantID, tenant.Spec.ClientID, obs.resource, r.AdminConsentRedirectURI)
+	if app.clientID != "" {
+		obs.adminConsentURL = entra.AdminConsentURL(entra.AuthorityHost(cloud), tenant.Spec.TenantID, app.clientID, obs.resource, app.redirectURI)
+	}
 
 	// The credential comes first: its digest is what proves a token Secret from
 	// before UIDs were recorded to be ours.
@@ -118,7 +133,7 @@ func (r *DefenderTenantReconciler) observeTokenSecret(ctx context.Context, obs *
 	obs.tokenSecret = secret
 	obs.tokenSecretOwned = ownsTokenSecret(secret, obs.tenant, obs.inputsHash)
 	if obs.tokenSecretOwned {
-		obs.published = publishedToken(secret, obs.tenant, obs.now)
+		obs.published = publishedToken(secret, expectation(obs.tenant, obs.app.clientID), obs.now)
 	}
 	return nil
 }
@@ -143,13 +158,13 @@ func ownsTokenSecret(secret *corev1.Secret, tenant *v1alpha1.DefenderTenant, inp
 // ours is still returned (it is reported as TokenExpired); anything that is not a
 // token of this tenant (hand-edited, or the spec changed), or that claims to be
 // valid for more than tokencheck.MaxLifetime, is nil, and replaced.
-func publishedToken(secret *corev1.Secret, tenant *v1alpha1.DefenderTenant, now time.Time) *token {
+func publishedToken(secret *corev1.Secret, expect tokencheck.Expectation, now time.Time) *token {
 	raw := string(secret.Data[v1alpha1.TokenSecretKeyAccessToken])
 	if raw == "" {
 		return nil
 	}
 	// Checked without a time, so that an expired token is still recognised as ours.
-	claims, err := tokencheck.Check(raw, expectation(tenant), time.Time{})
+	claims, err := tokencheck.Check(raw, expect, time.Time{})
 	if err != nil || claims.ExpiresAt.After(now.Add(tokencheck.MaxLifetime)) {
 		return nil
 	}
@@ -163,8 +178,8 @@ func publishedToken(secret *corev1.Secret, tenant *v1alpha1.DefenderTenant, now 
 
 // expectation is what every token of this tenant must match, whether just minted or
 // found published: one definition, so the two checks cannot drift apart.
-func expectation(tenant *v1alpha1.DefenderTenant) tokencheck.Expectation {
-	return tokencheck.Expectation{TenantID: tenant.Spec.TenantID, ClientID: tenant.Spec.ClientID, RequiredRoles: tenant.Spec.RequiredRoles}
+func expectation(tenant *v1alpha1.DefenderTenant, clientID string) tokencheck.Expectation {
+	return tokencheck.Expectation{TenantID: tenant.Spec.TenantID, ClientID: clientID, RequiredRoles: tenant.Spec.RequiredRoles}
 }
 
 // mintedAt reads when the published token was minted. The annotation is authoritative;
@@ -180,17 +195,67 @@ func mintedAt(secret *corev1.Secret, claims tokencheck.Verdict) time.Time {
 }
 
 func (r *DefenderTenantReconciler) observeCredential(ctx context.Context, obs *observation) error {
-	spec := obs.tenant.Spec
-	cred, err := r.credential(ctx, keyOf(obs.tenant.Namespace, spec.ClientSecretRef.Name), obs.tenant.ClientSecretKeyOrDefault())
+	cred, err := r.readAppCredential(ctx, obs)
 	if err != nil {
-		return fmt.Errorf("reading credential Secret %s: %w", spec.ClientSecretRef.Name, err)
+		return err
 	}
 	obs.credential = cred
-	obs.failureInputs = inputsHash(strconv.FormatInt(obs.tenant.Generation, 10), obs.authority, spec.TenantID, spec.ClientID, obs.resource, cred.version)
+	spec, app := obs.tenant.Spec, obs.app
+	if app.inline() {
+		obs.failureInputs = inputsHash(strconv.FormatInt(obs.tenant.Generation, 10), obs.authority, spec.TenantID, spec.ClientID, obs.resource, cred.version)
+		if cred.state == credentialUsable {
+			obs.inputsHash = inputsHash(obs.authority, spec.TenantID, spec.ClientID, obs.resource, cred.value)
+		}
+		return nil
+	}
+	appGeneration := ""
+	if app.object != nil {
+		appGeneration = strconv.FormatInt(app.object.GetGeneration(), 10)
+	}
+	obs.failureInputs = inputsHash(strconv.FormatInt(obs.tenant.Generation, 10), obs.authority, spec.TenantID, app.clientID, obs.resource,
+		app.identity(), appGeneration, cred.version)
 	if cred.state == credentialUsable {
-		obs.inputsHash = inputsHash(obs.authority, spec.TenantID, spec.ClientID, obs.resource, cred.value)
+		obs.inputsHash = inputsHash(obs.authority, spec.TenantID, app.clientID, obs.resource, app.identity(), cred.material())
 	}
 	return nil
+}
+
+// readAppCredential reads the credential where the app's kind says it lives: the
+// inline clientSecretRef in the tenant's namespace, a DefenderApp's Secret in its own
+// namespace, a ClusterDefenderApp's in the cluster resource namespace. Nothing is
+// read for an app that is missing or may not serve the tenant.
+func (r *DefenderTenantReconciler) readAppCredential(ctx context.Context, obs *observation) (credential, error) {
+	app := obs.app
+	if app.inline() {
+		obs.credentialSecret, obs.credentialKey = keyOf(obs.tenant.Namespace, obs.tenant.Spec.ClientSecretRef.Name), obs.tenant.ClientSecretKeyOrDefault()
+		return r.wrapRead(r.credential(ctx, obs.credentialSecret, obs.credentialKey))
+	}
+	if app.missing() || !app.allowed {
+		return credential{state: credentialNotRead}, nil
+	}
+	c := app.object.AppSpec().Credential
+	switch {
+	case c.ClientSecret != nil:
+		obs.credentialSecret, obs.credentialKey = keyOf(app.credentialNamespace, c.ClientSecret.SecretRef.Name), c.ClientSecret.SecretRef.KeyOrDefault()
+		return r.wrapRead(r.credential(ctx, obs.credentialSecret, obs.credentialKey))
+	case c.Certificate != nil:
+		obs.credentialSecret = keyOf(app.credentialNamespace, c.Certificate.SecretRef.Name)
+		return r.wrapRead(r.certificateCredential(ctx, obs.credentialSecret))
+	case c.WorkloadIdentity != nil:
+		cred, err := r.serviceAccountCredential(ctx, keyOf(app.credentialNamespace, c.WorkloadIdentity.ServiceAccountName), c.WorkloadIdentity.AudienceOrDefault())
+		if err != nil {
+			return credential{}, fmt.Errorf("reading ServiceAccount %s of %s: %w", c.WorkloadIdentity.ServiceAccountName, app.describe(), err)
+		}
+		return cred, nil
+	}
+	return credential{state: credentialNotRead}, nil
+}
+
+func (r *DefenderTenantReconciler) wrapRead(c credential, err error) (credential, error) {
+	if err != nil {
+		return credential{}, fmt.Errorf("reading the credential Secret: %w", err)
+	}
+	return c, nil
 }
 
 // inputsHash is a one-way digest: it tells whether a token was minted, or a request
@@ -211,7 +276,7 @@ func (r *DefenderTenantReconciler) leftoverToken(obs *observation) *token {
 	if !ok || obs.inputsHash == "" || t.inputsHash != obs.inputsHash || t.generation != obs.tenant.Generation {
 		return nil
 	}
-	claims, err := tokencheck.Check(t.raw, expectation(obs.tenant), obs.now)
+	claims, err := tokencheck.Check(t.raw, expectation(obs.tenant, obs.app.clientID), obs.now)
 	if err != nil {
 		return nil
 	}

@@ -7,6 +7,12 @@ import (
 	"strings"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
@@ -45,11 +51,16 @@ func (r *DefenderTenantReconciler) requestToken(ctx context.Context, obs *observ
 
 func (r *DefenderTenantReconciler) requestAndCheck(ctx context.Context, obs *observation) (*token, *requestFailure) {
 	spec := obs.tenant.Spec
+	cred, failure := r.entraCredential(ctx, obs)
+	if failure != nil {
+		ctrl.LoggerFrom(ctx).Info("Token request failed", "tenantID", spec.TenantID, "reason", failure.problem.Reason, "code", failure.code)
+		return nil, failure
+	}
 	answer, err := r.Entra.RequestToken(ctx, entra.Request{
 		AuthorityHost: obs.authority,
 		TenantID:      spec.TenantID,
-		ClientID:      spec.ClientID,
-		Credential:    entra.ClientSecret(obs.credential.value),
+		ClientID:      obs.app.clientID,
+		Credential:    cred,
 		Resource:      obs.resource,
 	})
 	if err != nil {
@@ -65,7 +76,7 @@ func (r *DefenderTenantReconciler) requestAndCheck(ctx context.Context, obs *obs
 		return nil, failure
 	}
 
-	claims, err := tokencheck.Check(answer.AccessToken, expectation(obs.tenant), obs.now)
+	claims, err := tokencheck.Check(answer.AccessToken, expectation(obs.tenant, obs.app.clientID), obs.now)
 	if err != nil {
 		return nil, &requestFailure{problem: newProblem(v1alpha1.ReasonInvalidToken,
 			fmt.Sprintf("Entra ID returned a token that was not published: %v. Check spec.tenantID, spec.clientID and --authority-host.", err)),
@@ -97,4 +108,56 @@ func failureCode(f *entra.Failure) string {
 
 func rolesOf(claims tokencheck.Verdict) *roleFacts {
 	return &roleFacts{Granted: claims.GrantedRoles, Missing: claims.MissingRoles}
+}
+
+// serviceAccountTokenLifetime is how long a workload identity assertion is valid:
+// ten minutes, what MSAL uses for its own assertions, and the shortest lifetime the
+// TokenRequest API grants without an apiserver flag.
+const serviceAccountTokenLifetime = 10 * 60
+
+// entraCredential is the credential this request authenticates with. A workload
+// identity gets a fresh ServiceAccount token for each request, from the TokenRequest
+// API, so no long-lived token of it exists anywhere.
+func (r *DefenderTenantReconciler) entraCredential(ctx context.Context, obs *observation) (entra.Credential, *requestFailure) {
+	cred := obs.credential
+	switch {
+	case cred.certificate != nil:
+		return cred.certificate, nil
+	case cred.serviceAccount.Name != "":
+		token, err := r.serviceAccountToken(ctx, cred.serviceAccount, cred.audience)
+		if err != nil {
+			return nil, serviceAccountTokenFailed(obs, cred.serviceAccount, err)
+		}
+		return entra.ClientAssertion(token), nil
+	default:
+		return entra.ClientSecret(cred.value), nil
+	}
+}
+
+func (r *DefenderTenantReconciler) serviceAccountToken(ctx context.Context, sa types.NamespacedName, audience string) (string, error) {
+	request := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
+		Audiences:         []string{audience},
+		ExpirationSeconds: ptr.To[int64](serviceAccountTokenLifetime),
+	}}
+	account := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: sa.Namespace, Name: sa.Name}}
+	if err := r.SubResource("token").Create(ctx, account, request); err != nil {
+		return "", err
+	}
+	return request.Status.Token, nil
+}
+
+// serviceAccountTokenFailed reports a TokenRequest that failed. The error of the API
+// server holds no token; it is quoted so that RBAC problems show as such.
+func serviceAccountTokenFailed(obs *observation, sa types.NamespacedName, err error) *requestFailure {
+	code := "TokenRequest"
+	var status apierrors.APIStatus
+	if errors.As(err, &status) {
+		code = fmt.Sprintf("TokenRequest HTTP %d", status.Status().Code)
+	}
+	if apierrors.IsNotFound(err) {
+		return &requestFailure{code: code, problem: newProblem(v1alpha1.ReasonServiceAccountNotFound,
+			fmt.Sprintf("ServiceAccount %q of %s was not found in namespace %q. Create it there; its tokens are the app's federated credential.", sa.Name, obs.app.describe(), sa.Namespace))}
+	}
+	return &requestFailure{code: code, problem: newProblem(v1alpha1.ReasonTokenEndpointUnavailable,
+		fmt.Sprintf("Could not get a token of ServiceAccount %s/%s for %s from the Kubernetes TokenRequest API: %v", sa.Namespace, sa.Name, obs.app.describe(), err))}
 }

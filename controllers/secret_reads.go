@@ -9,6 +9,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/tenantcreds/defender-tenant-operator/internal/entra"
 )
 
 // Secret contents are never cached, so every reconcile would read both of its Secrets
@@ -48,15 +50,46 @@ const (
 	credentialSecretMissing
 	credentialKeyEmpty
 	credentialImplausible
+	// credentialCertificateInvalid: the certificate Secret does not hold an RSA
+	// certificate and its matching key; problem says which.
+	credentialCertificateInvalid
+	// credentialServiceAccountMissing: the workload identity's ServiceAccount does
+	// not exist.
+	credentialServiceAccountMissing
+	// credentialNotRead: nothing was read, because the app is missing or may not
+	// serve the tenant.
+	credentialNotRead
 )
 
 type credential struct {
 	state credentialState
 	// value is the client secret, set only when state is credentialUsable.
 	value string
-	// version names the Secret read (UID and resourceVersion), empty when it is
-	// missing: any change of the Secret is new input for a failed request.
+	// certificate is the parsed certificate and key of a certificate credential.
+	certificate *entra.Certificate
+	// serviceAccount and audience name the workload identity.
+	serviceAccount types.NamespacedName
+	audience       string
+	// problem says why a certificate cannot be used, without any key material.
+	problem string
+	// version names the Secret or ServiceAccount read (UID and resourceVersion),
+	// empty when it is missing: any change of it is new input for a failed request.
 	version string
+}
+
+// material is what a token minted with this credential depends on, for the inputs
+// digest: the client secret, or the public identity of a certificate or
+// ServiceAccount, so that a rotation re-mints and a restart with the same
+// credential reuses the published token.
+func (c credential) material() string {
+	switch {
+	case c.certificate != nil:
+		return "certificate:" + c.certificate.SHA256Thumbprint()
+	case c.serviceAccount.Name != "":
+		return "serviceaccount:" + c.version + ":" + c.audience
+	default:
+		return c.value
+	}
 }
 
 func readCredential(secret *corev1.Secret, key string) credential {
@@ -93,8 +126,35 @@ func plausibleClientSecret(s string) bool {
 // credential returns what the tenant's credential Secret holds under key, reading the
 // Secret from the API server only when the watch cache shows a version not read yet.
 func (r *DefenderTenantReconciler) credential(ctx context.Context, secretKey types.NamespacedName, key string) (credential, error) {
+	return r.readCredentialSecret(ctx, secretKey, key, func(secret *corev1.Secret) credential { return readCredential(secret, key) })
+}
+
+// certificateCacheKey stands for the two keys of a kubernetes.io/tls Secret in the
+// credential cache; it cannot clash with a data key, which may not hold a NUL.
+const certificateCacheKey = "\x00tls"
+
+// certificateCredential parses the certificate and key of a kubernetes.io/tls
+// Secret, once per version of the Secret.
+func (r *DefenderTenantReconciler) certificateCredential(ctx context.Context, secretKey types.NamespacedName) (credential, error) {
+	return r.readCredentialSecret(ctx, secretKey, certificateCacheKey, readCertificate)
+}
+
+func readCertificate(secret *corev1.Secret) credential {
+	version := string(secret.UID) + "/" + secret.ResourceVersion
+	crt, key := secret.Data[corev1.TLSCertKey], secret.Data[corev1.TLSPrivateKeyKey]
+	if len(crt) == 0 || len(key) == 0 {
+		return credential{state: credentialKeyEmpty, version: version}
+	}
+	cert, err := entra.ParseCertificate(crt, key)
+	if err != nil {
+		return credential{state: credentialCertificateInvalid, problem: err.Error(), version: version}
+	}
+	return credential{state: credentialUsable, certificate: cert, version: version}
+}
+
+func (r *DefenderTenantReconciler) readCredentialSecret(ctx context.Context, secretKey types.NamespacedName, cacheKey string, read func(*corev1.Secret) credential) (credential, error) {
 	if rv, exists, known := r.cachedSecretVersion(ctx, secretKey); known && exists {
-		if c, ok := r.credentials.get(secretKey, key, rv); ok {
+		if c, ok := r.credentials.get(secretKey, cacheKey, rv); ok {
 			return c, nil
 		}
 	}
@@ -106,14 +166,28 @@ func (r *DefenderTenantReconciler) credential(ctx context.Context, secretKey typ
 		}
 		return credential{}, err
 	}
-	c := readCredential(secret, key)
-	r.credentials.put(secretKey, key, secret.ResourceVersion, c)
+	c := read(secret)
+	r.credentials.put(secretKey, cacheKey, secret.ResourceVersion, c)
 	return c, nil
 }
 
+// serviceAccountCredential checks that the workload identity's ServiceAccount
+// exists; its tokens are requested only when a token request is due.
+func (r *DefenderTenantReconciler) serviceAccountCredential(ctx context.Context, key types.NamespacedName, audience string) (credential, error) {
+	sa := &corev1.ServiceAccount{}
+	if err := r.Get(ctx, key, sa); err != nil {
+		if apierrors.IsNotFound(err) {
+			return credential{state: credentialServiceAccountMissing, serviceAccount: key, audience: audience}, nil
+		}
+		return credential{}, err
+	}
+	return credential{state: credentialUsable, serviceAccount: key, audience: audience, version: string(sa.UID)}, nil
+}
+
 // credentialCache holds, per credential Secret and key, what was read and at which
-// resourceVersion. Only what readCredential keeps is stored: a client secret of at most
-// maxClientSecretLength bytes, never the rest of the Secret.
+// resourceVersion. Only what readCredential and readCertificate keep is stored: a
+// client secret of at most maxClientSecretLength bytes, or one parsed certificate
+// and key per app, never the rest of the Secret.
 type credentialCache struct {
 	mu      sync.Mutex
 	entries map[types.NamespacedName]map[string]cachedCredential

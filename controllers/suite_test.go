@@ -53,7 +53,10 @@ const (
 var (
 	testScheme = runtime.NewScheme()
 	restConfig *rest.Config
-	k8s        client.Client
+	// serviceAccountSigner is the certificate of the key the API server signs
+	// ServiceAccount tokens with.
+	serviceAccountSigner string
+	k8s                  client.Client
 
 	// The manager's Entra emulator runs on the real clock; tests give it their own tenants.
 	managerEntra *entraemu.Emulator
@@ -83,6 +86,7 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 	defer func() { _ = env.Stop() }()
+	serviceAccountSigner = filepath.Join(env.ControlPlane.APIServer.CertDir, "sa-signer.crt")
 	restConfig.QPS, restConfig.Burst = 200, 400
 	if k8s, err = client.New(restConfig, client.Options{Scheme: testScheme}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -111,7 +115,7 @@ func startManager(ctx context.Context) (<-chan struct{}, error) {
 	managerEntra.AddApp(testClientID, entraemu.Secret{Value: testClientSecret})
 	server := httptest.NewServer(managerEntra)
 
-	opts := CacheOptions(nil)
+	opts := CacheOptions(nil, DefaultClusterResourceNamespace)
 	opts.ByObject[&v1alpha1.DefenderTenant{}] = cache.ByObject{Label: labels.SelectorFromSet(labels.Set{managedLabel: "manager"})}
 	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
 		Scheme:  testScheme,
@@ -163,9 +167,12 @@ func must(err error) {
 // harness is one test's world: its own namespace, fake clock and Entra emulator, and
 // a reconciler the test drives by calling Reconcile.
 type harness struct {
-	t        *testing.T
-	ctx      context.Context
-	ns       string
+	t   *testing.T
+	ctx context.Context
+	ns  string
+	// crn is the harness's cluster resource namespace, where its ClusterDefenderApps'
+	// credentials live.
+	crn      string
 	clock    *clocktesting.FakeClock
 	entra    *entraemu.Emulator
 	recorder *events.FakeRecorder
@@ -193,7 +200,7 @@ func newSerialHarness(t *testing.T) *harness {
 	server := httptest.NewServer(emu)
 	t.Cleanup(server.Close)
 
-	h := &harness{t: t, ctx: context.Background(), ns: createNamespace(t), clock: clk, entra: emu, recorder: events.NewFakeRecorder(1024)} // Eventf blocks when this fills up
+	h := &harness{t: t, ctx: context.Background(), ns: createNamespace(t), crn: createNamespace(t), clock: clk, entra: emu, recorder: events.NewFakeRecorder(1024)} // Eventf blocks when this fills up
 	h.r = h.newReconciler(entra.EveryCloud(server.URL))
 	return h
 }
@@ -202,14 +209,16 @@ func newSerialHarness(t *testing.T) *harness {
 // Secret metadata comes straight from the API server: a watch cache that is never behind.
 func (h *harness) newReconciler(authorities entra.Authorities) *DefenderTenantReconciler {
 	return &DefenderTenantReconciler{
-		Client:           k8s,
-		APIReader:        k8s,
-		SecretMetadata:   k8s,
-		Clock:            h.clock,
-		Entra:            &entra.Client{Timeout: 5 * time.Second, Clock: h.clock},
-		Authorities:      authorities,
-		AllowedResources: entra.NewAllowList(entra.DefaultAllowedResources),
-		Recorder:         h.recorder,
+		Client:                   k8s,
+		APIReader:                k8s,
+		SecretMetadata:           k8s,
+		Clock:                    h.clock,
+		Entra:                    &entra.Client{Timeout: 5 * time.Second, Clock: h.clock},
+		Authorities:              authorities,
+		AllowedResources:         entra.NewAllowList(entra.DefaultAllowedResources),
+		Recorder:                 h.recorder,
+		ClusterApps:              true,
+		ClusterResourceNamespace: h.crn,
 	}
 }
 
