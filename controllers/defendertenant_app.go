@@ -26,6 +26,9 @@ type appFacts struct {
 	name string
 	// object is the app read; nil for the inline form and when it does not exist.
 	object v1alpha1.App
+	// unserved: the tenant names a ClusterDefenderApp, and this operator may not
+	// read those (a namespaced install).
+	unserved bool
 	// allowed: the app may serve this tenant. Always true for the inline form and a
 	// DefenderApp (which serves its own namespace only); for a ClusterDefenderApp,
 	// one of its tenantGrants matches the tenant's namespace and tenantID.
@@ -43,7 +46,7 @@ type appFacts struct {
 func (a *appFacts) inline() bool { return a.kind == "" }
 
 // missing: the tenant names an app that does not exist.
-func (a *appFacts) missing() bool { return !a.inline() && a.object == nil }
+func (a *appFacts) missing() bool { return !a.inline() && !a.unserved && a.object == nil }
 
 // describe names the app in messages: "ClusterDefenderApp partner".
 func (a *appFacts) describe() string {
@@ -93,6 +96,11 @@ func (r *DefenderTenantReconciler) observeApp(ctx context.Context, tenant *v1alp
 	var key types.NamespacedName
 	switch facts.kind {
 	case v1alpha1.AppKindClusterDefenderApp:
+		if !r.ClusterApps {
+			// Reading one would start a watch this operator is forbidden.
+			facts.unserved = true
+			return facts, nil
+		}
 		app, key = &v1alpha1.ClusterDefenderApp{}, types.NamespacedName{Name: ref.Name}
 		facts.credentialNamespace = r.clusterResourceNamespace()
 	default:

@@ -588,3 +588,13 @@ func TestCertificateRotationMintsANewToken(t *testing.T) {
 	h.expectReady()
 	h.expectRequests(2)
 }
+
+func TestOperatorThatMayNotWatchClusterAppsServesNoneOfThem(t *testing.T) {
+	h := newHarness(t)
+	h.startCertificateApp()
+	h.r.ClusterApps = false
+	h.reconcile()
+
+	h.expectStalled(v1alpha1.ReasonAppNotAllowed, "does not serve ClusterDefenderApps")
+	h.expectRequests(0)
+}

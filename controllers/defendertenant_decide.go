@@ -125,9 +125,12 @@ func appNotAllowed(obs *observation) (plan, bool) {
 	if app.inline() || app.missing() || app.allowed {
 		return plan{}, false
 	}
-	p := stalledOn(obs, v1alpha1.ReasonAppNotAllowed,
-		fmt.Sprintf("%s has no tenantGrants entry matching namespace %q and tenant %s, so no token is requested and this tenant's token Secret is deleted. Ask the cluster administrator to grant it, or use another app.",
-			app.describe(), obs.tenant.Namespace, obs.tenant.Spec.TenantID))
+	message := fmt.Sprintf("%s has no tenantGrants entry matching namespace %q and tenant %s, so no token is requested and this tenant's token Secret is deleted. Ask the cluster administrator to grant it, or use another app.",
+		app.describe(), obs.tenant.Namespace, obs.tenant.Spec.TenantID)
+	if app.unserved {
+		message = fmt.Sprintf("This operator does not serve ClusterDefenderApps: it may not watch them and namespaces cluster-wide (a namespaced install), so %s cannot be checked for a grant. Use a DefenderApp in this namespace, or an operator installed cluster-wide.", app.describe())
+	}
+	p := stalledOn(obs, v1alpha1.ReasonAppNotAllowed, message)
 	if obs.tokenSecret != nil && obs.tokenSecretOwned {
 		p.action = actionRevoke
 	}
