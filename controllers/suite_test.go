@@ -127,15 +127,21 @@ func startManager(ctx context.Context) (<-chan struct{}, error) {
 		return nil, err
 	}
 	r := &DefenderTenantReconciler{
-		Client:                  mgr.GetClient(),
-		APIReader:               mgr.GetAPIReader(),
-		SecretMetadata:          mgr.GetCache(),
-		Clock:                   clock.RealClock{},
-		Entra:                   &entra.Client{},
-		Authorities:             entra.EveryCloud(server.URL),
-		AllowedResources:        entra.NewAllowList(entra.DefaultAllowedResources),
-		Recorder:                mgr.GetEventRecorder("defender-tenant-operator"),
-		MaxConcurrentReconciles: 4,
+		Client:                   mgr.GetClient(),
+		APIReader:                mgr.GetAPIReader(),
+		SecretMetadata:           mgr.GetCache(),
+		Clock:                    clock.RealClock{},
+		Entra:                    &entra.Client{},
+		Authorities:              entra.EveryCloud(server.URL),
+		AllowedResources:         entra.NewAllowList(entra.DefaultAllowedResources),
+		Recorder:                 mgr.GetEventRecorder("defender-tenant-operator"),
+		MaxConcurrentReconciles:  4,
+		ClusterApps:              true,
+		ClusterResourceNamespace: DefaultClusterResourceNamespace,
+	}
+	crn := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: DefaultClusterResourceNamespace}}
+	if err := k8s.Create(ctx, crn); err != nil {
+		return nil, err
 	}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		return nil, err
