@@ -4,14 +4,11 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"math/big"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -22,6 +19,7 @@ import (
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 	"github.com/tenantcreds/defender-tenant-operator/internal/entraemu"
+	"github.com/tenantcreds/defender-tenant-operator/internal/localcluster"
 )
 
 const (
@@ -431,10 +429,9 @@ func (h *harness) federate(subject string) {
 }
 
 // apiServerIssuer learns the test API server's service-account issuer from a token
-// it issues, and returns its verification key as a JWKS, keyed as kube-apiserver
-// keys it in /openid/v1/jwks (the base64url SHA-256 of the public key's DER).
-// envtest's API server serves no OIDC discovery, so the key is read from the file
-// it signs with rather than from that endpoint.
+// it issues, and returns its verification key as kube-apiserver publishes it in
+// /openid/v1/jwks. envtest's API server serves no OIDC discovery, so the key is read
+// from the file it signs with rather than from that endpoint.
 func apiServerIssuer(t *testing.T, ns string) (string, entraemu.KeySource) {
 	t.Helper()
 	ctx := context.Background()
@@ -457,26 +454,10 @@ func apiServerIssuer(t *testing.T, ns string) (string, entraemu.KeySource) {
 	if err := json.Unmarshal(jws.UnsafePayloadWithoutVerification(), &claims); err != nil || claims.Iss == "" {
 		t.Fatalf("no issuer in the API server's token: %v", err)
 	}
-	pemBytes, err := os.ReadFile(serviceAccountSigner)
+	keys, err := localcluster.ServiceAccountKeySet(serviceAccountSigner)
 	if err != nil {
 		t.Fatal(err)
 	}
-	block, _ := pem.Decode(pemBytes)
-	if block == nil {
-		t.Fatalf("%s holds no PEM block", serviceAccountSigner)
-	}
-	var public any
-	if cert, err := x509.ParseCertificate(block.Bytes); err == nil {
-		public = cert.PublicKey
-	} else if public, err = x509.ParsePKIXPublicKey(block.Bytes); err != nil {
-		t.Fatalf("%s: %v", serviceAccountSigner, err)
-	}
-	der, err := x509.MarshalPKIXPublicKey(public)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(der)
-	keys := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: public, KeyID: base64.RawURLEncoding.EncodeToString(sum[:]), Algorithm: string(jose.RS256), Use: "sig"}}}
 	return claims.Iss, func(context.Context) (jose.JSONWebKeySet, error) { return keys, nil }
 }
 
