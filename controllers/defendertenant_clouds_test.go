@@ -99,7 +99,7 @@ func TestOneAuthorityForEveryCloudSendsGovTenantsAcrossClouds(t *testing.T) {
 		t.Fatalf("lastFailure = %+v, want code AADSTS900382", f)
 	}
 	msg := condition(gov, v1alpha1.ConditionReady).Message
-	for _, want := range []string{"Azure Government", "spec.cloud"} {
+	for _, want := range []string{"Azure Government", "spec.cloud", "--authority-host"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("message %q does not mention %q", msg, want)
 		}

@@ -117,7 +117,8 @@ const (
 	adviceCloud   = "The tenant lives in another cloud than the one asked: a GCC High or DoD tenant is in Azure Government " +
 		"(login.microsoftonline.us), a commercial or GCC tenant in the commercial cloud (login.microsoftonline.com). " +
 		"Check spec.cloud (USGovHigh or DoD for a GCC High or DoD tenant); GCC High and DoD tenants also need an app " +
-		"registered in Azure Government, as an app of the commercial cloud cannot get their tokens."
+		"registered in Azure Government, as an app of the commercial cloud cannot get their tokens. If --authority-host " +
+		"sends every cloud to one proxy, name the clouds one by one (--authority-host=Public=URL,USGovHigh=URL)."
 	adviceConditionalAccess = "A Conditional Access policy of the customer tenant blocks the application. Consent does not help: " +
 		"an administrator of the customer tenant's Conditional Access must exclude the application, or the operator's " +
 		"network location, from the policy."
