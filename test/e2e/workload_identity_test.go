@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 	"github.com/tenantcreds/defender-tenant-operator/internal/entraemu"
@@ -82,6 +84,20 @@ func TestWorkloadIdentityAsTheOperatorsServiceAccount(t *testing.T) {
 	}
 	if leaked := tokenSecrets(t, s.admin, s.operatorNamespace); len(leaked) > 0 {
 		t.Errorf("token Secrets in the operator's namespace: %d", len(leaked))
+	}
+	// The ServiceAccount tokens the operator sent are JWTs: none may show anywhere.
+	logs, err := os.ReadFile(op.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := &v1alpha1.DefenderTenant{}
+	if err := s.admin.Get(ctx, client.ObjectKeyFromObject(dt), got); err != nil {
+		t.Fatal(err)
+	}
+	for source, text := range map[string]string{"the operator log": string(logs), "the status": mustJSON(got.Status)} {
+		if jwtPattern.MatchString(text) {
+			t.Errorf("%s contains a JWT", source)
+		}
 	}
 	if denials := op.logLines("forbidden"); len(denials) > 0 {
 		t.Errorf("the operator was denied something it tried:\n%s", strings.Join(denials, "\n"))
