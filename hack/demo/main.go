@@ -3,7 +3,9 @@
 // and kube-apiserver), the Entra ID emulator loaded with cmd/entra-emulator/demo.yaml
 // and the operator binary, applies config/samples, waits for the three sample
 // tenants to settle, shows what a user would look at, and then keeps everything
-// running for kubectl until Ctrl-C, which stops it all.
+// running for kubectl until Ctrl-C, which stops it all. A second part shows a
+// ClusterDefenderApp with a certificate credential serving two customer namespaces,
+// and refusing a tenant its grants do not cover.
 //
 // Run it from the repository root, after `make build`, with KUBEBUILDER_ASSETS set
 // as `make demo` does. DEMO_EXIT=1 (or -exit) stops right after the tour, for
@@ -132,12 +134,20 @@ func run(o options) (err error) {
 	}
 	detail("API server: %s\n   kubeconfig: %s", cluster.Admin.Host, rel(d.kubeconfig))
 
-	step("Starting the Entra ID emulator with " + emulatorConfig)
+	cert, err := newPartnerCertificate()
+	if err != nil {
+		return err
+	}
+	config, err := emulatorConfigWith(dir, cert)
+	if err != nil {
+		return err
+	}
+	step("Starting the Entra ID emulator with " + emulatorConfig + " and the partner app's certificate")
 	urlFile := filepath.Join(dir, "emulator.url")
 	_ = os.Remove(urlFile) // left by a demo that was killed: it names a dead port
 	emulatorLog := filepath.Join(dir, "emulator.log")
 	emulator, err := localcluster.StartProcess(emulatorLog, emulatorBin,
-		"--config", emulatorConfig, "--listen", "127.0.0.1:0", "--url-file", urlFile)
+		"--config", config, "--listen", "127.0.0.1:0", "--url-file", urlFile)
 	if err != nil {
 		return err
 	}
@@ -185,6 +195,9 @@ func run(o options) (err error) {
 	detail("settled %s after the samples were applied", time.Since(start).Round(10*time.Millisecond))
 
 	if err := d.tour(ctx, metricsAddr); err != nil {
+		return err
+	}
+	if err := d.partnerApp(ctx, cert); err != nil {
 		return err
 	}
 	if o.exit {

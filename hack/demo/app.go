@@ -1,0 +1,207 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
+	"github.com/tenantcreds/defender-tenant-operator/internal/entraemu"
+)
+
+// The partner app of the demo's second part, as demo.yaml registers it.
+const (
+	demoClientID     = "0b9f7c55-8a3e-4d2a-9c61-5f0e7d3b2a10"
+	contosoTenantID  = "6e3c1a8e-2f6b-4c4f-9b7e-0d6f2a1c9e11"
+	fabrikamTenantID = "3f2b8c1d-5a4e-4b7f-8c2d-1e9a6b5c4d30"
+	// clusterResourceNamespace is the operator's default: the demo runs it outside
+	// a pod, so POD_NAMESPACE is unset.
+	clusterResourceNamespace = "defender-tenant-operator-system"
+	partnerAppName           = "partner"
+	partnerCertSecret        = "partner-app-cert"
+)
+
+// partnerCertificate is the app's certificate credential: a fresh self-signed RSA
+// certificate, as `openssl req -x509` would make one.
+type partnerCertificate struct{ certPEM, keyPEM []byte }
+
+func newPartnerCertificate() (partnerCertificate, error) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return partnerCertificate{}, err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	if err != nil {
+		return partnerCertificate{}, err
+	}
+	now := time.Now()
+	template := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: "defender-tenant-operator demo partner app"},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.AddDate(0, 0, 90),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, template, template, &key.PublicKey, key)
+	if err != nil {
+		return partnerCertificate{}, err
+	}
+	return partnerCertificate{
+		certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		keyPEM:  pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}),
+	}, nil
+}
+
+// emulatorConfigWith writes demo.yaml with the certificate registered on the demo
+// app, as uploading it to the app registration does, and returns the file's path.
+func emulatorConfigWith(dir string, cert partnerCertificate) (string, error) {
+	data, err := os.ReadFile(emulatorConfig)
+	if err != nil {
+		return "", err
+	}
+	cfg, err := entraemu.ParseConfig(data)
+	if err != nil {
+		return "", err
+	}
+	for i := range cfg.Apps {
+		if cfg.Apps[i].ClientID == demoClientID {
+			cfg.Apps[i].Certificates = append(cfg.Apps[i].Certificates, string(cert.certPEM))
+		}
+	}
+	out, err := yaml.Marshal(cfg)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "emulator.yaml")
+	return path, os.WriteFile(path, out, 0o600)
+}
+
+// partnerTenants are the DefenderTenants of the second part: two customers served by
+// the app, and a namespace asking for a tenant its grant does not cover.
+var partnerTenants = []struct{ namespace, name, tenantID, reason string }{
+	{"customer-contoso", "contoso", contosoTenantID, v1alpha1.ReasonTokenReady},
+	{"customer-fabrikam", "fabrikam", fabrikamTenantID, v1alpha1.ReasonTokenReady},
+	{"customer-fabrikam", "contoso-from-fabrikam", contosoTenantID, v1alpha1.ReasonAppNotAllowed},
+}
+
+// partnerApp shows a ClusterDefenderApp with a certificate credential: the key
+// stays in the operator's namespace, and each customer namespace gets tokens for
+// its own tenant only.
+func (d *demo) partnerApp(ctx context.Context, cert partnerCertificate) error {
+	step("A partner app defined once: a ClusterDefenderApp with a certificate (no shared secret)")
+	for _, ns := range []string{clusterResourceNamespace, "customer-contoso", "customer-fabrikam"} {
+		if err := d.client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); client.IgnoreAlreadyExists(err) != nil {
+			return err
+		}
+	}
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: clusterResourceNamespace, Name: partnerCertSecret},
+		Type:       corev1.SecretTypeTLS,
+		Data:       map[string][]byte{corev1.TLSCertKey: cert.certPEM, corev1.TLSPrivateKeyKey: cert.keyPEM},
+	}
+	if err := d.client.Create(ctx, secret); err != nil {
+		return err
+	}
+	detail("certificate and key: Secret %s/%s (kubernetes.io/tls), in the operator's namespace only", clusterResourceNamespace, partnerCertSecret)
+	app := &v1alpha1.ClusterDefenderApp{
+		ObjectMeta: metav1.ObjectMeta{Name: partnerAppName},
+		Spec: v1alpha1.ClusterDefenderAppSpec{
+			AppSpec: v1alpha1.AppSpec{
+				ClientID:                demoClientID,
+				Credential:              v1alpha1.AppCredential{Certificate: &v1alpha1.CertificateCredential{SecretRef: v1alpha1.AppSecretReference{Name: partnerCertSecret}}},
+				AdminConsentRedirectURI: "https://portal.azure.com",
+			},
+			TenantGrants: []v1alpha1.TenantGrant{
+				{Namespaces: []string{"customer-contoso"}, TenantIDs: []string{contosoTenantID}},
+				{Namespaces: []string{"customer-fabrikam"}, TenantIDs: []string{fabrikamTenantID}},
+			},
+		},
+	}
+	if err := d.client.Create(ctx, app); err != nil {
+		return err
+	}
+	for _, pt := range partnerTenants {
+		dt := &v1alpha1.DefenderTenant{
+			ObjectMeta: metav1.ObjectMeta{Namespace: pt.namespace, Name: pt.name},
+			Spec: v1alpha1.DefenderTenantSpec{
+				TenantID:      pt.tenantID,
+				AppRef:        &v1alpha1.AppReference{Kind: v1alpha1.AppKindClusterDefenderApp, Name: partnerAppName},
+				RequiredRoles: []string{"Incident.Read.All"},
+			},
+		}
+		if err := d.client.Create(ctx, dt); err != nil {
+			return err
+		}
+	}
+	if err := d.waitForPartnerTenants(ctx); err != nil {
+		return err
+	}
+	if err := d.kubectl(ctx, "get", "clusterdefenderapps"); err != nil {
+		return err
+	}
+	if err := d.kubectl(ctx, "get", "defendertenants", "-n", "customer-contoso"); err != nil {
+		return err
+	}
+	if err := d.kubectl(ctx, "get", "defendertenants", "-n", "customer-fabrikam"); err != nil {
+		return err
+	}
+	refused := &v1alpha1.DefenderTenant{}
+	if err := d.client.Get(ctx, client.ObjectKey{Namespace: "customer-fabrikam", Name: "contoso-from-fabrikam"}, refused); err != nil {
+		return err
+	}
+	printProblem(refused)
+
+	step("The app's status: what to register on the app registration")
+	if err := d.client.Get(ctx, client.ObjectKey{Name: partnerAppName}, app); err != nil {
+		return err
+	}
+	if c := app.Status.Certificate; c != nil {
+		detail("sha1Thumbprint:   %s  (the portal lists the certificate by this)", c.SHA1Thumbprint)
+		detail("sha256Thumbprint: %s  (the assertion's x5t#S256)", c.SHA256Thumbprint)
+		if c.NotAfter != nil {
+			detail("notAfter:         %s  (a Warning Event 30 days before)", c.NotAfter.UTC().Format(time.RFC3339))
+		}
+	}
+	detail("Register the certificate (never the key) on the partner's app registration:")
+	detail("  kubectl -n %s get secret %s -o jsonpath='{.data.tls\\.crt}' | base64 -d > partner-app.crt", clusterResourceNamespace, partnerCertSecret)
+	detail("  az ad app credential reset --id %s --cert @partner-app.crt --append", demoClientID)
+	return nil
+}
+
+func (d *demo) waitForPartnerTenants(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, d.timeout)
+	defer cancel()
+	for {
+		settled := true
+		for _, pt := range partnerTenants {
+			t := &v1alpha1.DefenderTenant{}
+			if err := d.client.Get(ctx, client.ObjectKey{Namespace: pt.namespace, Name: pt.name}, t); err != nil {
+				return err
+			}
+			if ready := apimeta.FindStatusCondition(t.Status.Conditions, v1alpha1.ConditionReady); ready == nil || ready.Reason != pt.reason {
+				settled = false
+			}
+		}
+		if settled {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the partner app's tenants did not settle (see %s): %w", rel(d.operatorLog), ctx.Err())
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
