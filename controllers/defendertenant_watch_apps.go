@@ -71,6 +71,9 @@ func (r *DefenderTenantReconciler) setupAppIndexes(ctx context.Context, mgr ctrl
 	if err := indexer.IndexField(ctx, &v1alpha1.DefenderApp{}, appCredentialIndex, credentialObjectName); err != nil {
 		return err
 	}
+	if !r.ClusterApps {
+		return nil // an index is an informer: one this operator may not run
+	}
 	return indexer.IndexField(ctx, &v1alpha1.ClusterDefenderApp{}, appCredentialIndex, credentialObjectName)
 }
 
@@ -105,7 +108,7 @@ func (r *DefenderTenantReconciler) appsOfCredential(ctx context.Context, kind, n
 	for i := range namespaced.Items {
 		apps = append(apps, &namespaced.Items[i])
 	}
-	if namespace != r.clusterResourceNamespace() {
+	if !r.ClusterApps || namespace != r.clusterResourceNamespace() {
 		return apps
 	}
 	var cluster v1alpha1.ClusterDefenderAppList
