@@ -187,6 +187,24 @@ func run(o options) error {
 	if err := reconciler.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("setting up the DefenderTenant controller: %w", err)
 	}
+	// The app controllers use the field index the DefenderTenant controller registers.
+	appKinds := []v1alpha1.AppKind{v1alpha1.AppKindDefenderApp}
+	if reconciler.ClusterApps {
+		appKinds = append(appKinds, v1alpha1.AppKindClusterDefenderApp)
+	}
+	for _, kind := range appKinds {
+		apps := &controllers.AppReconciler{
+			Client:                   mgr.GetClient(),
+			APIReader:                mgr.GetAPIReader(),
+			Clock:                    reconciler.Clock,
+			Recorder:                 reconciler.Recorder,
+			Kind:                     kind,
+			ClusterResourceNamespace: reconciler.ClusterResourceNamespace,
+		}
+		if err := apps.SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("setting up the %s controller: %w", kind, err)
+		}
+	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err
 	}

@@ -36,10 +36,15 @@ var (
 		Name: "defender_tenant_tenants",
 		Help: "DefenderTenants by the status of their Ready condition (True, False, Unknown).",
 	}, []string{"ready"})
+
+	appCertificateExpiry = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "defender_app_certificate_expiry_timestamp_seconds",
+		Help: "notAfter of the certificate of a DefenderApp or ClusterDefenderApp (namespace \"\"), as a Unix timestamp.",
+	}, []string{"kind", "namespace", "name"})
 )
 
 func init() {
-	metrics.Registry.MustRegister(tokenExpiry, tokenRequests, tokenRequestDuration, tenantsByReady)
+	metrics.Registry.MustRegister(tokenExpiry, tokenRequests, tokenRequestDuration, tenantsByReady, appCertificateExpiry)
 }
 
 // recordTokenRequest counts one token request; reason is TokenReady for a published
@@ -93,4 +98,20 @@ func (t *readyTally) forget(key types.NamespacedName) {
 		delete(t.status, key)
 	}
 	tokenExpiry.DeleteLabelValues(key.Namespace, key.Name)
+}
+
+// recordAppCertificateExpiry shows the notAfter of an app's certificate while its
+// status describes one, and drops the series otherwise (another credential, or a
+// certificate that does not parse).
+func recordAppCertificateExpiry(kind v1alpha1.AppKind, key types.NamespacedName, status v1alpha1.AppStatus) {
+	if c := status.Certificate; c != nil && c.NotAfter != nil {
+		appCertificateExpiry.WithLabelValues(string(kind), key.Namespace, key.Name).Set(float64(c.NotAfter.Unix()))
+		return
+	}
+	forgetAppCertificateExpiry(kind, key)
+}
+
+// forgetAppCertificateExpiry drops the series of a deleted app.
+func forgetAppCertificateExpiry(kind v1alpha1.AppKind, key types.NamespacedName) {
+	appCertificateExpiry.DeleteLabelValues(string(kind), key.Namespace, key.Name)
 }
