@@ -407,10 +407,14 @@ func printProblem(t *v1alpha1.DefenderTenant) {
 	fmt.Printf("   adminConsentURL: %s\n", t.Status.AdminConsentURL)
 	if f := t.Status.LastFailure; f != nil {
 		// What Microsoft support and the customer's sign-in logs find a request by.
-		fmt.Printf("   lastFailure:     %s at %s, code %s\n", f.Reason, f.Time.UTC().Format(time.RFC3339), f.Code)
-		fmt.Printf("      traceID:         %s\n", f.TraceID)
-		fmt.Printf("      correlationID:   %s\n", f.CorrelationID)
-		fmt.Printf("      clientRequestID: %s\n", f.ClientRequestID)
+		fmt.Printf("   lastFailure:     %s at %s\n", f.Reason, f.Time.UTC().Format(time.RFC3339))
+		for _, field := range []struct{ name, value string }{
+			{"code", f.Code}, {"traceID", f.TraceID}, {"correlationID", f.CorrelationID}, {"clientRequestID", f.ClientRequestID},
+		} {
+			if field.value != "" {
+				fmt.Printf("      %-16s %s\n", field.name+":", field.value)
+			}
+		}
 	}
 }
 
