@@ -39,13 +39,10 @@ func ServiceAccountKeySet(path string) (jose.JSONWebKeySet, error) {
 		return jose.JSONWebKeySet{}, fmt.Errorf("%s holds no PEM block", path)
 	}
 	var public any
-	switch cert, certErr := x509.ParseCertificate(block.Bytes); {
-	case certErr == nil:
+	if cert, certErr := x509.ParseCertificate(block.Bytes); certErr == nil {
 		public = cert.PublicKey
-	default:
-		if public, err = x509.ParsePKIXPublicKey(block.Bytes); err != nil {
-			return jose.JSONWebKeySet{}, errors.Join(fmt.Errorf("%s is neither a certificate nor a public key", path), certErr, err)
-		}
+	} else if public, err = x509.ParsePKIXPublicKey(block.Bytes); err != nil {
+		return jose.JSONWebKeySet{}, errors.Join(fmt.Errorf("%s is neither a certificate nor a public key", path), certErr, err)
 	}
 	der, err := x509.MarshalPKIXPublicKey(public)
 	if err != nil {
