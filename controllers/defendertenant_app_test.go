@@ -221,15 +221,22 @@ func TestClusterDefenderAppWithACertificateSendsASignedAssertion(t *testing.T) {
 	h.startCertificateApp()
 	h.reconcile()
 
+	h.expectAssertionCredentialToken("a certificate credential")
+}
+
+// expectAssertionCredentialToken: one request, and a published token that Entra
+// marks as minted with an assertion (appidacr "2"), not a secret.
+func (h *harness) expectAssertionCredentialToken(credential string) {
+	h.t.Helper()
 	h.expectReady()
 	h.expectRequests(1)
 	secret := h.tokenSecret(tenantName + "-token")
 	if secret == nil {
-		t.Fatal("no token Secret published")
+		h.t.Fatal("no token Secret published")
 	}
-	claims := tokenClaims(t, string(secret.Data[v1alpha1.TokenSecretKeyAccessToken]))
+	claims := tokenClaims(h.t, string(secret.Data[v1alpha1.TokenSecretKeyAccessToken]))
 	if claims["appidacr"] != "2" {
-		t.Errorf("appidacr = %v, want \"2\" (a certificate credential)", claims["appidacr"])
+		h.t.Errorf("appidacr = %v, want \"2\" (%s)", claims["appidacr"], credential)
 	}
 }
 
@@ -480,16 +487,7 @@ func TestWorkloadIdentitySendsTheServiceAccountsToken(t *testing.T) {
 	h.createAppTenant(v1alpha1.AppKindClusterDefenderApp, h.clusterAppName())
 	h.reconcile()
 
-	h.expectReady()
-	h.expectRequests(1)
-	secret := h.tokenSecret(tenantName + "-token")
-	if secret == nil {
-		t.Fatal("no token Secret published")
-	}
-	claims := tokenClaims(t, string(secret.Data[v1alpha1.TokenSecretKeyAccessToken]))
-	if claims["appidacr"] != "2" {
-		t.Errorf("appidacr = %v, want \"2\" (a federated credential)", claims["appidacr"])
-	}
+	h.expectAssertionCredentialToken("a federated credential")
 }
 
 func TestWorkloadIdentitySubjectMismatchIsAnInvalidClientAssertion(t *testing.T) {
