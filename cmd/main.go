@@ -116,12 +116,15 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	clusterApps, err := controllers.MayServeClusterApps(context.Background(), cfg)
+	missing, err := controllers.MayServeClusterApps(context.Background(), cfg, clusterResourceNS)
 	if err != nil {
 		return fmt.Errorf("checking the operator's permissions: %w", err)
 	}
+	clusterApps := missing == ""
 	if !clusterApps {
-		log.Info("Not serving ClusterDefenderApps: this operator may not list them and namespaces cluster-wide (a namespaced install)")
+		log.Info("Not serving ClusterDefenderApps: this operator may not "+missing+
+			" (a namespaced install, or config/rbac/cluster_resources_role.yaml is not bound in the cluster resource namespace)",
+			"clusterResourceNamespace", clusterResourceNS)
 	}
 	cfg.QPS, cfg.Burst = float32(o.qps), o.burst
 

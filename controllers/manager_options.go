@@ -54,27 +54,34 @@ func StripSecretMetadata(obj any) (any, error) {
 	return obj, nil
 }
 
-// MayServeClusterApps asks the API server whether the operator may list and watch
-// ClusterDefenderApps and namespaces cluster-wide, which serving ClusterDefenderApps
-// takes. A namespaced install may not; it then serves DefenderApps and the inline
-// form only, instead of failing to start on a watch it is forbidden.
-func MayServeClusterApps(ctx context.Context, cfg *rest.Config) (bool, error) {
+// MayServeClusterApps asks the API server whether the operator may watch what
+// serving ClusterDefenderApps takes: ClusterDefenderApps and namespaces cluster-wide,
+// and ServiceAccounts in the cluster resource namespace. A namespaced install, or one
+// whose cluster resource namespace lacks the operator's Role, may not; it then serves
+// DefenderApps and the inline form only, instead of hanging on a watch it is
+// forbidden. The answer names what is missing.
+func MayServeClusterApps(ctx context.Context, cfg *rest.Config, clusterResourceNamespace string) (missing string, err error) {
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		return false, err
+		return "", err
 	}
 	for _, attrs := range []authorizationv1.ResourceAttributes{
 		{Group: v1alpha1.GroupVersion.Group, Resource: "clusterdefenderapps", Verb: "watch"},
 		{Resource: "namespaces", Verb: "watch"},
+		{Resource: "serviceaccounts", Verb: "watch", Namespace: clusterResourceNamespace},
 	} {
 		review := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &attrs}}
 		got, err := cs.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, review, metav1.CreateOptions{})
 		if err != nil {
-			return false, err
+			return "", err
 		}
 		if !got.Status.Allowed {
-			return false, nil
+			where := "cluster-wide"
+			if attrs.Namespace != "" {
+				where = "in namespace " + attrs.Namespace
+			}
+			return "watch " + attrs.Resource + " " + where, nil
 		}
 	}
-	return true, nil
+	return "", nil
 }
