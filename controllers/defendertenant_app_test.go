@@ -2,13 +2,8 @@ package controllers
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
-	"math/big"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +15,7 @@ import (
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 	"github.com/tenantcreds/defender-tenant-operator/internal/entraemu"
 	"github.com/tenantcreds/defender-tenant-operator/internal/localcluster"
+	"github.com/tenantcreds/defender-tenant-operator/internal/selfsigned"
 )
 
 const (
@@ -71,29 +67,11 @@ type testCertificate struct {
 
 func newTestCertificate(t *testing.T, notBefore, notAfter time.Time) testCertificate {
 	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	c, err := selfsigned.New("partner-app", notBefore, notAfter)
 	if err != nil {
 		t.Fatal(err)
 	}
-	template := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: "partner-app"},
-		NotBefore:    notBefore,
-		NotAfter:     notAfter,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, template, template, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return testCertificate{
-		cert:    cert,
-		certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		keyPEM:  pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}),
-	}
+	return testCertificate{cert: c.Cert, certPEM: c.CertPEM, keyPEM: c.KeyPEM}
 }
 
 // validCertificate is valid for a year around the harness's clock.

@@ -2,13 +2,7 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"os"
 	"path/filepath"
 	"time"
@@ -21,6 +15,7 @@ import (
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 	"github.com/tenantcreds/defender-tenant-operator/internal/entraemu"
+	"github.com/tenantcreds/defender-tenant-operator/internal/selfsigned"
 )
 
 // The partner app of the demo's second part, as demo.yaml registers it.
@@ -35,39 +30,16 @@ const (
 	partnerCertSecret        = "partner-app-cert"
 )
 
-// partnerCertificate is the app's certificate credential: a fresh self-signed RSA
+// newPartnerCertificate is the app's certificate credential: a fresh self-signed RSA
 // certificate, as `openssl req -x509` would make one.
-type partnerCertificate struct{ certPEM, keyPEM []byte }
-
-func newPartnerCertificate() (partnerCertificate, error) {
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		return partnerCertificate{}, err
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
-	if err != nil {
-		return partnerCertificate{}, err
-	}
+func newPartnerCertificate() (selfsigned.Certificate, error) {
 	now := time.Now()
-	template := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: "defender-tenant-operator demo partner app"},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.AddDate(0, 0, 90),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, template, template, &key.PublicKey, key)
-	if err != nil {
-		return partnerCertificate{}, err
-	}
-	return partnerCertificate{
-		certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		keyPEM:  pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}),
-	}, nil
+	return selfsigned.New("defender-tenant-operator demo partner app", now.Add(-time.Hour), now.AddDate(0, 0, 90))
 }
 
 // emulatorConfigWith writes demo.yaml with the certificate registered on the demo
 // app, as uploading it to the app registration does, and returns the file's path.
-func emulatorConfigWith(dir string, cert partnerCertificate) (string, error) {
+func emulatorConfigWith(dir string, cert selfsigned.Certificate) (string, error) {
 	data, err := os.ReadFile(emulatorConfig)
 	if err != nil {
 		return "", err
@@ -78,7 +50,7 @@ func emulatorConfigWith(dir string, cert partnerCertificate) (string, error) {
 	}
 	for i := range cfg.Apps {
 		if cfg.Apps[i].ClientID == demoClientID {
-			cfg.Apps[i].Certificates = append(cfg.Apps[i].Certificates, string(cert.certPEM))
+			cfg.Apps[i].Certificates = append(cfg.Apps[i].Certificates, string(cert.CertPEM))
 		}
 	}
 	out, err := yaml.Marshal(cfg)
@@ -100,7 +72,7 @@ var partnerTenants = []struct{ namespace, name, tenantID, reason string }{
 // partnerApp shows a ClusterDefenderApp with a certificate credential: the key
 // stays in the operator's namespace, and each customer namespace gets tokens for
 // its own tenant only.
-func (d *demo) partnerApp(ctx context.Context, cert partnerCertificate) error {
+func (d *demo) partnerApp(ctx context.Context, cert selfsigned.Certificate) error {
 	step("A partner app defined once: a ClusterDefenderApp with a certificate (no shared secret)")
 	for _, ns := range []string{clusterResourceNamespace, "customer-contoso", "customer-fabrikam"} {
 		if err := d.client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); client.IgnoreAlreadyExists(err) != nil {
@@ -110,7 +82,7 @@ func (d *demo) partnerApp(ctx context.Context, cert partnerCertificate) error {
 	secret := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: clusterResourceNamespace, Name: partnerCertSecret},
 		Type:       corev1.SecretTypeTLS,
-		Data:       map[string][]byte{corev1.TLSCertKey: cert.certPEM, corev1.TLSPrivateKeyKey: cert.keyPEM},
+		Data:       map[string][]byte{corev1.TLSCertKey: cert.CertPEM, corev1.TLSPrivateKeyKey: cert.KeyPEM},
 	}
 	if err := d.client.Create(ctx, secret); err != nil {
 		return err
