@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
@@ -41,8 +42,16 @@ func tokenMinted(ago time.Duration, inputs string, missing ...string) *token {
 func publishedIntact(t *token) func(*observation) {
 	return func(obs *observation) {
 		obs.published = t
-		obs.tokenSecret, obs.tokenSecretOwned = desiredTokenSecret(obs, t), true
+		obs.tokenSecret, obs.tokenSecretOwned = mustDesiredTokenSecret(obs, t), true
 	}
+}
+
+func mustDesiredTokenSecret(obs *observation, t *token) *corev1.Secret {
+	s, err := desiredTokenSecret(obs, t)
+	if err != nil {
+		panic(err)
+	}
+	return s
 }
 
 func freshToken(obs *observation) { publishedIntact(tokenMinted(5*time.Minute, "current-inputs"))(obs) }
@@ -54,7 +63,7 @@ func handEdited(obs *observation) {
 
 func foreignSecret(obs *observation) {
 	t := tokenMinted(0, "x")
-	obs.tokenSecret = desiredTokenSecret(obs, t)
+	obs.tokenSecret = mustDesiredTokenSecret(obs, t)
 	obs.tokenSecret.OwnerReferences = nil
 	obs.tokenSecretOwned, obs.published = false, nil
 }
@@ -107,6 +116,15 @@ func TestDecisionChain(t *testing.T) {
 		obs.credential, obs.inputsHash = credential{state: credentialServiceAccountMissing, serviceAccount: keyOf("ops", "partner-app")}, ""
 	}
 
+	withTemplate := func(data map[string]string) func(*observation) {
+		return func(obs *observation) { obs.tenant.Spec.SecretTemplate = &v1alpha1.SecretTemplate{Data: data} }
+	}
+	templateUnparsable := withTemplate(map[string]string{"authorization": "Bearer {{ .AccessToken "})
+	templateUnknownField := withTemplate(map[string]string{"authorization": "Bearer {{ .Password }}"})
+	templateChanged := withTemplate(map[string]string{"authorization": "Bearer {{ .AccessToken }}"})
+	// The sample token is as long as a real one; the test token is 24 bytes.
+	templateBreaksOnTheRealToken := withTemplate(map[string]string{"prefix": "{{ slice .AccessToken 0 100 }}"})
+
 	tests := []struct {
 		name   string
 		facts  []func(*observation)
@@ -145,7 +163,17 @@ func TestDecisionChain(t *testing.T) {
 		{"certificate unusable", []func(*observation){certificateInvalid}, "CertificateUnusable", actionHold, v1alpha1.ReasonInvalidCertificate},
 		{"ServiceAccount missing", []func(*observation){noServiceAccount}, "ServiceAccountNotFound", actionHold, v1alpha1.ReasonServiceAccountNotFound},
 
+		{"secret template does not parse: no token request", []func(*observation){templateUnparsable}, "InvalidSecretTemplate", actionHold, v1alpha1.ReasonInvalidSecretTemplate},
+		{"secret template names a field out of scope: no token request", []func(*observation){templateUnknownField}, "InvalidSecretTemplate", actionHold, v1alpha1.ReasonInvalidSecretTemplate},
+		{"secret template changed, token fresh: restore, no token request", []func(*observation){freshToken, templateChanged}, "FreshAndCurrent", actionRestore, ""},
+		{"secret template breaks on the real token only: publishing reports it", []func(*observation){freshToken, templateBreaksOnTheRealToken}, "FreshAndCurrent", actionRestore, ""},
+
 		// Pairs of checks that both match: the row says which wins, and so the order.
+		{"suspended beats an invalid secret template", []func(*observation){templateUnparsable, suspend}, "Suspended", actionHold, ""},
+		{"resource not allowed beats an invalid secret template", []func(*observation){templateUnparsable, disallowed}, "ResourceNotAllowed", actionHold, v1alpha1.ReasonResourceNotAllowed},
+		{"invalid secret template beats app missing", []func(*observation){appMissing, templateUnparsable}, "InvalidSecretTemplate", actionHold, v1alpha1.ReasonInvalidSecretTemplate},
+		{"invalid secret template beats keeping a fresh token", []func(*observation){freshToken, templateUnknownField}, "InvalidSecretTemplate", actionHold, v1alpha1.ReasonInvalidSecretTemplate},
+		{"invalid secret template beats a leftover", []func(*observation){leftoverInMemory, templateUnparsable}, "InvalidSecretTemplate", actionHold, v1alpha1.ReasonInvalidSecretTemplate},
 		{"withdrawn grant beats suspension: the token goes", []func(*observation){ungranted, freshToken, suspend}, "AppNotAllowed", actionRevoke, v1alpha1.ReasonAppNotAllowed},
 		{"expired certificate beats keeping a fresh token", []func(*observation){freshToken, certificateExpired}, "CertificateUnusable", actionHold, v1alpha1.ReasonCertificateExpired},
 		{"app missing beats Secret conflict", []func(*observation){appMissing, foreignSecret}, "AppNotFound", actionHold, v1alpha1.ReasonAppNotFound},

@@ -90,6 +90,10 @@ const (
 	// ReasonCredentialReady: the app's credential can be used. It appears only on the
 	// Ready condition of a DefenderApp or ClusterDefenderApp, never on a DefenderTenant.
 	ReasonCredentialReady = "CredentialReady"
+	// ReasonInvalidSecretTemplate: a template of spec.secretTemplate.data does not
+	// parse, or does not render with the token's values; nothing is published, and a
+	// token published before stays as it was.
+	ReasonInvalidSecretTemplate = "InvalidSecretTemplate"
 )
 
 // ReasonKind is how a reason shows on the conditions, and so how it is retried.
@@ -139,6 +143,7 @@ var ReasonKinds = map[string]ReasonKind{
 	ReasonCertificateExpired:       KindStalled,
 	ReasonServiceAccountNotFound:   KindStalled,
 	ReasonCredentialReady:          KindReady,
+	ReasonInvalidSecretTemplate:    KindStalled,
 }
 
 // AppReasons are the reasons of a DefenderApp's or ClusterDefenderApp's Ready

@@ -116,6 +116,59 @@ type DefenderTenantSpec struct {
 	// suspend stops token requests for this tenant. The published Secret is left alone.
 	// +optional
 	Suspend bool `json:"suspend,omitempty"`
+
+	// secretTemplate adds data keys, labels and annotations to the token Secret, for
+	// workloads that want the token in another shape (an HTTP header line, a config
+	// file) or tools that watch the Secret (Stakater Reloader).
+	// +optional
+	SecretTemplate *SecretTemplate `json:"secretTemplate,omitempty"`
+}
+
+// LabelValue is a Kubernetes label value: at most 63 characters, letters, digits,
+// '-', '_' and '.', beginning and ending with a letter or digit, or empty.
+// +kubebuilder:validation:MaxLength=63
+// +kubebuilder:validation:Pattern=`^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$`
+type LabelValue string
+
+// SecretTemplate is what the token Secret carries beside its four fixed keys. The
+// operator owns the Secret's data: a key removed here is removed from the Secret at
+// the next publish. Labels and annotations are added; the operator's own win.
+type SecretTemplate struct {
+	// labels are added to the token Secret. They may not set
+	// app.kubernetes.io/managed-by or defender.tenantcreds.io/tenant, which the
+	// operator sets. Keys and values follow the Kubernetes label syntax.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=32
+	// +kubebuilder:validation:XValidation:rule="!('app.kubernetes.io/managed-by' in self) && !('defender.tenantcreds.io/tenant' in self)",message="labels may not set app.kubernetes.io/managed-by or defender.tenantcreds.io/tenant: the operator sets them"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 317 && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))",message="label keys must be a name of at most 63 characters (letters, digits, '-', '_', '.'), optionally prefixed by a DNS subdomain and '/'"
+	Labels map[string]LabelValue `json:"labels,omitempty"`
+
+	// annotations are added to the token Secret, for example
+	// reloader.stakater.com/match: "true". The operator's own annotations
+	// (defender.tenantcreds.io/minted-at, defender.tenantcreds.io/inputs-hash) win.
+	// Each value is at most 4096 characters.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=32
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 317 && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))",message="annotation keys must be a name of at most 63 characters (letters, digits, '-', '_', '.'), optionally prefixed by a DNS subdomain and '/'"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(self[k]) <= 4096)",message="annotation values are at most 4096 characters"
+	Annotations map[string]string `json:"annotations,omitempty"`
+
+	// data maps extra Secret keys to Go text/template templates, rendered at every
+	// publish, so they follow each refresh. In scope are .AccessToken, .TokenType,
+	// .ExpiresAt (RFC 3339, UTC), .TenantID and .Resource, nothing else; the
+	// functions are text/template's builtins except call, and range, template,
+	// define and block are refused. For example authorization: "Bearer {{ .AccessToken }}".
+	// Keys are valid Secret keys other than access_token, token_type, expires_at
+	// and tenant_id; at most 32 keys, each template at most 4096 characters, each
+	// rendering to at most 64 KiB and all together to at most 256 KiB. A template
+	// that does not parse or render is reported as InvalidSecretTemplate and nothing
+	// is published.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=32
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 253 && k.matches('^[-._a-zA-Z0-9]+$'))",message="data keys must be valid Secret keys: letters, digits, '-', '_' and '.', at most 253 characters"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !(k in ['access_token', 'token_type', 'expires_at', 'tenant_id']))",message="data keys may not be access_token, token_type, expires_at or tenant_id: the operator writes them"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(self[k]) <= 4096)",message="each data template is at most 4096 characters"
+	Data map[string]string `json:"data,omitempty"`
 }
 
 // AppKind is the kind of app an appRef names.
@@ -268,6 +321,9 @@ type LastFailure struct {
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
 // +kubebuilder:printcolumn:name="Expires",type=string,JSONPath=`.status.expiresAt`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="App",type=string,JSONPath=`.spec.appRef.name`,priority=1
+// +kubebuilder:printcolumn:name="Granted roles",type=string,JSONPath=`.status.grantedRoles`,priority=1
+// +kubebuilder:printcolumn:name="Next refresh",type=string,JSONPath=`.status.nextRefreshTime`,priority=1
 type DefenderTenant struct {
 	metav1.TypeMeta `json:",inline"`
 	// +optional
