@@ -4,39 +4,65 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
 
-// TestBenchSmoke runs the whole harness at N=5 to prove that it works. It checks
-// counts only: timings belong to `make bench`, not to tests.
-func TestBenchSmoke(t *testing.T) {
+// buildOnce builds the manager once for all smoke tests, outside their deadlines:
+// cold (see buildManager), the build can take longer on a small machine than a
+// whole run is allowed.
+var buildOnce = sync.OnceValues(func() (string, error) {
+	root, err := moduleRoot()
+	if err != nil {
+		return "", err
+	}
+	dir, err := os.MkdirTemp("", "defender-bench-manager-")
+	if err != nil {
+		return "", err
+	}
+	return buildManager(context.Background(), root, dir)
+})
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if bin, err := buildOnce(); err == nil {
+		_ = os.RemoveAll(filepath.Dir(bin))
+	}
+	os.Exit(code)
+}
+
+// smokeRun runs the harness with c and the manager built once, within two minutes.
+func smokeRun(t *testing.T, c config) *report {
+	t.Helper()
 	if testing.Short() || os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		t.Skip("needs KUBEBUILDER_ASSETS (make test sets it) and is not short")
 	}
 	setLogger()
-	// The build is outside the run's deadline: cold (see buildManager), it can take
-	// longer on a small machine than the whole run is allowed.
-	root, err := moduleRoot()
+	manager, err := buildOnce()
 	if err != nil {
 		t.Fatal(err)
 	}
-	manager, err := buildManager(t.Context(), root, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-
+	c.Manager = manager
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
-	r, err := run(ctx, config{N: 5, Idle: time.Second, Unrelated: 20, Workers: 10, Settle: time.Second, Manager: manager}, newReport(&out))
+	r, err := run(ctx, c, newReport(&out))
 	t.Log("\n" + out.String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, want := range map[string]string{
+	return r
+}
+
+// TestBenchSmoke runs the whole harness at N=5 to prove that it works. It checks
+// counts only: timings belong to `make bench`, not to tests.
+func TestBenchSmoke(t *testing.T) {
+	r := smokeRun(t, config{N: 5, Idle: time.Second, Unrelated: 20, Workers: 10, Settle: time.Second})
+	expectValues(t, r, map[string]string{
 		"run_token_requests":                   "5",
 		"idle_token_requests":                  "0",
 		"idle_api_writes":                      "0",
@@ -44,11 +70,7 @@ func TestBenchSmoke(t *testing.T) {
 		"restart_token_requests":               "0",
 		"run_api POST secrets":                 "5",
 		"run_api PATCH defendertenants/status": "5",
-	} {
-		if got := r.values[name]; got != want {
-			t.Errorf("%s = %q, want %q", name, got, want)
-		}
-	}
+	})
 	// The five tenants share one credential Secret. Workers that start before its first
 	// read returns read it too; token Secrets that do not exist yet are never read.
 	if got, err := strconv.Atoi(r.values["run_api GET secrets"]); err != nil || got > 5 {
@@ -60,6 +82,40 @@ func TestBenchSmoke(t *testing.T) {
 	for _, name := range []string{"run_reconcile_mean_ms", "run_token_request_mean_ms", "ratio_to_floor"} {
 		if ms, err := strconv.ParseFloat(r.values[name], 64); err != nil || ms <= 0 {
 			t.Errorf("%s = %q, want a positive figure from the operator's histograms", name, r.values[name])
+		}
+	}
+}
+
+// TestBenchSmokeApp runs the app mode (-app) at N=6 over 3 namespaces, without the
+// rotation (its re-mints are spread over a minute whatever N). Counts only. It
+// takes as long as TestBenchSmoke (a control plane and three operator pairs, 25 s on
+// a busy 2-core machine), so `make test` leaves it out: BENCH_SMOKE_APP=1 runs it.
+func TestBenchSmokeApp(t *testing.T) {
+	if os.Getenv("BENCH_SMOKE_APP") == "" {
+		t.Skip("set BENCH_SMOKE_APP=1 to run the app mode's smoke test")
+	}
+	r := smokeRun(t, config{N: 6, Idle: time.Second, Workers: 10, App: true, Namespaces: 3, SkipRotation: true})
+	expectValues(t, r, map[string]string{
+		"mode":                                 "app",
+		"run_token_requests":                   "6",
+		"idle_token_requests":                  "0",
+		"idle_api_writes":                      "0",
+		"restart_token_requests":               "0",
+		"run_api POST secrets":                 "6",
+		"run_api PATCH defendertenants/status": "6",
+	})
+	for _, name := range []string{"assertion_sign_cpu_us_per_token", "run_cpu_ms_per_token", "ratio_to_floor"} {
+		if v, err := strconv.ParseFloat(r.values[name], 64); err != nil || v <= 0 {
+			t.Errorf("%s = %q, want a positive figure", name, r.values[name])
+		}
+	}
+}
+
+func expectValues(t *testing.T, r *report, want map[string]string) {
+	t.Helper()
+	for name, w := range want {
+		if got := r.values[name]; got != w {
+			t.Errorf("%s = %q, want %q", name, got, w)
 		}
 	}
 }

@@ -4,7 +4,12 @@
 // It prints one "name: value" per line on stdout; progress goes to stderr. See
 // docs/performance.md for what each figure means.
 //
+// With -app the tenants are spread over -namespaces namespaces and all use one
+// ClusterDefenderApp with a certificate credential, and the run adds the cost of
+// signing assertions and a certificate rotation.
+//
 //	make bench BENCH_ARGS="-n 1000 -latency 50ms"
+//	make bench BENCH_ARGS="-app -n 10000"
 package main
 
 import (
@@ -31,6 +36,7 @@ import (
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 	"github.com/tenantcreds/defender-tenant-operator/internal/entraemu"
 	"github.com/tenantcreds/defender-tenant-operator/internal/localcluster"
+	"github.com/tenantcreds/defender-tenant-operator/internal/selfsigned"
 )
 
 const (
@@ -61,6 +67,11 @@ type config struct {
 	Manager      string
 	Assets       string
 	Timeout      time.Duration
+	App          bool
+	Namespaces   int
+	// SkipRotation leaves out the app mode's rotation, which takes a minute or more
+	// whatever N (the operator spreads re-mints over rotationSpread).
+	SkipRotation bool
 }
 
 func main() {
@@ -77,10 +88,12 @@ func main() {
 	flag.StringVar(&c.Manager, "manager", "", "manager binary to measure; default: build ./cmd as the Dockerfile does")
 	flag.StringVar(&c.Assets, "assets", "", "directory with kube-apiserver and etcd; default $KUBEBUILDER_ASSETS or hack/envtest-binaries.sh")
 	flag.DurationVar(&c.Timeout, "timeout", 60*time.Minute, "give up after this long")
+	flag.BoolVar(&c.App, "app", false, "app mode: tenants over -namespaces namespaces, all using one ClusterDefenderApp with a certificate credential")
+	flag.IntVar(&c.Namespaces, "namespaces", 100, "with -app: namespaces the tenants are spread over")
 	flag.Parse()
 	c.OperatorArgs, c.OperatorEnv = strings.Fields(opArgs), strings.Fields(opEnv)
-	if c.N < 1 || c.Workers < 1 {
-		fmt.Fprintln(os.Stderr, "bench: -n and -workers must be at least 1")
+	if c.N < 1 || c.Workers < 1 || c.Namespaces < 1 {
+		fmt.Fprintln(os.Stderr, "bench: -n, -workers and -namespaces must be at least 1")
 		os.Exit(2)
 	}
 
@@ -124,15 +137,18 @@ type bench struct {
 	bin        string
 	args       []string
 
-	operatorResources map[string]bool // what its ClusterRole covers
+	operatorResources map[string]bool // what its ClusterRole (and with -app its Role) covers
 
+	run     tenantSet     // the tenants of the first create, kept to the end
 	ready   time.Duration // first create → all N Ready
 	tenants []v1alpha1.DefenderTenant
+	cpu     map[string]time.Duration // the operator's CPU time by phase
+	cert    selfsigned.Certificate   // with -app: the app's current certificate
 }
 
 // run sets everything up, then measures phase by phase, reporting as it goes.
 func run(ctx context.Context, c config, out *report) (_ *report, err error) {
-	b := &bench{config: c, out: out}
+	b := &bench{config: c, out: out, cpu: map[string]time.Duration{}}
 	if b.tmp, err = os.MkdirTemp("", "defender-bench-"); err != nil {
 		return nil, err
 	}
@@ -148,7 +164,15 @@ func run(ctx context.Context, c config, out *report) (_ *report, err error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, phase := range []func(context.Context) error{b.create, b.idle, b.unrelated, b.spread, b.restart, b.floor} {
+	phases := []func(context.Context) error{b.create, b.idle, b.unrelated, b.spread, b.restart, b.floor}
+	if b.App {
+		phases = []func(context.Context) error{b.signing, b.create, b.idle, b.unrelated, b.spread}
+		if !b.SkipRotation {
+			phases = append(phases, b.rotation)
+		}
+		phases = append(phases, b.restart, b.floor)
+	}
+	for _, phase := range phases {
 		if err := phase(ctx); err != nil {
 			return nil, err
 		}
@@ -235,27 +259,8 @@ func (b *bench) setUp(ctx context.Context) (stop func(), err error) {
 	}
 	stops = append(stops, stopEmu)
 
-	namespaces := []string{benchNS, unrelatedNS, floorNS + "-admin"}
-	for i := 1; i <= floorPairs; i++ {
-		namespaces = append(namespaces, fmt.Sprintf("%s-%d", floorNS, i), fmt.Sprintf("%s-%d", pairNS, i))
-	}
-	for _, ns := range namespaces {
-		if err := b.cl.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
-			return stop, err
-		}
-	}
-	// The credential is where the operator's tenants are: the run's and the pairs'.
-	for _, ns := range namespaces {
-		if ns != benchNS && !strings.HasPrefix(ns, pairNS+"-") {
-			continue
-		}
-		cred := &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: credential, Namespace: ns},
-			StringData: map[string]string{"client-secret": clientSecret},
-		}
-		if err := b.cl.Create(ctx, cred); err != nil {
-			return stop, err
-		}
+	if err := b.createNamespaces(ctx, root); err != nil {
+		return stop, err
 	}
 	// The first custom resource a fresh API server stores costs it seconds (building
 	// the CRD's storage and CEL programs); pay that before anything is timed.
@@ -268,19 +273,72 @@ func (b *bench) setUp(ctx context.Context) (stop func(), err error) {
 		return stop, err
 	}
 
-	b.args = append([]string{"--kubeconfig=" + kubeconfigPath, "--authority-host=" + emuURL}, b.OperatorArgs...)
+	b.args = []string{"--kubeconfig=" + kubeconfigPath, "--authority-host=" + emuURL}
+	if b.App {
+		b.args = append(b.args, "--cluster-resource-namespace="+clusterResourceNS)
+	}
+	b.args = append(b.args, b.OperatorArgs...)
 	if b.op, err = startOperator(ctx, b.bin, b.args, b.OperatorEnv, filepath.Join(b.tmp, "operator-1.log")); err != nil {
 		return stop, err
 	}
 	stops = append(stops, func() { _ = b.op.stop() })
+	if b.App {
+		if err := b.waitAppReady(ctx); err != nil {
+			return stop, err
+		}
+	}
 
 	b.out.add("n", "%d", b.N)
+	b.out.add("mode", "%s", map[bool]string{false: "inline", true: "app"}[b.App])
+	if b.App {
+		b.out.add("namespaces", "%d", b.Namespaces)
+	}
 	b.out.add("token_latency", "%s", b.Latency)
 	b.out.add("operator_args", "%s", strings.Join(b.OperatorArgs, " "))
 	b.out.add("operator_env", "%s", strings.Join(b.OperatorEnv, " "))
 	// The machine may be shared: the load average tells whether others were busy.
 	b.out.add("loadavg_start", "%s", loadavg())
 	return stop, nil
+}
+
+// createNamespaces creates the namespaces of every tenant set and what their tenants
+// use: the shared credential Secret of the inline mode, or the app (-app).
+func (b *bench) createNamespaces(ctx context.Context, root string) error {
+	b.run = b.set(benchNS)
+	sets := []tenantSet{b.run, b.set(floorNS + "-admin")}
+	for i := 1; i <= floorPairs; i++ {
+		sets = append(sets, b.set(fmt.Sprintf("%s-%d", floorNS, i)), b.set(fmt.Sprintf("%s-%d", pairNS, i)))
+	}
+	namespaces := []string{unrelatedNS}
+	for _, s := range sets {
+		namespaces = append(namespaces, s.namespaces...)
+	}
+	if err := parallel(ctx, b.Workers, len(namespaces), func(ctx context.Context, i int) error {
+		// The label is what the ClusterDefenderApp's grant selects (-app).
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespaces[i], Labels: map[string]string{customerLabel: "true"}}}
+		return b.cl.Create(ctx, ns)
+	}); err != nil {
+		return err
+	}
+	if b.App {
+		if err := b.setUpApp(ctx, root); err != nil {
+			return err
+		}
+	}
+	// Inline, the credential is where the operator's tenants are: the run's and the pairs'.
+	for _, ns := range namespaces {
+		if b.App || (ns != benchNS && !strings.HasPrefix(ns, pairNS+"-")) {
+			continue
+		}
+		cred := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: credential, Namespace: ns},
+			StringData: map[string]string{"client-secret": clientSecret},
+		}
+		if err := b.cl.Create(ctx, cred); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // window runs fn and reports what happened meanwhile: the API requests of everyone
@@ -309,6 +367,7 @@ func (b *bench) window(ctx context.Context, phase string, fn func() error) error
 	if err != nil {
 		return err
 	}
+	b.cpu[phase] = cpuAfter - cpu
 	b.out.add(phase+"_token_requests", "%d", b.emu.TotalRequests()-tokens)
 	b.out.add(phase+"_cpu_seconds", "%.2f", (cpuAfter - cpu).Seconds())
 	b.requests(phase, after.minus(before))
@@ -363,9 +422,10 @@ func (b *bench) requests(phase string, counts map[string]float64) {
 // then until the operator is quiet (watches still queue reconciles of Ready tenants).
 func (b *bench) create(ctx context.Context) error {
 	progress("creating %d DefenderTenants", b.N)
-	return b.window(ctx, "run", func() error {
+	tokens := b.emu.TotalRequests()
+	err := b.window(ctx, "run", func() error {
 		start := time.Now()
-		ready, createTime, err := b.createReady(ctx, benchNS)
+		ready, createTime, err := b.createReady(ctx, b.run)
 		if err != nil {
 			return err
 		}
@@ -379,14 +439,28 @@ func (b *bench) create(ctx context.Context) error {
 		b.out.add("quiet_seconds", "%.2f", quietAt.Sub(start).Seconds())
 		return b.latencies(ctx)
 	})
+	if err != nil {
+		return err
+	}
+	// Everything the operator did per token: reconcile, token request (with -app,
+	// signing its assertion) and both writes.
+	b.out.add("run_cpu_ms_per_token", "%.2f", perToken(b.cpu["run"], b.emu.TotalRequests()-tokens))
+	return nil
 }
 
-// createReady creates N tenants in ns with the harness's workers and returns how long
-// it took until all were Ready, and how long the creates took.
-func (b *bench) createReady(ctx context.Context, ns string) (ready, creates time.Duration, err error) {
+func perToken(cpu time.Duration, tokens int) float64 {
+	if tokens == 0 {
+		return 0
+	}
+	return float64(cpu) / float64(time.Millisecond) / float64(tokens)
+}
+
+// createReady creates the N tenants of set with the harness's workers and returns how
+// long it took until all were Ready, and how long the creates took.
+func (b *bench) createReady(ctx context.Context, set tenantSet) (ready, creates time.Duration, err error) {
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	readiness, err := watchReady(watchCtx, b.cfg, b.cl.Scheme(), ns, b.N)
+	readiness, err := watchReady(watchCtx, b.cfg, b.cl.Scheme(), set, b.N)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -394,7 +468,7 @@ func (b *bench) createReady(ctx context.Context, ns string) (ready, creates time
 	created := make(chan error, 1)
 	go func() {
 		err := parallel(ctx, b.Workers, b.N, func(ctx context.Context, i int) error {
-			return b.cl.Create(ctx, newTenant(ns, i))
+			return b.cl.Create(ctx, set.tenant(i))
 		})
 		creates = time.Since(start)
 		created <- err
@@ -474,7 +548,7 @@ func (b *bench) memory(ctx context.Context, suffix string) (memoryUse, error) {
 // spread reports the largest number of tenants due for refresh in the same second.
 func (b *bench) spread(ctx context.Context) error {
 	var list v1alpha1.DefenderTenantList
-	if err := b.cl.List(ctx, &list, client.InNamespace(benchNS)); err != nil {
+	if err := b.cl.List(ctx, &list, b.run.selector()); err != nil {
 		return err
 	}
 	b.tenants = list.Items
@@ -531,22 +605,22 @@ func (b *bench) floor(ctx context.Context) error {
 	progress("measuring the floor, paired with operator runs")
 	sample := b.tenants[0]
 	secret := &corev1.Secret{}
-	if err := b.cl.Get(ctx, client.ObjectKey{Namespace: benchNS, Name: sample.TokenSecretNameOrDefault()}, secret); err != nil {
+	if err := b.cl.Get(ctx, client.ObjectKey{Namespace: sample.Namespace, Name: sample.TokenSecretNameOrDefault()}, secret); err != nil {
 		return err
 	}
 	var floors, readies []float64
 	for i := 1; i <= floorPairs; i++ {
-		ns := fmt.Sprintf("%s-%d", floorNS, i)
-		d, err := floorOnce(ctx, b.cl, b.asOperator, ns, b.N, b.Workers, secret, sample.Status)
+		set := b.set(fmt.Sprintf("%s-%d", floorNS, i))
+		d, err := floorOnce(ctx, b.cl, b.asOperator, set, b.N, b.Workers, secret, sample.Status)
 		if err != nil {
 			return err
 		}
 		floors = append(floors, d.Seconds())
 		// The floor's tenants hold a token of another tenant: an operator would replace them.
-		if err := b.clear(ctx, ns); err != nil {
+		if err := b.clear(ctx, set); err != nil {
 			return err
 		}
-		ready, err := b.operatorRun(ctx, fmt.Sprintf("%s-%d", pairNS, i), i)
+		ready, err := b.operatorRun(ctx, b.set(fmt.Sprintf("%s-%d", pairNS, i)), i)
 		if err != nil {
 			return err
 		}
@@ -562,7 +636,7 @@ func (b *bench) floor(ctx context.Context) error {
 	// For reference only: the same writes as the cluster admin, whom kube-apiserver
 	// neither authorizes against RBAC nor queues (system:masters). No operator can
 	// run with that identity, so it is not the floor.
-	admin, err := floorOnce(ctx, b.cl, b.cl, floorNS+"-admin", b.N, b.Workers, secret, sample.Status)
+	admin, err := floorOnce(ctx, b.cl, b.cl, b.set(floorNS+"-admin"), b.N, b.Workers, secret, sample.Status)
 	if err != nil {
 		return err
 	}
@@ -571,8 +645,8 @@ func (b *bench) floor(ctx context.Context) error {
 }
 
 // operatorRun starts the operator, waits until it has passed over the tenants it
-// already has, times N fresh tenants in ns until Ready, and stops it.
-func (b *bench) operatorRun(ctx context.Context, ns string, round int) (time.Duration, error) {
+// already has, times the N fresh tenants of set until Ready, and stops it.
+func (b *bench) operatorRun(ctx context.Context, set tenantSet, round int) (time.Duration, error) {
 	op, err := startOperator(ctx, b.bin, b.args, b.OperatorEnv, filepath.Join(b.tmp, fmt.Sprintf("operator-pair-%d.log", round)))
 	if err != nil {
 		return 0, err
@@ -581,20 +655,23 @@ func (b *bench) operatorRun(ctx context.Context, ns string, round int) (time.Dur
 	if _, err := op.waitQuiet(ctx, b.N*round); err != nil {
 		return 0, err
 	}
-	ready, _, err := b.createReady(ctx, ns)
+	ready, _, err := b.createReady(ctx, set)
 	if err != nil {
 		return 0, err
 	}
 	return ready, op.stop()
 }
 
-// clear deletes a namespace's DefenderTenants and Secrets (envtest runs no
-// namespace or garbage collector).
-func (b *bench) clear(ctx context.Context, ns string) error {
-	if err := b.cl.DeleteAllOf(ctx, &v1alpha1.DefenderTenant{}, client.InNamespace(ns)); err != nil {
-		return err
-	}
-	return b.cl.DeleteAllOf(ctx, &corev1.Secret{}, client.InNamespace(ns))
+// clear deletes the DefenderTenants and Secrets of a set's namespaces (envtest runs
+// no namespace or garbage collector).
+func (b *bench) clear(ctx context.Context, set tenantSet) error {
+	return parallel(ctx, b.Workers, len(set.namespaces), func(ctx context.Context, i int) error {
+		ns := client.InNamespace(set.namespaces[i])
+		if err := b.cl.DeleteAllOf(ctx, &v1alpha1.DefenderTenant{}, ns); err != nil {
+			return err
+		}
+		return b.cl.DeleteAllOf(ctx, &corev1.Secret{}, ns)
+	})
 }
 
 func median(xs []float64) float64 {

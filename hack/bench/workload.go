@@ -12,6 +12,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -24,6 +25,43 @@ import (
 )
 
 func tenantID(i int) string { return fmt.Sprintf("be4c0000-0000-4000-8000-%012x", i) }
+
+// setLabel names the tenant set a DefenderTenant belongs to, so that the harness
+// can watch and list one set whatever namespaces it spans.
+const setLabel = "bench.tenantcreds.io/set"
+
+// tenantSet is N tenants created and timed together (the run's, a floor's, a pair's):
+// in the inline mode in one namespace of the set's name, each with the shared
+// credential Secret; with -app spread round-robin over -namespaces namespaces, each
+// naming the ClusterDefenderApp.
+type tenantSet struct {
+	name       string
+	namespaces []string
+	app        bool
+}
+
+func (b *bench) set(name string) tenantSet {
+	if !b.App {
+		return tenantSet{name: name, namespaces: []string{name}}
+	}
+	s := tenantSet{name: name, app: true}
+	for k := range b.Namespaces {
+		s.namespaces = append(s.namespaces, fmt.Sprintf("%s-%03d", name, k))
+	}
+	return s
+}
+
+func (s tenantSet) tenant(i int) *v1alpha1.DefenderTenant {
+	dt := newTenant(s.namespaces[i%len(s.namespaces)], i)
+	dt.Labels = map[string]string{setLabel: s.name}
+	if s.app {
+		dt.Spec.ClientID, dt.Spec.ClientSecretRef = "", v1alpha1.ClientSecretReference{}
+		dt.Spec.AppRef = &v1alpha1.AppReference{Kind: v1alpha1.AppKindClusterDefenderApp, Name: appName}
+	}
+	return dt
+}
+
+func (s tenantSet) selector() client.MatchingLabels { return client.MatchingLabels{setLabel: s.name} }
 
 func newTenant(ns string, i int) *v1alpha1.DefenderTenant {
 	return &v1alpha1.DefenderTenant{
@@ -48,7 +86,7 @@ func unrelatedSecret(i int) *corev1.Secret {
 	}
 }
 
-// readyWatch counts the tenants of a namespace that are Ready for their current
+// readyWatch counts the tenants of a set that are Ready for their current
 // generation, from an informer, so the harness sees the moment the last one turns
 // Ready without polling. Polling would cost the API server a List of every tenant
 // each time (a sixth of its time at N=1000) and report up to a pause late; the
@@ -62,8 +100,8 @@ type readyWatch struct {
 	last  int // count at the last progress line
 }
 
-func watchReady(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, ns string, n int) (*readyWatch, error) {
-	c, err := cache.New(cfg, cache.Options{Scheme: scheme, DefaultNamespaces: map[string]cache.Config{ns: {}}})
+func watchReady(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, set tenantSet, n int) (*readyWatch, error) {
+	c, err := cache.New(cfg, cache.Options{Scheme: scheme, DefaultLabelSelector: labels.SelectorFromSet(labels.Set(set.selector()))})
 	if err != nil {
 		return nil, err
 	}
@@ -94,13 +132,14 @@ func (w *readyWatch) observe(dt *v1alpha1.DefenderTenant) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	ready := dt.Status.ObservedGeneration == dt.Generation && meta.IsStatusConditionTrue(dt.Status.Conditions, v1alpha1.ConditionReady)
-	switch was := w.ready[dt.Name]; {
+	key := dt.Namespace + "/" + dt.Name
+	switch was := w.ready[key]; {
 	case ready && !was:
 		w.count++
 	case !ready && was:
 		w.count--
 	}
-	w.ready[dt.Name] = ready
+	w.ready[key] = ready
 	count := w.count
 	if step := max(w.want/10, 1); count/step != w.last/step {
 		progress("%d/%d Ready", count, w.want)
@@ -131,14 +170,14 @@ func (w *readyWatch) wait(ctx context.Context) error {
 // same tenant creates by the same harness workers (cl), and for each created tenant
 // one token Secret create and one status patch by a plain client with as many
 // workers, authenticated as the operator (writer).
-func floorOnce(ctx context.Context, cl, writer client.Client, ns string, n, workers int, sampleSecret *corev1.Secret, sampleStatus v1alpha1.DefenderTenantStatus) (time.Duration, error) {
+func floorOnce(ctx context.Context, cl, writer client.Client, set tenantSet, n, workers int, sampleSecret *corev1.Secret, sampleStatus v1alpha1.DefenderTenantStatus) (time.Duration, error) {
 	created := make(chan *v1alpha1.DefenderTenant, n)
 	start := time.Now()
 	errs := make(chan error, workers+1)
 	go func() {
 		defer close(created)
 		errs <- parallel(ctx, workers, n, func(ctx context.Context, i int) error {
-			dt := newTenant(ns, i)
+			dt := set.tenant(i)
 			if err := cl.Create(ctx, dt); err != nil {
 				return err
 			}
@@ -151,7 +190,7 @@ func floorOnce(ctx context.Context, cl, writer client.Client, ns string, n, work
 			for dt := range created {
 				secret := &corev1.Secret{
 					ObjectMeta: metav1.ObjectMeta{
-						Name: dt.TokenSecretNameOrDefault(), Namespace: ns,
+						Name: dt.TokenSecretNameOrDefault(), Namespace: dt.Namespace,
 						Labels:          map[string]string{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue, v1alpha1.LabelTenant: dt.Name},
 						Annotations:     sampleSecret.Annotations,
 						OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(dt, v1alpha1.GroupVersion.WithKind("DefenderTenant"))},
@@ -202,26 +241,59 @@ func startEmulator(n int, latency time.Duration) (*entraemu.Emulator, string, fu
 // grantOperatorRole binds the operator's ClusterRole, as generated into
 // config/rbac/role.yaml, to the operator's user, and returns the resources it covers.
 func grantOperatorRole(ctx context.Context, cl client.Client, path string) (map[string]bool, error) {
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
 	role := &rbacv1.ClusterRole{}
-	if err := yaml.Unmarshal(raw, role); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	resources := map[string]bool{}
-	for _, rule := range role.Rules {
-		for _, r := range rule.Resources {
-			resources[r] = true
-		}
+	if err := readManifest(path, role); err != nil {
+		return nil, err
 	}
 	if err := cl.Create(ctx, role); err != nil {
 		return nil, err
 	}
-	return resources, cl.Create(ctx, &rbacv1.ClusterRoleBinding{
+	return ruleResources(role.Rules), cl.Create(ctx, &rbacv1.ClusterRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: role.Name},
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
-		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: operatorUser}},
+		Subjects:   operatorSubjects,
 	})
+}
+
+// grantClusterResourcesRole binds the Role of config/rbac/cluster_resources_role.yaml
+// to the operator's user in the cluster resource namespace, as an install does: the
+// operator serves ClusterDefenderApps only with it. It returns the resources it covers.
+func grantClusterResourcesRole(ctx context.Context, cl client.Client, path, namespace string) (map[string]bool, error) {
+	role := &rbacv1.Role{}
+	if err := readManifest(path, role); err != nil {
+		return nil, err
+	}
+	role.Namespace = namespace
+	if err := cl.Create(ctx, role); err != nil {
+		return nil, err
+	}
+	return ruleResources(role.Rules), cl.Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: role.Name, Namespace: namespace},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
+		Subjects:   operatorSubjects,
+	})
+}
+
+func readManifest(path string, obj client.Object) error {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := yaml.Unmarshal(raw, obj); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+var operatorSubjects = []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: operatorUser}}
+
+// ruleResources is the set of resources, subresources included, that rules name.
+func ruleResources(rules []rbacv1.PolicyRule) map[string]bool {
+	resources := map[string]bool{}
+	for _, rule := range rules {
+		for _, r := range rule.Resources {
+			resources[r] = true
+		}
+	}
+	return resources
 }
