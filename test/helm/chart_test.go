@@ -13,11 +13,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/go-logr/logr"
 	"helm.sh/helm/v3/pkg/lint"
 	"helm.sh/helm/v3/pkg/lint/support"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/diff"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 
 	"github.com/tenantcreds/defender-tenant-operator/internal/localcluster"
@@ -32,6 +34,8 @@ const (
 	defaultNamespace    = "defender-tenant-operator-system"
 	namespacedNamespace = "defender-tenants"
 )
+
+const kindDeployment = "Deployment"
 
 var repoRoot = filepath.Join(ChartDir(), "..", "..")
 
@@ -82,6 +86,12 @@ metrics: {certSecretName: metrics-server-cert, certManager: {enabled: true}}
 serviceMonitor: {enabled: true}
 prometheusRule: {enabled: true}
 networkPolicy: {enabled: true}`
+
+func TestMain(m *testing.M) {
+	// controller-runtime's client logs through it; these tests read no client logs.
+	logf.SetLogger(logr.Discard())
+	os.Exit(m.Run())
+}
 
 func values(t *testing.T, name string) map[string]any {
 	t.Helper()
@@ -335,7 +345,7 @@ func normalise(t *testing.T, key string, chart, config *unstructured.Unstructure
 		}
 		return
 	}
-	if chart.GetKind() != "Deployment" {
+	if chart.GetKind() != kindDeployment {
 		return
 	}
 	containers := func(u *unstructured.Unstructured) []any {
