@@ -11,6 +11,8 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 	"github.com/tenantcreds/defender-tenant-operator/internal/entraemu"
@@ -493,6 +495,38 @@ func TestMissingServiceAccountMakesNoTokenRequest(t *testing.T) {
 	h.createWorkloadSA()
 	h.reconcile()
 	h.expectReady()
+}
+
+// withoutServiceAccountTokens is the operator's client, except that its
+// TokenRequests are made as a user no RBAC rule lets create ServiceAccount tokens,
+// as an operator without the cluster resource namespace's Role binding is.
+type withoutServiceAccountTokens struct {
+	client.Client
+	unprivileged client.Client
+}
+
+func (c withoutServiceAccountTokens) SubResource(subResource string) client.SubResourceClient {
+	return c.unprivileged.SubResource(subResource)
+}
+
+func TestTokenRequestTheOperatorMayNotMakeStallsAsServiceAccountNotFound(t *testing.T) {
+	h := newHarness(t)
+	unprivileged := rest.CopyConfig(restConfig)
+	unprivileged.Impersonate = rest.ImpersonationConfig{UserName: "operator-without-the-role"}
+	c, err := client.New(unprivileged, client.Options{Scheme: testScheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.r.Client = withoutServiceAccountTokens{Client: k8s, unprivileged: c}
+	h.federate(h.workloadSubject())
+	h.createWorkloadSA()
+	h.createClusterApp(federatedCredential())
+	h.createAppTenant(v1alpha1.AppKindClusterDefenderApp, h.clusterAppName())
+	h.reconcile()
+
+	// The API server's own words say what was refused; the rest says how to fix it.
+	h.expectStalled(v1alpha1.ReasonServiceAccountNotFound, "may not create tokens", "forbidden", "cluster_resources_role.yaml", workloadSAName, h.crn)
+	h.expectRequests(0)
 }
 
 func TestRestartReusesTokensOfEveryCredentialKind(t *testing.T) {

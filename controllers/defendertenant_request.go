@@ -154,9 +154,16 @@ func serviceAccountTokenFailed(obs *observation, sa types.NamespacedName, err er
 	if errors.As(err, &status) {
 		code = fmt.Sprintf("TokenRequest HTTP %d", status.Status().Code)
 	}
-	if apierrors.IsNotFound(err) {
+	switch {
+	case apierrors.IsNotFound(err):
 		return &requestFailure{code: code, problem: newProblem(v1alpha1.ReasonServiceAccountNotFound,
 			fmt.Sprintf("ServiceAccount %q of %s was not found in namespace %q. Create it there; its tokens are the app's federated credential.", sa.Name, obs.app.describe(), sa.Namespace))}
+	case apierrors.IsForbidden(err):
+		// The API server authorizes before it looks the ServiceAccount up, so to the
+		// operator a ServiceAccount it may not use is one it cannot find; and like a
+		// missing one, only a person can fix it, so it stalls rather than retries fast.
+		return &requestFailure{code: code, problem: newProblem(v1alpha1.ReasonServiceAccountNotFound,
+			fmt.Sprintf("The operator may not create tokens of ServiceAccount %q in namespace %q for %s: %v. Bind the Role of config/rbac/cluster_resources_role.yaml to the operator's ServiceAccount in that namespace, or check --cluster-resource-namespace.", sa.Name, sa.Namespace, obs.app.describe(), err))}
 	}
 	return &requestFailure{code: code, problem: newProblem(v1alpha1.ReasonTokenEndpointUnavailable,
 		fmt.Sprintf("Could not get a token of ServiceAccount %s/%s for %s from the Kubernetes TokenRequest API: %v", sa.Namespace, sa.Name, obs.app.describe(), err))}
