@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Builds the kube-apiserver and etcd binaries that envtest needs from Go modules,
-# because setup-envtest downloads prebuilt archives and that is not always possible.
-# The binaries are cached outside the clone, keyed by version, so only the first run
-# on a machine pays for the build. Prints the directory to use as KUBEBUILDER_ASSETS.
+# Builds the kube-apiserver, etcd and kube-controller-manager binaries that the tests
+# run from Go modules, because setup-envtest downloads prebuilt archives and that is
+# not always possible. envtest needs the first two; the e2e suite also runs
+# kube-controller-manager for its garbage collector. The binaries are cached outside
+# the clone, keyed by version, and only the missing ones are built, so a cache made
+# before a binary was added gets just that one. Prints the directory to use as
+# KUBEBUILDER_ASSETS.
 set -euo pipefail
 
 K8S_VERSION="${K8S_VERSION:-1.37.0}"
@@ -14,7 +17,18 @@ if [[ -n "${KUBEBUILDER_ASSETS:-}" ]]; then
   echo "$KUBEBUILDER_ASSETS"
   exit 0
 fi
-if [[ -x "$ASSETS/kube-apiserver" && -x "$ASSETS/etcd" ]]; then
+
+# Each binary and the package it is built from.
+declare -A packages=(
+  [kube-apiserver]=k8s.io/kubernetes/cmd/kube-apiserver
+  [etcd]=go.etcd.io/etcd/server/v3
+  [kube-controller-manager]=k8s.io/kubernetes/cmd/kube-controller-manager
+)
+missing=()
+for bin in kube-apiserver etcd kube-controller-manager; do
+  [[ -x "$ASSETS/$bin" ]] || missing+=("$bin")
+done
+if ((${#missing[@]} == 0)); then
   echo "$ASSETS"
   exit 0
 fi
@@ -25,7 +39,7 @@ mkdir -p "$ASSETS"
 cd "$work"
 
 {
-  echo "Building kube-apiserver and etcd for Kubernetes $K8S_VERSION into $ASSETS (first run only; several minutes)."
+  echo "Building ${missing[*]} for Kubernetes $K8S_VERSION into $ASSETS (once per machine; several minutes each)."
   go mod init envtest-binaries >/dev/null 2>&1
   gomod="$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')"
   # k8s.io/kubernetes points its staging modules at ./staging/src; map each to its published tag.
@@ -36,24 +50,28 @@ cd "$work"
     for m in $replaces; do echo "  $m => $m $STAGING_VERSION"; done
     echo ")"
   } >>go.mod
-  cat >tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import (
-	_ "go.etcd.io/etcd/server/v3"
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-)
-GO
+  # Only the binaries being built are required, so that adding one to an existing
+  # cache resolves and downloads no more than it needs.
+  {
+    echo "//go:build tools"
+    echo
+    echo "package tools"
+    echo
+    echo "import ("
+    for bin in "${missing[@]}"; do echo "	_ \"${packages[$bin]}\""; done
+    echo ")"
+  } >tools.go
   go mod tidy >/dev/null
   # Stamp the version so discovery and kubectl report the real one, not v0.0.0-master.
   ver="k8s.io/component-base/version"
   ldflags="-X $ver.gitVersion=v$K8S_VERSION -X $ver.gitMajor=${K8S_VERSION%%.*} -X $ver.gitMinor=$(cut -d. -f2 <<<"$K8S_VERSION") -X $ver.gitTreeState=clean"
-  go build -trimpath -ldflags "$ldflags" -o "$ASSETS/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver
-  go build -trimpath -o "$ASSETS/etcd.tmp" go.etcd.io/etcd/server/v3
-  mv "$ASSETS/kube-apiserver.tmp" "$ASSETS/kube-apiserver"
-  mv "$ASSETS/etcd.tmp" "$ASSETS/etcd"
+  for bin in "${missing[@]}"; do
+    start=$SECONDS
+    go build -trimpath -ldflags "$ldflags" -o "$ASSETS/$bin.tmp" "${packages[$bin]}"
+    # Renamed only once built, so an interrupted build is redone, not taken as cached.
+    mv "$ASSETS/$bin.tmp" "$ASSETS/$bin"
+    echo "Built $bin in $((SECONDS - start))s."
+  done
 } >&2
 
 echo "$ASSETS"

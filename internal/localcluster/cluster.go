@@ -1,7 +1,8 @@
 // Package localcluster runs what `make demo`, `make bench` and the end-to-end tests
 // need on a developer's machine without Docker: a throwaway control plane (etcd and
-// kube-apiserver, started by controller-runtime's envtest) and the operator and
-// emulator binaries as child processes.
+// kube-apiserver, started by controller-runtime's envtest, and, when a test needs
+// its garbage collector, kube-controller-manager) and the operator and emulator
+// binaries as child processes.
 package localcluster
 
 import (
@@ -18,8 +19,9 @@ import (
 )
 
 // Cluster is a running control plane: etcd and kube-apiserver, with RBAC enforced and
-// service-account tokens enabled, but no controller-manager, scheduler or nodes. Its
-// state lives in a temporary directory that Stop removes.
+// service-account tokens enabled, but no scheduler or nodes, and no controller-manager
+// unless StartControllerManager starts one. Its state lives in a temporary directory
+// that Stop removes.
 type Cluster struct {
 	env *envtest.Environment
 	// certDir holds kube-apiserver's serving certificate, client CA and
