@@ -180,8 +180,16 @@ func (r *AppReconciler) observeFederatedCredential(ctx context.Context, app v1al
 	if err == nil {
 		in.Federated, err = federatedCredentialOf(token, audience)
 	}
-	if err != nil {
+	switch {
+	case apierrors.IsForbidden(err):
+		// As for a tenant (see serviceAccountTokenFailed): a ServiceAccount the
+		// operator may not use is, to it, one it cannot find. That is this
+		// generation's status; not being CredentialReady, it is asked again.
+		in.Credential.state, in.Credential.problem = credentialServiceAccountMissing, tokenRequestForbidden(sa, err)
+	case err != nil:
 		in.Generation = prev.ObservedGeneration
+	}
+	if err != nil {
 		return fmt.Errorf("requesting a token of ServiceAccount %s for status.federatedCredential: %w", sa, err)
 	}
 	return nil

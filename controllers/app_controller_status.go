@@ -87,6 +87,9 @@ func appProblem(in appStatusInput) *problem {
 				cred.certificate.SHA1Thumbprint(), in.Secret.Name, in.Secret.Namespace, rfc3339(cred.certificate.NotAfter())))
 		}
 	case v1alpha1.CredentialWorkloadIdentity:
+		if cred.state == credentialServiceAccountMissing && cred.problem != "" {
+			return newProblem(v1alpha1.ReasonServiceAccountNotFound, cred.problem)
+		}
 		if cred.state == credentialServiceAccountMissing {
 			return newProblem(v1alpha1.ReasonServiceAccountNotFound, fmt.Sprintf(
 				"ServiceAccount %q was not found in namespace %q. Create it there; its tokens are the app's federated credential.",

@@ -555,6 +555,23 @@ func TestAppServiceAccountNotFound(t *testing.T) {
 	}
 }
 
+func TestAppWhoseServiceAccountTheOperatorMayNotUseIsServiceAccountNotFound(t *testing.T) {
+	h := newHarness(t)
+	h.createWorkloadSA()
+	h.createClusterApp(federatedCredential())
+	r := h.appReconciler(v1alpha1.AppKindClusterDefenderApp, nil)
+	r.Client = newWithoutServiceAccountTokens(t)
+	// An error, so that controller-runtime retries with its backoff until the
+	// Role is bound: no watch announces a RoleBinding.
+	if _, err := r.Reconcile(h.ctx, ctrl.Request{NamespacedName: h.appKey(v1alpha1.AppKindClusterDefenderApp)}); err == nil {
+		t.Error("Reconcile returned no error for a Forbidden TokenRequest")
+	}
+	app := h.expectApp(v1alpha1.AppKindClusterDefenderApp, v1alpha1.ReasonServiceAccountNotFound, "may not create tokens", "forbidden", "cluster_resources_role.yaml")
+	if f := app.AppStatus().FederatedCredential; f != nil {
+		t.Errorf("federatedCredential = %+v from a TokenRequest that was refused", f)
+	}
+}
+
 func TestAppCertificateExpiringEventIsRecordedOnce(t *testing.T) {
 	h := newHarness(t)
 	now := h.clock.Now()

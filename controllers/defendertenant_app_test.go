@@ -509,15 +509,20 @@ func (c withoutServiceAccountTokens) SubResource(subResource string) client.SubR
 	return c.unprivileged.SubResource(subResource)
 }
 
-func TestTokenRequestTheOperatorMayNotMakeStallsAsServiceAccountNotFound(t *testing.T) {
-	h := newHarness(t)
+func newWithoutServiceAccountTokens(t *testing.T) withoutServiceAccountTokens {
+	t.Helper()
 	unprivileged := rest.CopyConfig(restConfig)
 	unprivileged.Impersonate = rest.ImpersonationConfig{UserName: "operator-without-the-role"}
 	c, err := client.New(unprivileged, client.Options{Scheme: testScheme})
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.r.Client = withoutServiceAccountTokens{Client: k8s, unprivileged: c}
+	return withoutServiceAccountTokens{Client: k8s, unprivileged: c}
+}
+
+func TestTokenRequestTheOperatorMayNotMakeStallsAsServiceAccountNotFound(t *testing.T) {
+	h := newHarness(t)
+	h.r.Client = newWithoutServiceAccountTokens(t)
 	h.federate(h.workloadSubject())
 	h.createWorkloadSA()
 	h.createClusterApp(federatedCredential())

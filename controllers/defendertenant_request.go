@@ -146,6 +146,12 @@ func (r *DefenderTenantReconciler) serviceAccountToken(ctx context.Context, sa t
 	return request.Status.Token, nil
 }
 
+// tokenRequestForbidden says what a Forbidden TokenRequest means and how to fix it,
+// quoting the API server's error, which names the user and never holds a token.
+func tokenRequestForbidden(sa types.NamespacedName, err error) string {
+	return fmt.Sprintf("The operator may not create tokens of ServiceAccount %q in namespace %q: %v. Bind the Role of config/rbac/cluster_resources_role.yaml to the operator's ServiceAccount in that namespace, or check --cluster-resource-namespace.", sa.Name, sa.Namespace, err)
+}
+
 // serviceAccountTokenFailed reports a TokenRequest that failed. The error of the API
 // server holds no token; it is quoted so that RBAC problems show as such.
 func serviceAccountTokenFailed(obs *observation, sa types.NamespacedName, err error) *requestFailure {
@@ -163,7 +169,7 @@ func serviceAccountTokenFailed(obs *observation, sa types.NamespacedName, err er
 		// operator a ServiceAccount it may not use is one it cannot find; and like a
 		// missing one, only a person can fix it, so it stalls rather than retries fast.
 		return &requestFailure{code: code, problem: newProblem(v1alpha1.ReasonServiceAccountNotFound,
-			fmt.Sprintf("The operator may not create tokens of ServiceAccount %q in namespace %q for %s: %v. Bind the Role of config/rbac/cluster_resources_role.yaml to the operator's ServiceAccount in that namespace, or check --cluster-resource-namespace.", sa.Name, sa.Namespace, obs.app.describe(), err))}
+			tokenRequestForbidden(sa, err)+" (for "+obs.app.describe()+")")}
 	}
 	return &requestFailure{code: code, problem: newProblem(v1alpha1.ReasonTokenEndpointUnavailable,
 		fmt.Sprintf("Could not get a token of ServiceAccount %s/%s for %s from the Kubernetes TokenRequest API: %v", sa.Namespace, sa.Name, obs.app.describe(), err))}

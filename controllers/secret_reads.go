@@ -70,7 +70,8 @@ type credential struct {
 	// serviceAccount and audience name the workload identity.
 	serviceAccount types.NamespacedName
 	audience       string
-	// problem says why a certificate cannot be used, without any key material.
+	// problem says why a certificate cannot be used, without any key material, or
+	// why the operator may not use a workload identity's ServiceAccount.
 	problem string
 	// version names the Secret or ServiceAccount read (UID and resourceVersion),
 	// empty when it is missing: any change of it is new input for a failed request.
