@@ -395,3 +395,34 @@ func normaliseExpressions(t *testing.T, policy *unstructured.Unstructured) {
 		}
 	}
 }
+
+// TestChartNotesTellHowToCreateTheFirstDefenderTenant: what `helm install` prints
+// creates a DefenderTenant and its credential Secret in a namespace the release
+// serves.
+func TestChartNotesTellHowToCreateTheFirstDefenderTenant(t *testing.T) {
+	for _, tc := range []struct {
+		valueSet, namespace, tenantNamespace string
+	}{
+		{"default", defaultNamespace, "partner"},
+		{"namespaced", namespacedNamespace, namespacedNamespace},
+		{"namespacedTwoNamespaces", "team-operator", namespacedNamespace},
+	} {
+		t.Run(tc.valueSet, func(t *testing.T) {
+			notes := render(t, Release{Name: canonicalRelease, Namespace: tc.namespace}, tc.valueSet).Notes
+			for _, want := range []string{
+				"kubectl -n " + tc.tenantNamespace + " create secret generic partner-app --from-literal=client-secret=",
+				// At the start of a line, so that the pasted here-document ends.
+				"\nkubectl -n " + tc.tenantNamespace + " apply -f - <<'YAML'\n",
+				"\nkind: DefenderTenant\n",
+				"\n  clientSecretRef: {name: partner-app}\n",
+				"\nYAML\n",
+				"kubectl -n " + tc.tenantNamespace + " get dtn contoso",
+				"TokenReady",
+			} {
+				if !strings.Contains(notes, want) {
+					t.Errorf("NOTES.txt lacks %q:\n%s", want, notes)
+				}
+			}
+		})
+	}
+}
