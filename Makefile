@@ -5,6 +5,8 @@ K8S_VERSION ?= 1.37.0
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 KUSTOMIZE_VERSION ?= v5.8.2
 GOLANGCI_LINT_VERSION ?= v2.6.2
+# promtool and the PromQL parser that checks the alerts and the Grafana dashboard.
+PROMETHEUS_VERSION ?= v0.316.0
 
 LOCALBIN ?= $(shell pwd)/bin
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
@@ -44,6 +46,7 @@ vet: ## Run go vet.
 lint: golangci-lint ## Run golangci-lint (built from the Go module proxy on first use), the e2e suite included.
 	$(GOLANGCI_LINT) run ./...
 	$(GOLANGCI_LINT) run --build-tags e2e ./test/e2e/...
+	cd hack/promql-check && $(GOLANGCI_LINT) run ./...
 
 # Generated files and formatting are checked in, so a change that forgot to
 # regenerate must fail rather than be fixed silently on the next machine. Only a
@@ -73,8 +76,28 @@ envtest: ## Build (once, cached outside the clone) the kube-apiserver and etcd t
 # even under -j (GNU make 4.4 and later; older ones then run everything serially).
 .NOTPARALLEL: test
 .PHONY: test
-test: verify-generated vet lint envtest test-e2e fuzz ## Check generated code, vet, lint, and run every test against a real kube-apiserver + etcd and the Entra ID emulator.
-	KUBEBUILDER_ASSETS="$$(K8S_VERSION=$(K8S_VERSION) hack/envtest-binaries.sh)" go test $(GOTESTFLAGS) ./...
+test: verify-generated vet lint envtest test-rules test-e2e fuzz ## Check generated code, vet, lint, test the alerts with promtool, and run every test against a real kube-apiserver + etcd and the Entra ID emulator.
+	KUBEBUILDER_ASSETS="$$(K8S_VERSION=$(K8S_VERSION) hack/envtest-binaries.sh)" \
+	PROMQL_CHECK="$$(PROMETHEUS_VERSION=$(PROMETHEUS_VERSION) hack/promtool.sh promql-check)" \
+	go test $(GOTESTFLAGS) ./...
+
+.PHONY: promtool
+promtool: ## Build (once, cached outside the clone) promtool and hack/promql-check, Prometheus's PromQL parser for the dashboard test.
+	@PROMETHEUS_VERSION=$(PROMETHEUS_VERSION) hack/promtool.sh >/dev/null
+	@PROMETHEUS_VERSION=$(PROMETHEUS_VERSION) hack/promtool.sh promql-check >/dev/null
+
+# promtool reads plain rule files, so the PrometheusRule's spec.groups is written out
+# beside copies of the tests (their rule_files name it), in a directory of their own.
+.PHONY: test-rules
+test-rules: promtool ## Check config/prometheus/alerts.yaml and run its unit tests (config/prometheus/tests) with promtool.
+	@set -e; \
+	promtool="$$(PROMETHEUS_VERSION=$(PROMETHEUS_VERSION) hack/promtool.sh)"; \
+	check="$$(PROMETHEUS_VERSION=$(PROMETHEUS_VERSION) hack/promtool.sh promql-check)"; \
+	work="$$(mktemp -d)"; trap 'rm -rf "$$work"' EXIT; \
+	"$$check" rules config/prometheus/alerts.yaml >"$$work/alerts.rules.yaml"; \
+	cp config/prometheus/tests/*_test.yaml "$$work/"; \
+	"$$promtool" check rules --lint=all --lint-fatal "$$work/alerts.rules.yaml"; \
+	cd "$$work" && "$$promtool" test rules *_test.yaml
 
 # The e2e tests build the manager and render config/default (with kustomize's library)
 # themselves; the e2e build tag keeps them out of `go test ./...`.
