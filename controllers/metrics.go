@@ -34,8 +34,8 @@ var (
 
 	tenantsByReady = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "defender_tenant_tenants",
-		Help: "DefenderTenants by the status of their Ready condition (True, False, Unknown).",
-	}, []string{"ready"})
+		Help: "DefenderTenants by the status (True, False, Unknown) and reason of their Ready condition.",
+	}, []string{"ready", "reason"})
 
 	appCertificateExpiry = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "defender_app_certificate_expiry_timestamp_seconds",
@@ -58,14 +58,17 @@ func recordTokenRequest(reason string, took time.Duration) {
 	tokenRequestDuration.WithLabelValues(result).Observe(took.Seconds())
 }
 
-// readyTally counts DefenderTenants by Ready status. It remembers each tenant's last
-// status so that a reconcile moves one tenant between buckets instead of listing all.
+// readyTally counts DefenderTenants by Ready status and reason. It remembers each
+// tenant's last bucket so that a reconcile moves one tenant between buckets instead
+// of listing all. Reasons are the documented constants, so the series are few.
 type readyTally struct {
 	mu     sync.Mutex
-	status map[types.NamespacedName]string
+	status map[types.NamespacedName]readyBucket
 }
 
-var tenantsTally = &readyTally{status: map[types.NamespacedName]string{}}
+type readyBucket struct{ ready, reason string }
+
+var tenantsTally = &readyTally{status: map[types.NamespacedName]readyBucket{}}
 
 func (t *readyTally) set(key types.NamespacedName, status v1alpha1.DefenderTenantStatus) {
 	if status.ExpiresAt != nil {
@@ -73,28 +76,28 @@ func (t *readyTally) set(key types.NamespacedName, status v1alpha1.DefenderTenan
 	} else {
 		tokenExpiry.DeleteLabelValues(key.Namespace, key.Name)
 	}
-	ready := string(metav1.ConditionUnknown)
+	bucket := readyBucket{ready: string(metav1.ConditionUnknown)}
 	if c := meta.FindStatusCondition(status.Conditions, v1alpha1.ConditionReady); c != nil {
-		ready = string(c.Status)
+		bucket = readyBucket{ready: string(c.Status), reason: c.Reason}
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	old, known := t.status[key]
-	if known && old == ready {
+	if known && old == bucket {
 		return
 	}
 	if known {
-		tenantsByReady.WithLabelValues(old).Dec()
+		tenantsByReady.WithLabelValues(old.ready, old.reason).Dec()
 	}
-	t.status[key] = ready
-	tenantsByReady.WithLabelValues(ready).Inc()
+	t.status[key] = bucket
+	tenantsByReady.WithLabelValues(bucket.ready, bucket.reason).Inc()
 }
 
 func (t *readyTally) forget(key types.NamespacedName) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if old, ok := t.status[key]; ok {
-		tenantsByReady.WithLabelValues(old).Dec()
+		tenantsByReady.WithLabelValues(old.ready, old.reason).Dec()
 		delete(t.status, key)
 	}
 	tokenExpiry.DeleteLabelValues(key.Namespace, key.Name)

@@ -15,15 +15,15 @@ func TestMetricsFollowTokenRequestsAndReadiness(t *testing.T) {
 	h := newSerialHarness(t)
 	successes := testutil.ToFloat64(tokenRequests.WithLabelValues("success", "TokenReady"))
 	throttled := testutil.ToFloat64(tokenRequests.WithLabelValues("failure", "Throttled"))
-	readyTrue := testutil.ToFloat64(tenantsByReady.WithLabelValues("True"))
-	readyFalse := testutil.ToFloat64(tenantsByReady.WithLabelValues("False"))
+	readyTrue := testutil.ToFloat64(tenantsByReady.WithLabelValues("True", "TokenReady"))
+	readyFalse := testutil.ToFloat64(tenantsByReady.WithLabelValues("False", "Throttled"))
 
 	h.startFailing(entraemu.Throttled(time.Minute))
 	if d := testutil.ToFloat64(tokenRequests.WithLabelValues("failure", "Throttled")) - throttled; d != 1 {
 		t.Errorf("throttled requests counted %v times, want 1", d)
 	}
-	if d := testutil.ToFloat64(tenantsByReady.WithLabelValues("False")) - readyFalse; d != 1 {
-		t.Errorf("tenants Ready=False moved by %v, want 1", d)
+	if d := testutil.ToFloat64(tenantsByReady.WithLabelValues("False", "Throttled")) - readyFalse; d != 1 {
+		t.Errorf("tenants Ready=False, reason Throttled moved by %v, want 1", d)
 	}
 
 	h.clock.Step(2 * time.Minute)
@@ -31,8 +31,8 @@ func TestMetricsFollowTokenRequestsAndReadiness(t *testing.T) {
 	if d := testutil.ToFloat64(tokenRequests.WithLabelValues("success", "TokenReady")) - successes; d != 1 {
 		t.Errorf("successful requests counted %v times, want 1", d)
 	}
-	if dt, df := testutil.ToFloat64(tenantsByReady.WithLabelValues("True"))-readyTrue, testutil.ToFloat64(tenantsByReady.WithLabelValues("False"))-readyFalse; dt != 1 || df != 0 {
-		t.Errorf("tenants by Ready moved True %v, False %v; want 1, 0", dt, df)
+	if dt, df := testutil.ToFloat64(tenantsByReady.WithLabelValues("True", "TokenReady"))-readyTrue, testutil.ToFloat64(tenantsByReady.WithLabelValues("False", "Throttled"))-readyFalse; dt != 1 || df != 0 {
+		t.Errorf("tenants by Ready and reason moved True/TokenReady %v, False/Throttled %v; want 1, 0", dt, df)
 	}
 	expiry := h.tenant().Status.ExpiresAt.Unix()
 	if got := testutil.ToFloat64(tokenExpiry.WithLabelValues(h.ns, tenantName)); got != float64(expiry) {
@@ -43,7 +43,7 @@ func TestMetricsFollowTokenRequestsAndReadiness(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.reconcile()
-	if d := testutil.ToFloat64(tenantsByReady.WithLabelValues("True")) - readyTrue; d != 0 {
+	if d := testutil.ToFloat64(tenantsByReady.WithLabelValues("True", "TokenReady")) - readyTrue; d != 0 {
 		t.Errorf("a deleted tenant is still counted (delta %v)", d)
 	}
 	if tokenExpiry.DeleteLabelValues(h.ns, tenantName) {
