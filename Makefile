@@ -108,10 +108,11 @@ test-e2e: manifests envtest ## Run the manager binary, as its ServiceAccount, ag
 # Each fuzz target runs for FUZZTIME; their seed corpora (f.Add) run with every go test.
 FUZZTIME ?= 10s
 .PHONY: fuzz
-fuzz: ## Fuzz token claim validation and Entra error classification for FUZZTIME each.
+fuzz: ## Fuzz token claim validation, Entra error classification and Secret template rendering for FUZZTIME each.
 	go test -run='^$$' -fuzz='^FuzzCheck$$' -fuzztime=$(FUZZTIME) ./internal/tokencheck
 	go test -run='^$$' -fuzz='^FuzzClaims$$' -fuzztime=$(FUZZTIME) ./internal/tokencheck
 	go test -run='^$$' -fuzz='^FuzzClassify$$' -fuzztime=$(FUZZTIME) ./internal/entra
+	go test -run='^$$' -fuzz='^FuzzRender$$' -fuzztime=$(FUZZTIME) ./internal/secrettemplate
 
 .PHONY: bench
 bench: envtest ## Measure the operator at scale: N DefenderTenants against kube-apiserver, etcd and the Entra emulator (BENCH_ARGS="-n 5000 -latency 50ms -idle 60s"; see docs/performance.md).
