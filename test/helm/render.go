@@ -47,10 +47,14 @@ func (r *Rendered) All() []*unstructured.Unstructured {
 }
 
 // ChartDir is the chart's directory, found from this file's so that it works from
-// any package's tests.
+// any package's tests. Built with -trimpath, the file's path is not on disk; then
+// it is taken from the working directory of a test two levels down, as go test
+// runs test/helm's and test/e2e's.
 func ChartDir() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", "charts", "defender-tenant-operator")
+	if _, file, _, ok := runtime.Caller(0); ok && filepath.IsAbs(file) {
+		return filepath.Join(filepath.Dir(file), "..", "..", "charts", "defender-tenant-operator")
+	}
+	return filepath.Join("..", "..", "charts", "defender-tenant-operator")
 }
 
 // ParseValues reads values written as a values file.
