@@ -8,6 +8,8 @@ GOLANGCI_LINT_VERSION ?= v2.6.2
 # promtool and the PromQL parser that checks the alerts and the Grafana dashboard.
 PROMETHEUS_VERSION ?= v0.316.0
 
+CHART := charts/defender-tenant-operator
+
 LOCALBIN ?= $(shell pwd)/bin
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
 KUSTOMIZE ?= $(LOCALBIN)/kustomize
@@ -27,8 +29,12 @@ help: ## Show this help.
 ##@ Development
 
 .PHONY: manifests
-manifests: controller-gen ## Generate the CRD and RBAC manifests from the Go markers.
+manifests: controller-gen ## Generate the CRD and RBAC manifests from the Go markers, and copy them (and the alerts) into the Helm chart.
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd:allowDangerousTypes=false paths="./api/..." paths="./controllers/..." output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	@# The chart ships these files as they are; TestChartCopiesOfConfigFilesAreCurrent checks it.
+	rm -f $(CHART)/crds/*.yaml && cp config/crd/bases/*.yaml $(CHART)/crds/
+	cp config/rbac/role.yaml $(CHART)/files/manager-role.yaml
+	cp config/prometheus/alerts.yaml $(CHART)/files/alerts.yaml
 
 .PHONY: generate
 generate: controller-gen ## Generate DeepCopy methods.

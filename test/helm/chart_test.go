@@ -172,7 +172,7 @@ func TestChartSchemaRejectsBadValues(t *testing.T) {
 
 // chartCopies are the files of config/ that the chart ships as they are: generated
 // by controller-gen (the CRDs, the manager's rules) or maintained in config/ (the
-// alerts). UPDATE_CHART_COPIES=1 go test ./test/helm/ -run Copies refreshes them.
+// alerts). make manifests refreshes them, as does UPDATE_CHART_COPIES=1 go test ./test/helm/ -run Copies.
 var chartCopies = map[string]string{
 	"config/rbac/role.yaml":         "files/manager-role.yaml",
 	"config/prometheus/alerts.yaml": "files/alerts.yaml",
@@ -200,7 +200,7 @@ func TestChartCopiesOfConfigFilesAreCurrent(t *testing.T) {
 		}
 		got, err := os.ReadFile(path)
 		if err != nil || !bytes.Equal(got, want) {
-			t.Errorf("charts/defender-tenant-operator/%s is not a copy of %s (err %v): run UPDATE_CHART_COPIES=1 go test ./test/helm/ -run Copies", to, from, err)
+			t.Errorf("charts/defender-tenant-operator/%s is not a copy of %s (err %v): run make manifests", to, from, err)
 		}
 	}
 	bases, err := filepath.Glob(filepath.Join(repoRoot, "config", "crd", "bases", "*.yaml"))
