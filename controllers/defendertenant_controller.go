@@ -104,6 +104,14 @@ func (r *DefenderTenantReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	defer func() {
 		status := computeStatus(tenant.Status, statusInputOf(obs, out))
 		if werr := r.writeStatus(ctx, tenant, status); werr != nil {
+			if apierrors.IsNotFound(werr) {
+				// Deleted while this reconcile acted: there is no one to report to, and
+				// a token Secret just written goes with the tenant (garbage
+				// collection), so neither its error nor a retry helps.
+				r.forget(req.NamespacedName)
+				res, err = ctrl.Result{}, nil
+				return
+			}
 			// controller-runtime ignores a result returned with an error; its backoff retries.
 			res, err = ctrl.Result{}, errors.Join(err, werr)
 			return

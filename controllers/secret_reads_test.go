@@ -273,3 +273,35 @@ func TestFailedWriteOfAMintedTokenCostsNoSecondRequest(t *testing.T) {
 		}
 	})
 }
+
+// deletesTheTenantFirst deletes the DefenderTenant just before the operator writes
+// its token Secret, as a user deleting it during a refresh does.
+type deletesTheTenantFirst struct {
+	client.Client
+	tenant client.Object
+}
+
+func (d deletesTheTenantFirst) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
+	if _, ok := obj.(*corev1.Secret); ok {
+		if err := d.Client.Delete(ctx, d.tenant); err != nil {
+			return err
+		}
+	}
+	return d.Client.Create(ctx, obj, opts...)
+}
+
+func TestTenantDeletedWhileItsTokenIsPublishedEndsTheReconcileQuietly(t *testing.T) {
+	h := newHarness(t)
+	h.createCredential(testClientSecret)
+	dt := h.createTenant()
+	h.r.Client = deletesTheTenantFirst{Client: k8s, tenant: dt}
+
+	// The status write finds no tenant: that is the end of it, not an error for
+	// controller-runtime to log with a stack trace and retry.
+	if _, err := h.r.Reconcile(h.ctx, reqFor(h.ns)); err != nil {
+		t.Errorf("Reconcile = %v, want nil once the tenant is gone", err)
+	}
+	if err := k8s.Get(h.ctx, keyOf(h.ns, tenantName), &v1alpha1.DefenderTenant{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("the tenant was not deleted before the write: %v", err)
+	}
+}
