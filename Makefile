@@ -75,7 +75,7 @@ verify-generated: ## Run manifests, generate and fmt; fail if that changed a fil
 	fi
 
 .PHONY: envtest
-envtest: ## Build (once, cached outside the clone) the kube-apiserver and etcd that the tests run against.
+envtest: ## Build (once, cached outside the clone) the kube-apiserver, etcd and kube-controller-manager that the tests run against.
 	@K8S_VERSION=$(K8S_VERSION) hack/envtest-binaries.sh >/dev/null
 
 # The checks must see the regenerated tree, so test's prerequisites run in order
