@@ -63,6 +63,9 @@ type DefenderTenantReconciler struct {
 	credentials credentialCache
 	leftovers   perTenant[leftover]
 	failures    perTenant[writtenFailure]
+	// ownWrites holds, by token Secret, the resourceVersion of this process's last
+	// update of it until the watch announces that update (see ownTokenSecretWrite).
+	ownWrites perTenant[string]
 }
 
 // +kubebuilder:rbac:groups=defender.tenantcreds.io,resources=defendertenants,verbs=get;list;watch
@@ -188,7 +191,10 @@ func (r *DefenderTenantReconciler) SetupWithManager(ctx context.Context, mgr ctr
 	b := ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.DefenderTenant{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.tenantsForSecret),
-			builder.WithPredicates(ignoreCreatedTokenSecrets)).
+			builder.WithPredicates(ignoreCreatedTokenSecrets, predicate.Funcs{
+				UpdateFunc: r.notOwnTokenSecretWrite,
+				DeleteFunc: func(e event.DeleteEvent) bool { r.ownWrites.forget(client.ObjectKeyFromObject(e.Object)); return true },
+			})).
 		WatchesMetadata(&corev1.Secret{}, r.credentialEvents("Secret"), builder.WithPredicates(ignoreCreatedTokenSecrets)).
 		Watches(&v1alpha1.DefenderApp{}, r.appEvents())
 	if r.ClusterApps {
@@ -208,6 +214,24 @@ func (r *DefenderTenantReconciler) SetupWithManager(ctx context.Context, mgr ctr
 // DefenderTenant is queued anyway. Updates and deletions still wake the tenant.
 var ignoreCreatedTokenSecrets = predicate.Funcs{
 	CreateFunc: func(e event.CreateEvent) bool { return tenantControllerOf(e.Object) == nil },
+}
+
+// notOwnTokenSecretWrite drops the Update event of the token Secret update this
+// process just made, for the reason ignoreCreatedTokenSecrets drops its Create: the
+// reconcile it would start reads the Secret again and, when the watch cache does not
+// hold the status patch that followed the update yet, patches the same status a
+// second time (a third of the tenants in a rotation did). Any other change of the
+// Secret, a hand edit included, has another resourceVersion and wakes the tenant.
+// The entry is dropped by the first Update event of the Secret, so it lives for the
+// watch's delay; one lost with a restart costs one reconcile, nothing else.
+func (r *DefenderTenantReconciler) notOwnTokenSecretWrite(e event.UpdateEvent) bool {
+	key := client.ObjectKeyFromObject(e.ObjectNew)
+	written, ok := r.ownWrites.get(key)
+	if !ok {
+		return true
+	}
+	r.ownWrites.forget(key)
+	return written != e.ObjectNew.GetResourceVersion()
 }
 
 func secretNames(obj client.Object) []string {

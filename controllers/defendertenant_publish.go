@@ -141,6 +141,7 @@ func (r *DefenderTenantReconciler) writeTokenSecret(ctx context.Context, obs *ob
 	if err := r.Update(ctx, desired); err != nil {
 		return "", fmt.Errorf("updating token Secret %s: %w", desired.Name, err)
 	}
+	r.ownWrites.set(client.ObjectKeyFromObject(desired), desired.ResourceVersion)
 	return desired.UID, nil
 }
 

@@ -7,8 +7,10 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 	"github.com/tenantcreds/defender-tenant-operator/internal/entraemu"
@@ -208,5 +210,32 @@ func TestWatchStatusIsNotRewrittenWhileIdle(t *testing.T) {
 	}
 	if n := managerEntra.Requests(w.tenantID); n != requests {
 		t.Errorf("token requests = %d, want %d", n, requests)
+	}
+}
+
+func TestOwnTokenSecretUpdateWakesNoReconcileButOtherChangesDo(t *testing.T) {
+	r := &DefenderTenantReconciler{}
+	secret := func(rv string) *metav1.PartialObjectMetadata {
+		return &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: "customer", Name: "contoso-token", ResourceVersion: rv}}
+	}
+	update := func(rv string) event.UpdateEvent { return event.UpdateEvent{ObjectOld: secret("1"), ObjectNew: secret(rv)} }
+
+	if !r.notOwnTokenSecretWrite(update("2")) {
+		t.Error("an update this process did not make was dropped")
+	}
+	r.ownWrites.set(keyOf("customer", "contoso-token"), "3")
+	if r.notOwnTokenSecretWrite(update("3")) {
+		t.Error("the update this process just made woke the tenant")
+	}
+	// The entry is used once: any later event of the Secret wakes the tenant.
+	if !r.notOwnTokenSecretWrite(update("3")) {
+		t.Error("a second event of the same version was dropped: the entry must be used once")
+	}
+	r.ownWrites.set(keyOf("customer", "contoso-token"), "5")
+	if !r.notOwnTokenSecretWrite(update("4")) {
+		t.Error("an edit that came between the write and its event was dropped")
+	}
+	if _, held := r.ownWrites.get(keyOf("customer", "contoso-token")); held {
+		t.Error("the entry outlived the first Update event of the Secret")
 	}
 }
