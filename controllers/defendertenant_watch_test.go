@@ -218,7 +218,9 @@ func TestOwnTokenSecretUpdateWakesNoReconcileButOtherChangesDo(t *testing.T) {
 	secret := func(rv string) *metav1.PartialObjectMetadata {
 		return &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: "customer", Name: "contoso-token", ResourceVersion: rv}}
 	}
-	update := func(rv string) event.UpdateEvent { return event.UpdateEvent{ObjectOld: secret("1"), ObjectNew: secret(rv)} }
+	update := func(rv string) event.UpdateEvent {
+		return event.UpdateEvent{ObjectOld: secret("1"), ObjectNew: secret(rv)}
+	}
 
 	if !r.notOwnTokenSecretWrite(update("2")) {
 		t.Error("an update this process did not make was dropped")
