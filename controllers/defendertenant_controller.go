@@ -63,8 +63,9 @@ type DefenderTenantReconciler struct {
 	credentials credentialCache
 	leftovers   perTenant[leftover]
 	failures    perTenant[writtenFailure]
-	// ownWrites holds, by token Secret, the resourceVersion of this process's last
-	// update of it until the watch announces that update (see ownTokenSecretWrite).
+	// ownWrites holds, by token Secret, the resourceVersion this process's update of
+	// it started from, until the watch announces that update (see
+	// notOwnTokenSecretWrite).
 	ownWrites perTenant[string]
 }
 
@@ -220,18 +221,21 @@ var ignoreCreatedTokenSecrets = predicate.Funcs{
 // process just made, for the reason ignoreCreatedTokenSecrets drops its Create: the
 // reconcile it would start reads the Secret again and, when the watch cache does not
 // hold the status patch that followed the update yet, patches the same status a
-// second time (a third of the tenants in a rotation did). Any other change of the
-// Secret, a hand edit included, has another resourceVersion and wakes the tenant.
-// The entry is dropped by the first Update event of the Secret, so it lives for the
-// watch's delay; one lost with a restart costs one reconcile, nothing else.
+// second time (a third of the tenants in a rotation did). The update is known by
+// the version it moved the Secret from, the one the operator read and updated with
+// (a conflicting update by anyone else fails the operator's, whose reconcile is then
+// retried). Any other change of the Secret, a hand edit included, moves it from
+// another version and wakes the tenant. The entry is dropped by the first Update
+// event of the Secret, so it lives for the watch's delay; one lost with a restart
+// costs one reconcile, nothing else.
 func (r *DefenderTenantReconciler) notOwnTokenSecretWrite(e event.UpdateEvent) bool {
 	key := client.ObjectKeyFromObject(e.ObjectNew)
-	written, ok := r.ownWrites.get(key)
+	updatedFrom, ok := r.ownWrites.get(key)
 	if !ok {
 		return true
 	}
 	r.ownWrites.forget(key)
-	return written != e.ObjectNew.GetResourceVersion()
+	return updatedFrom != e.ObjectOld.GetResourceVersion()
 }
 
 func secretNames(obj client.Object) []string {

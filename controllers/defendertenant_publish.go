@@ -138,10 +138,15 @@ func (r *DefenderTenantReconciler) writeTokenSecret(ctx context.Context, obs *ob
 	}
 	// desired carries the read Secret's UID and resourceVersion, so the update fails
 	// rather than land in another Secret that took the name since it was read.
+	// Recorded before the update: its watch event may be handled before Update
+	// returns. The version it moves the Secret from is the one read, which only
+	// this update can move it from; if the update fails, nothing moved.
+	key := client.ObjectKeyFromObject(desired)
+	r.ownWrites.set(key, desired.ResourceVersion)
 	if err := r.Update(ctx, desired); err != nil {
+		r.ownWrites.forget(key)
 		return "", fmt.Errorf("updating token Secret %s: %w", desired.Name, err)
 	}
-	r.ownWrites.set(client.ObjectKeyFromObject(desired), desired.ResourceVersion)
 	return desired.UID, nil
 }
 

@@ -218,26 +218,27 @@ func TestOwnTokenSecretUpdateWakesNoReconcileButOtherChangesDo(t *testing.T) {
 	secret := func(rv string) *metav1.PartialObjectMetadata {
 		return &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: "customer", Name: "contoso-token", ResourceVersion: rv}}
 	}
-	update := func(rv string) event.UpdateEvent {
-		return event.UpdateEvent{ObjectOld: secret("1"), ObjectNew: secret(rv)}
+	update := func(from, to string) event.UpdateEvent {
+		return event.UpdateEvent{ObjectOld: secret(from), ObjectNew: secret(to)}
 	}
+	key := keyOf("customer", "contoso-token")
 
-	if !r.notOwnTokenSecretWrite(update("2")) {
+	if !r.notOwnTokenSecretWrite(update("1", "2")) {
 		t.Error("an update this process did not make was dropped")
 	}
-	r.ownWrites.set(keyOf("customer", "contoso-token"), "3")
-	if r.notOwnTokenSecretWrite(update("3")) {
+	r.ownWrites.set(key, "2") // the operator updates the Secret it read at version 2
+	if r.notOwnTokenSecretWrite(update("2", "3")) {
 		t.Error("the update this process just made woke the tenant")
 	}
 	// The entry is used once: any later event of the Secret wakes the tenant.
-	if !r.notOwnTokenSecretWrite(update("3")) {
-		t.Error("a second event of the same version was dropped: the entry must be used once")
+	if !r.notOwnTokenSecretWrite(update("2", "3")) {
+		t.Error("a second event was dropped: the entry must be used once")
 	}
-	r.ownWrites.set(keyOf("customer", "contoso-token"), "5")
-	if !r.notOwnTokenSecretWrite(update("4")) {
-		t.Error("an edit that came between the write and its event was dropped")
+	r.ownWrites.set(key, "5")
+	if !r.notOwnTokenSecretWrite(update("4", "5")) {
+		t.Error("an edit that came before the operator's update was dropped")
 	}
-	if _, held := r.ownWrites.get(keyOf("customer", "contoso-token")); held {
+	if _, held := r.ownWrites.get(key); held {
 		t.Error("the entry outlived the first Update event of the Secret")
 	}
 }
