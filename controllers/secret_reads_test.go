@@ -283,7 +283,7 @@ type deletesTheTenantFirst struct {
 
 func (d deletesTheTenantFirst) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
 	if _, ok := obj.(*corev1.Secret); ok {
-		if err := d.Client.Delete(ctx, d.tenant); err != nil {
+		if err := d.Delete(ctx, d.tenant); err != nil {
 			return err
 		}
 	}
