@@ -7,7 +7,6 @@ package e2e
 // manager runs as the chart's ServiceAccount with the chart Deployment's arguments.
 
 import (
-	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -78,15 +77,7 @@ watchNamespaces: [team-a, team-b]`)
 		checkChartTokenSecret(t, s, ns, "contoso", tenantID(i))
 	}
 	time.Sleep(time.Second) // a little more time for a misbehaving operator to show itself
-	if got := s.emu.Requests(tenantID(2)); got != 0 {
-		t.Errorf("%d token requests for the DefenderTenant in %s, want 0", got, other)
-	}
-	if leaked := tokenSecrets(t, s.admin, other); len(leaked) > 0 {
-		t.Errorf("token Secrets published in %s: %v", other, slices.Sorted(maps.Keys(leaked)))
-	}
-	if denials := op.logLines("forbidden"); len(denials) > 0 {
-		t.Errorf("the chart's namespaced install was denied something it tried:\n%s", strings.Join(denials, "\n"))
-	}
+	expectNothingServedIn(t, s, op, other, tenantID(2))
 }
 
 // newChartSandbox renders the chart for release with values (a values file's

@@ -102,7 +102,15 @@ func TestNamespacedInstallCannotReadSecretsInOtherNamespaces(t *testing.T) {
 	if len(elsewhere.Status.Conditions) > 0 || elsewhere.Status.ObservedGeneration != 0 {
 		t.Errorf("the operator wrote the status of a DefenderTenant outside %s: %s", ns, mustJSON(elsewhere.Status))
 	}
-	if got := s.emu.Requests(tenantID(1)); got != 0 {
+	expectNothingServedIn(t, s, op, other, tenantID(1))
+}
+
+// expectNothingServedIn: a namespaced operator requested no token for the tenant of
+// a namespace it does not watch, published no token Secret there, and was denied
+// nothing it tried (it never tried to reach beyond its namespaces).
+func expectNothingServedIn(t *testing.T, s *sandbox, op *operator, other, tenant string) {
+	t.Helper()
+	if got := s.emu.Requests(tenant); got != 0 {
 		t.Errorf("%d token requests for the DefenderTenant in %s, want 0", got, other)
 	}
 	if leaked := tokenSecrets(t, s.admin, other); len(leaked) > 0 {
