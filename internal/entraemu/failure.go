@@ -37,6 +37,15 @@ type Failure struct {
 	// Delay is how long to wait before answering. The wait ends early when the
 	// client gives up, as a hanging endpoint would.
 	Delay time.Duration
+	// Hold, when set, keeps the answer back until it is closed (or the client gives
+	// up), after Delay: a test can then change the world while a request is in
+	// flight, and release it, in an order it decides rather than a race.
+	Hold <-chan struct{}
+}
+
+// Held is a request that waits for release, then is answered normally.
+func Held(release <-chan struct{}) Failure {
+	return Failure{Hold: release}
 }
 
 // Throttled is Entra's rate limiting: 429 with Retry-After and a plain-text body,

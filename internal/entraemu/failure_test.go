@@ -89,6 +89,37 @@ func TestDelayOnlyFailureGivesANormalAnswer(t *testing.T) {
 	}
 }
 
+func TestHeldRequestIsAnsweredOnlyOnRelease(t *testing.T) {
+	f := newFixture(t)
+	release := make(chan struct{})
+	f.emu.InjectFailures(tenantID, entraemu.Held(release))
+
+	answered := make(chan int, 1)
+	go func() {
+		resp, err := http.PostForm(f.srv.URL+v2Path(tenantID), creds("scope", xdrScope))
+		if err != nil {
+			answered <- 0
+			return
+		}
+		_ = resp.Body.Close()
+		answered <- resp.StatusCode
+	}()
+	for f.emu.Requests(tenantID) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	// The request has arrived; a second, unheld one is answered while it waits.
+	f.token(t, v2Path(tenantID), creds("scope", xdrScope))
+	select {
+	case <-answered:
+		t.Fatal("the held request was answered before its release")
+	default:
+	}
+	close(release)
+	if status := <-answered; status != http.StatusOK {
+		t.Errorf("the released request got status %d, want 200", status)
+	}
+}
+
 func TestWaitsEndWhenTheClientGivesUp(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -96,6 +127,7 @@ func TestWaitsEndWhenTheClientGivesUp(t *testing.T) {
 	}{
 		{name: "hanging endpoint", setup: func(e *entraemu.Emulator) { e.InjectFailures(tenantID, entraemu.Hang(10*time.Second)) }},
 		{name: "latency", setup: func(e *entraemu.Emulator) { e.SetLatency(10 * time.Second) }},
+		{name: "held", setup: func(e *entraemu.Emulator) { e.InjectFailures(tenantID, entraemu.Held(make(chan struct{}))) }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -40,7 +40,7 @@ func (e *Emulator) tokenHandler(host string, ep endpoint) http.HandlerFunc {
 			return
 		}
 		if injected {
-			if !wait(r.Context(), f.Delay) {
+			if !wait(r.Context(), f.Delay) || !held(r.Context(), f.Hold) {
 				return
 			}
 			if f.Status != 0 {
@@ -120,6 +120,20 @@ func wait(ctx context.Context, d time.Duration) bool {
 	defer t.Stop()
 	select {
 	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// held waits until release is closed; false when the client gave up first. A nil
+// release holds nothing.
+func held(ctx context.Context, release <-chan struct{}) bool {
+	if release == nil {
+		return true
+	}
+	select {
+	case <-release:
 		return true
 	case <-ctx.Done():
 		return false
