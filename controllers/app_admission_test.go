@@ -140,6 +140,10 @@ func TestAdmissionRejectsMalformedApps(t *testing.T) {
 			grant(map[string]any{"namespaces": []any{ns}, "tenantIDs": []any{"6e3c1a8e-*"}}), "spec.tenantGrants[0].tenantIDs[0]"},
 		{"grant namespace not a DNS label", []string{cdappKind},
 			grant(map[string]any{"namespaces": []any{"Customer_Contoso"}, "tenantIDs": []any{testTenantID}}), "spec.tenantGrants[0].namespaces[0]"},
+		{"grant resource over plain http", []string{cdappKind},
+			grant(map[string]any{"namespaces": []any{ns}, "tenantIDs": []any{testTenantID}, "resources": []any{"http://graph.microsoft.com"}}), "spec.tenantGrants[0].resources[0]"},
+		{"grant resource not a URL", []string{cdappKind},
+			grant(map[string]any{"namespaces": []any{ns}, "tenantIDs": []any{testTenantID}, "resources": []any{"graph"}}), "spec.tenantGrants[0].resources[0]"},
 	}
 	for _, tt := range tests {
 		for _, kind := range tt.kinds {
@@ -191,6 +195,8 @@ func TestAdmissionAcceptsAndDefaultsValidApps(t *testing.T) {
 			grant(map[string]any{"namespaces": []any{ns, "customer-fabrikam"}, "namespaceSelector": selector, "tenantIDs": []any{testTenantID, "3f2b8c1d-5a4e-4b7f-8c2d-1e9a6b5c4d30"}}), nil},
 		{"grant matching every namespace with an empty selector", []string{cdappKind},
 			grant(map[string]any{"namespaceSelector": map[string]any{}, "tenantIDs": []any{testTenantID}}), nil},
+		{"grant limited to Microsoft Graph", []string{cdappKind},
+			grant(map[string]any{"namespaces": []any{ns}, "tenantIDs": []any{testTenantID}, "resources": []any{"https://graph.microsoft.com", "https://dod-graph.microsoft.us/"}}), nil},
 	}
 	for _, tt := range tests {
 		for _, kind := range tt.kinds {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -55,13 +56,13 @@ func (r *DefenderTenantReconciler) act(ctx context.Context, obs *observation, p 
 	case actionKeep:
 		return outcome{published: p.token, secretUID: ownedSecretUID(obs), roles: rolesOf(p.token.claims), nextRefresh: p.nextRefresh, recheck: p.recheck}
 	case actionRestore, actionPublishLeftover:
-		return r.publish(ctx, obs, p.token)
+		return r.publishUnderGrant(ctx, obs, p, p.token)
 	case actionMint:
 		t, failure := r.requestToken(ctx, obs)
 		if failure != nil {
 			return r.requestFailed(obs, failure)
 		}
-		return r.publish(ctx, obs, t)
+		return r.publishUnderGrant(ctx, obs, p, t)
 	case actionRevoke:
 		return r.revoke(ctx, obs, p)
 	default:
@@ -69,21 +70,81 @@ func (r *DefenderTenantReconciler) act(ctx context.Context, obs *observation, p 
 	}
 }
 
-// revoke deletes the tenant's own token Secret, preconditioned on its UID so that a
-// Secret someone created in its place since it was read is never touched. The
-// token leaves memory with it: nothing of the tenant's would be published again.
+// revoke deletes every token Secret the tenant controls: those the API server
+// lists, right now, with the operator's labels for this tenant and a controller
+// reference to it, whatever their names (a renamed spec.tokenSecretName leaves one
+// behind) and whatever the cache says of the tenant's status (a mint that finished
+// just before the grant was withdrawn left one it has not recorded yet). Each is
+// deleted with its UID as a precondition, so a Secret that took the name since it
+// was listed is never touched. The token leaves memory too.
 func (r *DefenderTenantReconciler) revoke(ctx context.Context, obs *observation, p plan) outcome {
 	r.leftovers.forget(keyOf(obs.tenant.Namespace, obs.tenant.Name))
-	secret := obs.tokenSecret
-	err := r.Delete(ctx, secret, client.Preconditions{UID: &secret.UID})
-	if err != nil && !apierrors.IsNotFound(err) {
+	deleted, err := r.deleteTokenSecrets(ctx, obs.tenant)
+	if err != nil {
 		// Still published: report it so, and let controller-runtime retry at once.
 		out := held(obs, p)
-		out.err = fmt.Errorf("deleting token Secret %s of a tenant its app no longer grants: %w", secret.Name, err)
+		out.err = fmt.Errorf("withdrawing the token Secrets of the tenant: %w", err)
 		return out
 	}
-	ctrl.LoggerFrom(ctx).Info("Deleted the token Secret of a tenant its app no longer grants", "secret", secret.Name, "app", obs.app.describe())
+	if len(deleted) > 0 {
+		ctrl.LoggerFrom(ctx).Info("Deleted token Secrets minted under a grant the tenant no longer has", "secrets", deleted, "app", obs.app.describe())
+	}
 	return outcome{problem: p.problem, recheck: p.recheck}
+}
+
+// deleteTokenSecrets deletes the token Secrets the tenant controls, found live by
+// the labels and controller reference the operator writes, and names those it
+// deleted.
+func (r *DefenderTenantReconciler) deleteTokenSecrets(ctx context.Context, tenant *v1alpha1.DefenderTenant) ([]string, error) {
+	var secrets metav1.PartialObjectMetadataList
+	secrets.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("SecretList"))
+	if err := r.APIReader.List(ctx, &secrets, client.InNamespace(tenant.Namespace),
+		client.MatchingLabels{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue, v1alpha1.LabelTenant: tenant.Name}); err != nil {
+		return nil, fmt.Errorf("listing them: %w", err)
+	}
+	var deleted []string
+	for i := range secrets.Items {
+		secret := &secrets.Items[i]
+		if !metav1.IsControlledBy(secret, tenant) {
+			continue
+		}
+		err := r.Delete(ctx, secret, client.Preconditions{UID: &secret.UID})
+		switch {
+		case err == nil:
+			deleted = append(deleted, secret.Name)
+		case apierrors.IsNotFound(err) || apierrors.IsConflict(err):
+			// Gone already, or another Secret under that name now: not ours to delete.
+		default:
+			return deleted, fmt.Errorf("deleting %s: %w", secret.Name, err)
+		}
+	}
+	return deleted, nil
+}
+
+// publishUnderGrant publishes a token, after checking, past the cache,
+// that a ClusterDefenderApp still grants the tenant: a grant withdrawn while the
+// request was in flight withdraws the token before anyone can mount it. If the
+// grant was withdrawn after this check, the event of the withdrawal queues the
+// tenant again, and that reconcile revokes what this one published.
+func (r *DefenderTenantReconciler) publishUnderGrant(ctx context.Context, obs *observation, p plan, t *token) outcome {
+	if obs.app.kind != v1alpha1.AppKindClusterDefenderApp {
+		return r.publish(ctx, obs, t)
+	}
+	allowed, err := r.grantStillAllows(ctx, obs)
+	if err != nil {
+		// Not published: the token stays in memory for the retry, like a failed write.
+		r.leftovers.set(keyOf(obs.tenant.Namespace, obs.tenant.Name), leftover{raw: t.raw, mintedAt: t.mintedAt, inputsHash: t.inputsHash, generation: obs.tenant.Generation})
+		out := held(obs, p)
+		out.err = err
+		return out
+	}
+	if !allowed {
+		withdrawn := plan{problem: newProblem(v1alpha1.ReasonAppNotAllowed,
+			fmt.Sprintf("%s withdrew the grant of namespace %q and tenant %s while a token was being requested; the token was not published and this tenant's token Secret is deleted.",
+				obs.app.describe(), obs.tenant.Namespace, obs.tenant.Spec.TenantID)), recheck: safetyRecheck(obs)}
+		return r.revoke(ctx, obs, withdrawn)
+	}
+	return r.publish(ctx, obs, t)
 }
 
 // publish writes t to the token Secret. When the write fails, t stays in memory, so

@@ -10,8 +10,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
+	"github.com/tenantcreds/defender-tenant-operator/internal/entra"
 )
 
 // DefaultClusterResourceNamespace is where ClusterDefenderApp credentials live when
@@ -33,6 +35,11 @@ type appFacts struct {
 	// DefenderApp (which serves its own namespace only); for a ClusterDefenderApp,
 	// one of its tenantGrants matches the tenant's namespace and tenantID.
 	allowed bool
+	// resourceRefused: a grant covers the tenant's namespace and tenantID, but every
+	// such grant limits resources (tenantGrants[].resources) and none lists the
+	// tenant's; grantedResources are the resources those grants list.
+	resourceRefused  bool
+	grantedResources []string
 
 	clientID string
 	cloud    v1alpha1.Cloud
@@ -54,6 +61,15 @@ func (a *appFacts) describe() string {
 		return "the inline app"
 	}
 	return string(a.kind) + " " + a.name
+}
+
+// reference names the app as AnnotationApp records it: "ClusterDefenderApp/partner";
+// empty for the inline form.
+func (a *appFacts) reference() string {
+	if a.inline() {
+		return ""
+	}
+	return string(a.kind) + "/" + a.name
 }
 
 // identity digests which app this is, so that a token minted with another app
@@ -119,13 +135,51 @@ func (r *DefenderTenantReconciler) observeApp(ctx context.Context, tenant *v1alp
 	facts.allowed = true
 	if cluster, ok := app.(*v1alpha1.ClusterDefenderApp); ok {
 		// Metadata only: the labels are all a grant looks at.
-		ns := &metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"}}
-		if err := r.Get(ctx, types.NamespacedName{Name: tenant.Namespace}, ns); err != nil {
+		ns, err := namespaceMetadata(ctx, r.Client, tenant.Namespace)
+		if err != nil {
 			return facts, fmt.Errorf("reading namespace %s for the grants of ClusterDefenderApp %s: %w", tenant.Namespace, ref.Name, err)
 		}
-		facts.allowed = r.ClusterApps && grantsAllow(cluster.Spec.TenantGrants, ns.Name, ns.Labels, tenant.Spec.TenantID)
+		verdict := grantsFor(cluster.Spec.TenantGrants, ns.Name, ns.Labels, tenant.Spec.TenantID, effectiveResource(tenant, facts.cloud))
+		facts.allowed = verdict.allowed
+		facts.resourceRefused, facts.grantedResources = verdict.resourceRefused, verdict.resources
 	}
 	return facts, nil
+}
+
+// namespaceMetadata reads a namespace's metadata only: the labels are all a grant
+// looks at.
+func namespaceMetadata(ctx context.Context, reader client.Reader, name string) (*metav1.PartialObjectMetadata, error) {
+	ns := &metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"}}
+	err := reader.Get(ctx, types.NamespacedName{Name: name}, ns)
+	return ns, err
+}
+
+// effectiveResource is what the tenant's tokens are for: spec.resource without a
+// trailing slash, or the cloud's default.
+func effectiveResource(tenant *v1alpha1.DefenderTenant, cloud v1alpha1.Cloud) string {
+	if resource := strings.TrimSuffix(tenant.Spec.Resource, "/"); resource != "" {
+		return resource
+	}
+	return entra.DefaultResource(cloud)
+}
+
+// grantStillAllows reads the ClusterDefenderApp and the namespace from the API
+// server, past the watch cache, and tells whether a grant still covers the tenant:
+// a token minted while its grant was being withdrawn is checked against the
+// withdrawal before it is published. An app that is gone grants nothing.
+func (r *DefenderTenantReconciler) grantStillAllows(ctx context.Context, obs *observation) (bool, error) {
+	app := &v1alpha1.ClusterDefenderApp{}
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Name: obs.app.name}, app); err != nil {
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("reading ClusterDefenderApp %s to check its grants: %w", obs.app.name, err)
+	}
+	ns, err := namespaceMetadata(ctx, r.APIReader, obs.tenant.Namespace)
+	if err != nil {
+		return false, fmt.Errorf("reading namespace %s to check the grants of ClusterDefenderApp %s: %w", obs.tenant.Namespace, obs.app.name, err)
+	}
+	return grantsFor(app.Spec.TenantGrants, ns.Name, ns.Labels, obs.tenant.Spec.TenantID, obs.resource).allowed, nil
 }
 
 func appKindOrDefault(kind v1alpha1.AppKind) v1alpha1.AppKind {
@@ -142,14 +196,47 @@ func (r *DefenderTenantReconciler) clusterResourceNamespace() string {
 	return DefaultClusterResourceNamespace
 }
 
-// grantsAllow: one grant matches both the namespace and the tenant. A grant with
-// neither namespaces nor a selector matches nothing (admission refuses it), and a
-// selector that does not parse matches nothing: a grant never widens by mistake.
-// An empty selector ({}) matches every namespace, as in a NetworkPolicy.
-func grantsAllow(grants []v1alpha1.TenantGrant, namespace string, namespaceLabels map[string]string, tenantID string) bool {
-	return slices.ContainsFunc(grants, func(g v1alpha1.TenantGrant) bool {
-		return grantCoversNamespace(g, namespace, namespaceLabels) && grantCoversTenant(g, tenantID)
-	})
+// grantVerdict is what an app's grants say of one tenant and resource.
+type grantVerdict struct {
+	allowed bool
+	// resourceRefused: grants cover the namespace and tenant, but only for other
+	// resources, which resources lists.
+	resourceRefused bool
+	resources       []string
+}
+
+// grantsFor: one grant matches the namespace, the tenant and the resource. A grant
+// with neither namespaces nor a selector matches nothing (admission refuses it), and
+// a selector that does not parse matches nothing: a grant never widens by mistake.
+// An empty selector ({}) matches every namespace, as in a NetworkPolicy. A grant
+// without resources covers every resource.
+func grantsFor(grants []v1alpha1.TenantGrant, namespace string, namespaceLabels map[string]string, tenantID, resource string) grantVerdict {
+	var verdict grantVerdict
+	for _, g := range grants {
+		if !grantCoversNamespace(g, namespace, namespaceLabels) || !grantCoversTenant(g, tenantID) {
+			continue
+		}
+		if grantCoversResource(g, resource) {
+			return grantVerdict{allowed: true}
+		}
+		verdict.resourceRefused = true
+		for _, r := range g.Resources {
+			if r = strings.TrimSuffix(r, "/"); !slices.Contains(verdict.resources, r) {
+				verdict.resources = append(verdict.resources, r)
+			}
+		}
+	}
+	return verdict
+}
+
+// grantCoversResource compares URLs as --allowed-resources does: a trailing slash
+// is ignored.
+func grantCoversResource(g v1alpha1.TenantGrant, resource string) bool {
+	if len(g.Resources) == 0 {
+		return true
+	}
+	resource = strings.TrimSuffix(resource, "/")
+	return slices.ContainsFunc(g.Resources, func(r string) bool { return strings.TrimSuffix(r, "/") == resource })
 }
 
 func grantCoversNamespace(g v1alpha1.TenantGrant, namespace string, namespaceLabels map[string]string) bool {

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -64,9 +65,12 @@ type check struct {
 // rather than hidden behind a backoff; a fresh token is kept before a backoff is
 // consulted, because a fresh token means the last failure no longer matters. A
 // withdrawn grant comes before everything, suspension included: it is a revocation,
-// and the token it withdraws must not outlive it.
+// and the token it withdraws must not outlive it; so does a token minted under a
+// ClusterDefenderApp the tenant no longer uses, which that app's grants no longer
+// reach.
 var decisionChain = []check{
 	{"AppNotAllowed", appNotAllowed},
+	{"MintedUnderAnotherApp", mintedUnderAnotherApp},
 	{"Suspended", suspended},
 	{"ResourceNotAllowed", resourceNotAllowed},
 	{"InvalidSecretTemplate", invalidSecretTemplate},
@@ -152,14 +156,29 @@ func appNotAllowed(obs *observation) (plan, bool) {
 	}
 	message := fmt.Sprintf("%s has no tenantGrants entry matching namespace %q and tenant %s, so no token is requested and this tenant's token Secret is deleted. Ask the cluster administrator to grant it, or use another app.",
 		app.describe(), obs.tenant.Namespace, obs.tenant.Spec.TenantID)
+	if app.resourceRefused {
+		message = fmt.Sprintf("The tenantGrants of %s that match namespace %q and tenant %s allow only the resources %s, not %q, so no token is requested and this tenant's token Secret is deleted. Use one of those resources, or ask the cluster administrator to grant this one.",
+			app.describe(), obs.tenant.Namespace, obs.tenant.Spec.TenantID, strings.Join(app.grantedResources, ", "), obs.resource)
+	}
 	if app.unserved {
 		message = fmt.Sprintf("This operator does not serve ClusterDefenderApps: it may not watch them and namespaces cluster-wide (a namespaced install), so %s cannot be checked for a grant. Use a DefenderApp in this namespace, or an operator installed cluster-wide.", app.describe())
 	}
+	// Every token Secret the tenant controls goes, whatever its name and whatever
+	// the cache says of the tenant's status: revoke finds them live.
 	p := stalledOn(obs, v1alpha1.ReasonAppNotAllowed, message)
-	if obs.tokenSecret != nil && obs.tokenSecretOwned {
-		p.action = actionRevoke
-	}
+	p.action = actionRevoke
 	return p, true
+}
+
+// mintedUnderAnotherApp: a token Secret of the tenant was minted under a
+// ClusterDefenderApp the tenant no longer uses. That app's grants reach only its
+// own tenants, so the token goes now; the next reconcile, at once, mints with the
+// current app.
+func mintedUnderAnotherApp(obs *observation) (plan, bool) {
+	if len(obs.otherAppTokens) == 0 {
+		return plan{}, false
+	}
+	return plan{action: actionRevoke, recheck: obs.now}, true
 }
 
 func appNotFound(obs *observation) (plan, bool) {

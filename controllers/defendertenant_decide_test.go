@@ -97,6 +97,7 @@ func TestDecisionChain(t *testing.T) {
 	ungranted := func(obs *observation) {
 		obs.app = appFacts{kind: v1alpha1.AppKindClusterDefenderApp, name: "partner", object: clusterApp, clientID: testClientID}
 	}
+	mintedUnderFormerApp := func(obs *observation) { obs.otherAppTokens = []string{"ClusterDefenderApp/former"} }
 	appMissing := func(obs *observation) {
 		obs.app = appFacts{kind: v1alpha1.AppKindClusterDefenderApp, name: "partner"}
 		obs.credential = credential{state: credentialNotRead}
@@ -156,7 +157,14 @@ func TestDecisionChain(t *testing.T) {
 		}}, "BackingOff", actionHold, v1alpha1.ReasonThrottled},
 		{"usable token: a failed refresh waits at least a minute", []func(*observation){publish(tokenMinted(50*time.Minute, "current-inputs")), failedAgo(v1alpha1.ReasonTokenEndpointUnavailable, 30*time.Second, 1)}, "BackingOff", actionHold, v1alpha1.ReasonTokenEndpointUnavailable},
 		{"leftover of a failed write", []func(*observation){leftoverInMemory}, "LeftoverToken", actionPublishLeftover, ""},
-		{"app grants nothing, nothing published", []func(*observation){ungranted}, "AppNotAllowed", actionHold, v1alpha1.ReasonAppNotAllowed},
+		{"app grants nothing, nothing seen published: revoke, what the cache has not seen included", []func(*observation){ungranted}, "AppNotAllowed", actionRevoke, v1alpha1.ReasonAppNotAllowed},
+		{"token of a former ClusterDefenderApp: revoke", []func(*observation){freshToken, mintedUnderFormerApp}, "MintedUnderAnotherApp", actionRevoke, ""},
+		{"withdrawn grant beats a former app's token", []func(*observation){ungranted, mintedUnderFormerApp}, "AppNotAllowed", actionRevoke, v1alpha1.ReasonAppNotAllowed},
+		{"a former app's token beats suspension", []func(*observation){mintedUnderFormerApp, suspend}, "MintedUnderAnotherApp", actionRevoke, ""},
+		{"a former app's token beats a missing app", []func(*observation){mintedUnderFormerApp, appMissing}, "MintedUnderAnotherApp", actionRevoke, ""},
+		{"grant limited to other resources", []func(*observation){ungranted, func(obs *observation) {
+			obs.app.resourceRefused, obs.app.grantedResources = true, []string{"https://graph.microsoft.com"}
+		}}, "AppNotAllowed", actionRevoke, v1alpha1.ReasonAppNotAllowed},
 		{"app grants nothing, token published: revoke", []func(*observation){ungranted, freshToken}, "AppNotAllowed", actionRevoke, v1alpha1.ReasonAppNotAllowed},
 		{"app missing", []func(*observation){appMissing}, "AppNotFound", actionHold, v1alpha1.ReasonAppNotFound},
 		{"certificate expired", []func(*observation){certificateExpired}, "CertificateUnusable", actionHold, v1alpha1.ReasonCertificateExpired},

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -14,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 	"github.com/tenantcreds/defender-tenant-operator/internal/entra"
@@ -40,11 +42,18 @@ type observation struct {
 	secretName string
 	// tokenSecret is the live Secret named secretName, whoever owns it; nil if absent.
 	tokenSecret *corev1.Secret
-	// tokenSecretOwned: tokenSecret exists and is controlled by this tenant.
+	// tokenSecretOwned: tokenSecret exists and is the tenant's (ownsTokenSecret).
 	tokenSecretOwned bool
+	// recordedSecretUID is status.tokenSecretUID, read live when the cached tenant
+	// had none (recordedTokenSecretUID); empty when no Secret was recorded.
+	recordedSecretUID types.UID
 	// published is the token in the tenant's own token Secret, checked against the
 	// current spec; nil when there is none or it is not a token of this tenant.
 	published *token
+	// otherAppTokens names the ClusterDefenderApps, other than the tenant's current
+	// app, under which token Secrets the tenant controls were minted (AnnotationApp):
+	// the current one and the one under a previous spec.tokenSecretName.
+	otherAppTokens []string
 
 	credential credential
 	// credentialSecret is the Secret the credential is read from; empty for a
@@ -92,12 +101,9 @@ func (r *DefenderTenantReconciler) observe(ctx context.Context, tenant *v1alpha1
 		tenant:           tenant,
 		app:              app,
 		authority:        r.Authorities.Host(cloud),
-		resource:         strings.TrimSuffix(tenant.Spec.Resource, "/"),
+		resource:         effectiveResource(tenant, cloud),
 		secretName:       tenant.TokenSecretNameOrDefault(),
 		allowedResources: r.AllowedResources.String(),
-	}
-	if obs.resource == "" {
-		obs.resource = entra.DefaultResource(cloud)
 	}
 	obs.resourceAllowed = r.AllowedResources.Allows(obs.resource)
 	// Admins consent in a browser against the real cloud, never through an override.
@@ -113,8 +119,43 @@ func (r *DefenderTenantReconciler) observe(ctx context.Context, tenant *v1alpha1
 	if err := r.observeTokenSecret(ctx, obs); err != nil {
 		return nil, err
 	}
+	if err := r.observePreviousTokenSecret(ctx, obs); err != nil {
+		return nil, err
+	}
 	obs.leftover = r.leftoverToken(obs)
 	return obs, nil
+}
+
+// observePreviousTokenSecret reads, metadata only, the Secret published under a
+// previous spec.tokenSecretName, for the app it was minted under: renaming the
+// Secret must not carry a token out of its grant's reach.
+func (r *DefenderTenantReconciler) observePreviousTokenSecret(ctx context.Context, obs *observation) error {
+	previous := obs.tenant.Status.TokenSecretName
+	if previous == "" || previous == obs.secretName {
+		return nil
+	}
+	meta := &metav1.PartialObjectMetadata{TypeMeta: secretTypeMeta}
+	err := r.APIReader.Get(ctx, keyOf(obs.tenant.Namespace, previous), meta)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading the previous token Secret %s: %w", previous, err)
+	}
+	obs.noteAppOf(meta)
+	return nil
+}
+
+// noteAppOf records the app a Secret the tenant controls was minted under, when it
+// is a ClusterDefenderApp other than the current app.
+func (obs *observation) noteAppOf(secret metav1.Object) {
+	if !metav1.IsControlledBy(secret, obs.tenant) {
+		return
+	}
+	app := secret.GetAnnotations()[v1alpha1.AnnotationApp]
+	if strings.HasPrefix(app, string(v1alpha1.AppKindClusterDefenderApp)+"/") && app != obs.app.reference() && !slices.Contains(obs.otherAppTokens, app) {
+		obs.otherAppTokens = append(obs.otherAppTokens, app)
+	}
 }
 
 func (r *DefenderTenantReconciler) observeTokenSecret(ctx context.Context, obs *observation) error {
@@ -131,27 +172,53 @@ func (r *DefenderTenantReconciler) observeTokenSecret(ctx context.Context, obs *
 		return fmt.Errorf("reading token Secret %s: %w", obs.secretName, err)
 	}
 	obs.tokenSecret = secret
-	obs.tokenSecretOwned = ownsTokenSecret(secret, obs.tenant, obs.inputsHash)
+	obs.noteAppOf(secret)
+	recorded, err := r.recordedTokenSecretUID(ctx, obs.tenant, secret)
+	if err != nil {
+		return err
+	}
+	obs.recordedSecretUID = recorded
+	obs.tokenSecretOwned = ownsTokenSecret(secret, obs.tenant, recorded, obs.app.inline(), obs.inputsHash)
 	if obs.tokenSecretOwned {
 		obs.published = publishedToken(secret, expectation(obs.tenant, obs.app.clientID), obs.now)
 	}
 	return nil
 }
 
+// recordedTokenSecretUID is status.tokenSecretUID. The watch cache may hand the
+// reconcile a tenant from before the status write that recorded it; so when the
+// cached tenant has none but a Secret names the tenant as its controller, the
+// tenant is read again from the API server. That costs a read only in that case.
+func (r *DefenderTenantReconciler) recordedTokenSecretUID(ctx context.Context, tenant *v1alpha1.DefenderTenant, secret *corev1.Secret) (types.UID, error) {
+	if recorded := tenant.Status.TokenSecretUID; recorded != "" || !metav1.IsControlledBy(secret, tenant) {
+		return recorded, nil
+	}
+	live := &v1alpha1.DefenderTenant{}
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(tenant), live); err != nil {
+		return "", fmt.Errorf("reading DefenderTenant %s for the UID of its token Secret: %w", tenant.Name, err)
+	}
+	if live.UID != tenant.UID {
+		return "", nil
+	}
+	return live.Status.TokenSecretUID, nil
+}
+
 // ownsTokenSecret tells whether the tenant may write secret. An ownerReference
 // alone proves nothing: anyone who may create Secrets can name the tenant as
 // controller. Ownership is the UID the operator recorded when it created the
-// Secret. A Secret from before UIDs were recorded is the tenant's only if its
-// inputs digest matches the current inputs, which takes the client secret to compute.
-// Only an Opaque, mutable Secret is ever written.
-func ownsTokenSecret(secret *corev1.Secret, tenant *v1alpha1.DefenderTenant, inputsHash string) bool {
+// Secret. A Secret from before UIDs were recorded is the tenant's only for the
+// inline form, and only if its inputs digest matches the current inputs, which
+// takes the client secret to compute; an app's digest is computed from public data
+// (a certificate's thumbprint, a ServiceAccount's UID) and proves nothing. Only an
+// Opaque, mutable Secret is ever written.
+func ownsTokenSecret(secret *corev1.Secret, tenant *v1alpha1.DefenderTenant, recorded types.UID, inline bool, inputsHash string) bool {
 	if !metav1.IsControlledBy(secret, tenant) || secret.Type != corev1.SecretTypeOpaque || ptr.Deref(secret.Immutable, false) {
 		return false
 	}
-	if recorded := tenant.Status.TokenSecretUID; recorded != "" {
+	if recorded != "" {
 		return secret.UID == recorded
 	}
-	return inputsHash != "" && secret.Annotations[v1alpha1.AnnotationInputsHash] == inputsHash
+	return inline && inputsHash != "" && secret.Annotations[v1alpha1.AnnotationInputsHash] == inputsHash
 }
 
 // publishedToken reads the token in the tenant's own Secret. An expired token of

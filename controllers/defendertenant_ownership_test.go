@@ -154,3 +154,85 @@ func TestTokenSecretFromBeforeUIDsWereRecorded(t *testing.T) {
 		h.expectForgedSecretUntouched(forged, 0)
 	})
 }
+
+// For an app's credential the inputs digest is computed from public data (the
+// certificate's thumbprint, the ServiceAccount's UID, the app's UID), so a Secret
+// from before UIDs were recorded is never adopted by its digest: a namespace editor
+// could forge it and get the live token written into a Secret of their making.
+func TestForgedInputsDigestIsNotAdoptedForAppCredentials(t *testing.T) {
+	tests := []struct {
+		name  string
+		start func(h *harness)
+	}{
+		{"certificate", func(h *harness) {
+			c := h.validCertificate()
+			h.entra.AddCertificate(testClientID, c.cert)
+			h.storeCertificate(h.crn, c)
+			h.createClusterApp(certCredential())
+		}},
+		{"workload identity", func(h *harness) {
+			h.createWorkloadSA()
+			h.federate(h.workloadSubject())
+			h.createClusterApp(federatedCredential())
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			tt.start(h)
+			h.createAppTenant(v1alpha1.AppKindClusterDefenderApp, h.clusterAppName())
+			dt := h.tenant()
+			// The digest as anyone who can read the tenant, the app and the
+			// credential's public part can compute it.
+			obs, err := h.r.observe(h.ctx, dt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if obs.inputsHash == "" {
+				t.Fatal("no inputs digest: the credential is not usable, and the test proves nothing")
+			}
+			forged := h.forgeTokenSecret(dt, func(s *corev1.Secret) {
+				s.Labels = map[string]string{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue, v1alpha1.LabelTenant: tenantName}
+				s.Annotations[v1alpha1.AnnotationInputsHash] = obs.inputsHash
+			})
+			h.reconcile()
+			h.expectForgedSecretUntouched(forged, 0)
+		})
+	}
+}
+
+// An adopted Secret is rebuilt: what others put there before the operator vouched
+// for it does not survive the adoption.
+func TestAdoptedTokenSecretKeepsNoForeignMetadata(t *testing.T) {
+	h := newHarness(t)
+	h.publishToken()
+	dt := h.tenant()
+	dt.Status.TokenSecretUID = ""
+	if err := k8s.Status().Update(h.ctx, dt); err != nil {
+		t.Fatal(err)
+	}
+	s := h.tokenSecret("contoso-token")
+	s.Labels["replicator.example/copy"] = "yes"
+	s.Annotations["replicator.example/replicate-to"] = "attacker-namespace"
+	s.OwnerReferences = append(s.OwnerReferences, metav1.OwnerReference{APIVersion: "v1", Kind: "ConfigMap", Name: "keeper", UID: "0d6f0000-0000-0000-0000-000000000001"})
+	if err := k8s.Update(h.ctx, s); err != nil {
+		t.Fatal(err)
+	}
+
+	h.reconcile()
+
+	expectCondition(t, h.tenant(), "Ready", metav1.ConditionTrue, v1alpha1.ReasonTokenReady)
+	adopted := h.tokenSecret("contoso-token")
+	if got := h.tenant().Status.TokenSecretUID; got != adopted.UID {
+		t.Fatalf("status.tokenSecretUID = %q, want the adopted Secret's %q", got, adopted.UID)
+	}
+	if _, ok := adopted.Labels["replicator.example/copy"]; ok {
+		t.Error("a foreign label survived the adoption")
+	}
+	if _, ok := adopted.Annotations["replicator.example/replicate-to"]; ok {
+		t.Error("a foreign annotation survived the adoption")
+	}
+	if len(adopted.OwnerReferences) != 1 || adopted.OwnerReferences[0].UID != dt.UID {
+		t.Errorf("owner references = %+v, want the tenant's alone", adopted.OwnerReferences)
+	}
+}

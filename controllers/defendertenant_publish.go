@@ -61,9 +61,17 @@ func desiredTokenSecret(obs *observation, t *token) (*corev1.Secret, error) {
 		extraAnnotations = tmpl.Annotations
 	}
 	var secret *corev1.Secret
-	if obs.tokenSecret == nil {
+	switch {
+	case obs.tokenSecret == nil:
 		secret = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: obs.secretName, Namespace: tenant.Namespace}, Type: corev1.SecretTypeOpaque}
-	} else {
+	case obs.recordedSecretUID == "":
+		// Adopted (a Secret from before UIDs were recorded): rebuilt, so that labels,
+		// annotations and owner references someone else put there do not survive
+		// into the Secret the operator now vouches for. The UID and version stay, as
+		// preconditions of the update.
+		live := obs.tokenSecret
+		secret = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: live.Name, Namespace: live.Namespace, UID: live.UID, ResourceVersion: live.ResourceVersion}, Type: corev1.SecretTypeOpaque}
+	default:
 		secret = obs.tokenSecret.DeepCopy()
 	}
 	if secret.Labels == nil {
@@ -82,6 +90,11 @@ func desiredTokenSecret(obs *observation, t *token) (*corev1.Secret, error) {
 		v1alpha1.AnnotationMintedAt:   rfc3339(t.mintedAt),
 		v1alpha1.AnnotationInputsHash: t.inputsHash,
 	})
+	if app := obs.app.reference(); app != "" {
+		secret.Annotations[v1alpha1.AnnotationApp] = app
+	} else {
+		delete(secret.Annotations, v1alpha1.AnnotationApp)
+	}
 	secret.Data = data
 	secret.StringData = nil
 	setControllerRef(secret, tenant)
@@ -159,11 +172,15 @@ func (r *DefenderTenantReconciler) writeOverUnseen(ctx context.Context, obs *obs
 	if err := r.APIReader.Get(ctx, keyOf(obs.tenant.Namespace, obs.secretName), live); err != nil {
 		return "", fmt.Errorf("reading token Secret %s: %w", obs.secretName, err)
 	}
-	if !ownsTokenSecret(live, obs.tenant, obs.inputsHash) {
+	recorded, err := r.recordedTokenSecretUID(ctx, obs.tenant, live)
+	if err != nil {
+		return "", err
+	}
+	if !ownsTokenSecret(live, obs.tenant, recorded, obs.app.inline(), obs.inputsHash) {
 		return "", errTokenSecretTaken
 	}
 	seen := *obs
-	seen.tokenSecret, seen.tokenSecretOwned = live, true
+	seen.tokenSecret, seen.tokenSecretOwned, seen.recordedSecretUID = live, true, recorded
 	return r.writeTokenSecret(ctx, &seen, t)
 }
 

@@ -22,7 +22,16 @@ type watchedApp struct {
 
 func newWatchedApp(t *testing.T, grant func(w *watchedApp) v1alpha1.TenantGrant) *watchedApp {
 	t.Helper()
-	w := &watchedApp{watched: newWatched(t)}
+	w := prepareWatchedApp(newWatched(t), grant)
+	w.createAppTenant()
+	return w
+}
+
+// prepareWatchedApp creates the app and its certificate, not yet the tenant.
+func prepareWatchedApp(base *watched, grant func(w *watchedApp) v1alpha1.TenantGrant) *watchedApp {
+	t := base.t
+	t.Helper()
+	w := &watchedApp{watched: base}
 	// The app's only tenant: first in a rotation's spread, so re-minted at once.
 	w.app, w.certSecret, w.name = w.ns, w.ns+"-cert", "contoso"
 	c := newTestCertificate(t, time.Now().Add(-time.Hour), time.Now().AddDate(1, 0, 0))
@@ -41,6 +50,12 @@ func newWatchedApp(t *testing.T, grant func(w *watchedApp) v1alpha1.TenantGrant)
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = k8s.Delete(t.Context(), app) })
+	return w
+}
+
+func (w *watchedApp) createAppTenant() {
+	t := w.t
+	t.Helper()
 	dt := newTenant(w.ns, w.name, func(dt *v1alpha1.DefenderTenant) {
 		dt.Labels = map[string]string{managedLabel: "manager"}
 		dt.Spec.TenantID = w.tenantID
@@ -50,7 +65,6 @@ func newWatchedApp(t *testing.T, grant func(w *watchedApp) v1alpha1.TenantGrant)
 	if err := k8s.Create(t.Context(), dt); err != nil {
 		t.Fatal(err)
 	}
-	return w
 }
 
 func (w *watchedApp) storeCertificate(c testCertificate) {

@@ -29,6 +29,13 @@ type watched struct {
 func newWatched(t *testing.T) *watched {
 	t.Helper()
 	t.Parallel()
+	return newWatchedIn(t)
+}
+
+// newWatchedIn is newWatched for one of several runs of a test, which are not
+// parallel to each other.
+func newWatchedIn(t *testing.T) *watched {
+	t.Helper()
 	w := &watched{t: t, ns: createNamespace(t), tenantID: string(uuid.NewUUID())}
 	managerEntra.AddTenant(w.tenantID)
 	managerEntra.Grant(w.tenantID, testClientID, defenderAPI, "Incident.Read.All", "AdvancedHunting.Read.All")

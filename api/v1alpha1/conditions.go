@@ -190,6 +190,11 @@ const (
 	// (tenant, client, resource, authority and credential). A published token whose
 	// digest differs was minted for other inputs and is replaced.
 	AnnotationInputsHash = "defender.tenantcreds.io/inputs-hash"
+	// AnnotationApp names the app a token was minted with, as kind/name
+	// ("ClusterDefenderApp/partner"); absent for the inline form. A token minted under
+	// a ClusterDefenderApp is withdrawn when the tenant stops using that app, so a
+	// tenant cannot keep it out of its grant's reach by switching spec.appRef.
+	AnnotationApp = "defender.tenantcreds.io/app"
 )
 
 // DefaultClientSecretKey is the key read from the credential Secret when clientSecretRef.key is empty.

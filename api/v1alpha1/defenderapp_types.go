@@ -232,6 +232,17 @@ type TenantGrant struct {
 	// +kubebuilder:validation:MaxItems=1024
 	// +kubebuilder:validation:items:Pattern=`^(\*|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$`
 	TenantIDs []string `json:"tenantIDs"`
+
+	// resources, when set, limits what the covered tenants may request tokens for
+	// to these resources (https URLs; a trailing slash is ignored). A tenant matched
+	// only by grants with resources gets AppNotAllowed for any other resource. Unset,
+	// the grant allows every resource of the operator's --allowed-resources.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=512
+	// +kubebuilder:validation:items:Pattern=`^https://[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?(/[^\s?#]*)?$`
+	Resources []string `json:"resources,omitempty"`
 }
 
 // ClusterDefenderAppSpec defines a partner app for DefenderTenants of any namespace

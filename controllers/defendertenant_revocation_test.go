@@ -1,0 +1,211 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
+	"github.com/tenantcreds/defender-tenant-operator/internal/entraemu"
+)
+
+// Withdrawing a grant withdraws every token minted under it, whatever the tenant
+// did since: each test below is one way a namespace editor could try to keep a token.
+
+// setClusterAppGrants replaces the grants of the ClusterDefenderApp named.
+func setClusterAppGrants(t *testing.T, name string, grants ...v1alpha1.TenantGrant) {
+	t.Helper()
+	app := &v1alpha1.ClusterDefenderApp{}
+	if err := k8s.Get(context.Background(), keyOf("", name), app); err != nil {
+		t.Fatal(err)
+	}
+	app.Spec.TenantGrants = grants
+	if err := k8s.Update(context.Background(), app); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// withdrawGrant leaves the harness's app granting another tenant only.
+func (h *harness) withdrawGrant() {
+	h.t.Helper()
+	setClusterAppGrants(h.t, h.clusterAppName(), v1alpha1.TenantGrant{Namespaces: []string{h.ns}, TenantIDs: []string{otherTenantID}})
+}
+
+// expectNoTokenSecrets fails if any Secret of the namespace carries the operator's
+// labels for the tenant: what revocation must leave.
+func (h *harness) expectNoTokenSecrets() {
+	h.t.Helper()
+	var secrets corev1.SecretList
+	if err := k8s.List(h.ctx, &secrets, client.InNamespace(h.ns), client.MatchingLabels{v1alpha1.LabelTenant: tenantName}); err != nil {
+		h.t.Fatal(err)
+	}
+	for _, s := range secrets.Items {
+		h.t.Errorf("token Secret %s (minted under %q) outlived the grant", s.Name, s.Annotations[v1alpha1.AnnotationApp])
+	}
+}
+
+func TestWithdrawalAfterARenamedTokenSecretDeletesTheFormerOne(t *testing.T) {
+	h := newHarness(t)
+	h.startCertificateApp()
+	h.reconcile()
+	h.expectReady()
+	// The new name is taken, so the token stays under the old one: SecretConflict.
+	taken := createCredentialIn(t, h.ns, "taken", map[string][]byte{"note": []byte("someone else's")})
+	h.updateTenant(func(dt *v1alpha1.DefenderTenant) { dt.Spec.TokenSecretName = taken.Name })
+	h.reconcile()
+	h.expectStalled(v1alpha1.ReasonSecretConflict)
+	if h.tokenSecret(tenantName+"-token") == nil {
+		t.Fatal("the token Secret under the former name is gone before the withdrawal; the test proves nothing")
+	}
+
+	h.withdrawGrant()
+	h.reconcile()
+
+	h.expectStalled(v1alpha1.ReasonAppNotAllowed)
+	h.expectNoTokenSecrets()
+	if s := h.tokenSecret(taken.Name); s == nil || s.ResourceVersion != taken.ResourceVersion {
+		t.Error("the Secret that held the new name was changed or deleted; it is not the tenant's")
+	}
+}
+
+func TestSwitchedAppRefWithdrawsTheTokenOfTheFormerApp(t *testing.T) {
+	h := newHarness(t)
+	h.startCertificateApp()
+	h.reconcile()
+	h.expectReady()
+	if app := h.tokenSecret(tenantName + "-token").Annotations[v1alpha1.AnnotationApp]; app != "ClusterDefenderApp/"+h.clusterAppName() {
+		t.Fatalf("token Secret annotation %s = %q, want the app it was minted under", v1alpha1.AnnotationApp, app)
+	}
+
+	h.updateTenant(func(dt *v1alpha1.DefenderTenant) { dt.Spec.AppRef.Name = "does-not-exist" })
+	h.reconcile()
+	h.expectNoTokenSecrets()
+	h.reconcile()
+	h.expectStalled(v1alpha1.ReasonAppNotFound)
+
+	h.withdrawGrant()
+	h.reconcile()
+	h.expectNoTokenSecrets()
+	h.expectRequests(1)
+}
+
+func TestSwitchingToAnotherClusterAppMintsWithIt(t *testing.T) {
+	h := newHarness(t)
+	h.startCertificateApp()
+	h.reconcile()
+	h.expectReady()
+	second := &v1alpha1.ClusterDefenderApp{}
+	if err := k8s.Get(h.ctx, keyOf("", h.clusterAppName()), second); err != nil {
+		t.Fatal(err)
+	}
+	second.ObjectMeta = metav1.ObjectMeta{Name: h.clusterAppName() + "-second"}
+	if err := k8s.Create(h.ctx, second); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), second) })
+
+	h.updateTenant(func(dt *v1alpha1.DefenderTenant) { dt.Spec.AppRef.Name = second.Name })
+	h.reconcile()
+	h.reconcile()
+
+	h.expectReady()
+	if app := h.tokenSecret(tenantName + "-token").Annotations[v1alpha1.AnnotationApp]; app != "ClusterDefenderApp/"+second.Name {
+		t.Errorf("token Secret minted under %q, want the app the tenant switched to", app)
+	}
+	h.expectRequests(2)
+}
+
+func TestWithdrawalReachesASuspendedTenant(t *testing.T) {
+	h := newHarness(t)
+	h.startCertificateApp()
+	h.reconcile()
+	h.expectReady()
+	h.setSuspend(true)
+
+	h.withdrawGrant()
+	h.reconcile()
+
+	h.expectStalled(v1alpha1.ReasonAppNotAllowed)
+	h.expectNoTokenSecrets()
+}
+
+// The token Secret the cache has not seen recorded in the tenant's status (the
+// status write of the mint is still on its way) is withdrawn all the same.
+func TestWithdrawalDeletesATokenSecretTheStatusHasNotRecorded(t *testing.T) {
+	h := newHarness(t)
+	h.startCertificateApp()
+	h.reconcile()
+	h.expectReady()
+	dt := h.tenant()
+	dt.Status.TokenSecretUID, dt.Status.TokenSecretName = "", ""
+	if err := k8s.Status().Update(h.ctx, dt); err != nil {
+		t.Fatal(err)
+	}
+
+	h.withdrawGrant()
+	h.reconcile()
+
+	h.expectStalled(v1alpha1.ReasonAppNotAllowed)
+	h.expectNoTokenSecrets()
+}
+
+// A grant withdrawn while the first token request is in flight: the emulator holds
+// its answer until the withdrawal is stored, so the run is the same every time.
+func TestWithdrawalDuringTheFirstMintDeletesTheToken(t *testing.T) {
+	t.Parallel()
+	const runs = 20
+	for run := range runs {
+		w := prepareWatchedApp(newWatchedIn(t), grantThisNamespace)
+		release := make(chan struct{})
+		managerEntra.InjectFailures(w.tenantID, entraemu.Held(release))
+		w.createAppTenant()
+		eventually(t, watchTimeout, func() error {
+			if managerEntra.Requests(w.tenantID) == 0 {
+				return fmt.Errorf("run %d: no token request yet", run)
+			}
+			return nil
+		})
+
+		setClusterAppGrants(t, w.app, v1alpha1.TenantGrant{Namespaces: []string{"someone-else"}, TenantIDs: []string{"*"}})
+		close(release)
+
+		w.waitFor(fmt.Sprintf("run %d: grant withdrawn", run), notAllowedWithoutToken)
+		var left corev1.SecretList
+		if err := k8s.List(t.Context(), &left, client.InNamespace(w.ns), client.MatchingLabels{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue}); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(left.Items); n != 0 {
+			t.Errorf("run %d: %d token Secrets left after the withdrawal", run, n)
+		}
+		if n := managerEntra.Requests(w.tenantID); n != 1 {
+			t.Errorf("run %d: token requests = %d, want the one held", run, n)
+		}
+	}
+}
+
+func TestGrantLimitedToOtherResourcesIsAppNotAllowed(t *testing.T) {
+	const graph = "https://graph.microsoft.com"
+	h := newHarness(t)
+	c := h.validCertificate()
+	h.entra.AddCertificate(testClientID, c.cert)
+	h.entra.AddResource(graph)
+	h.entra.Grant(testTenantID, testClientID, graph, "SecurityIncident.Read.All")
+	h.storeCertificate(h.crn, c)
+	h.createClusterApp(certCredential(), v1alpha1.TenantGrant{Namespaces: []string{h.ns}, TenantIDs: []string{testTenantID}, Resources: []string{graph}})
+	h.createAppTenant(v1alpha1.AppKindClusterDefenderApp, h.clusterAppName())
+	h.reconcile()
+
+	h.expectStalled(v1alpha1.ReasonAppNotAllowed, defenderAPI, graph)
+	h.expectRequests(0)
+
+	h.updateTenant(func(dt *v1alpha1.DefenderTenant) {
+		dt.Spec.Resource, dt.Spec.RequiredRoles = graph+"/", []string{"SecurityIncident.Read.All"}
+	})
+	h.reconcile()
+	h.expectReady()
+	h.expectRequests(1)
+}
