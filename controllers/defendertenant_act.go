@@ -186,7 +186,7 @@ func (r *DefenderTenantReconciler) requestFailed(obs *observation, f *requestFai
 // are recorded, so the slow backoff applies and survives a restart. Anything else is
 // returned for controller-runtime's retry.
 func (r *DefenderTenantReconciler) writeFailed(obs *observation, err error) outcome {
-	message := fmt.Sprintf("The token Secret %q could not be written: %s", obs.secretName, truncate(err.Error(), 400))
+	message := fmt.Sprintf("The token Secret %q could not be written: %s", obs.secretName, truncate(writeRefusal(err), 400))
 	if !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) {
 		return outcome{published: obs.published, secretUID: ownedSecretUID(obs), problem: &problem{Reason: v1alpha1.ReasonSecretWriteFailed, Message: message}, err: err}
 	}
@@ -199,6 +199,28 @@ func (r *DefenderTenantReconciler) writeFailed(obs *observation, err error) outc
 	last := newLastFailure(obs, &requestFailure{problem: p, code: fmt.Sprintf("HTTP %d", code)})
 	at := retryAt(obs, last, obs.tenant.Status.FailedAttempts+1)
 	return outcome{published: obs.published, secretUID: ownedSecretUID(obs), problem: p, failure: last, nextRefresh: at, recheck: at}
+}
+
+// writeRefusal says why a write of the token Secret failed without quoting what
+// was written: an Invalid answer of the API server may quote the values it
+// refused, which come from the token, so only its fields and their faults are
+// named. Other answers (Forbidden by RBAC, a quota or a policy; conflicts,
+// timeouts) name the object and the rule, never its data.
+func writeRefusal(err error) string {
+	var status apierrors.APIStatus
+	if !apierrors.IsInvalid(err) || !errors.As(err, &status) {
+		return err.Error()
+	}
+	var faults []string
+	if details := status.Status().Details; details != nil {
+		for _, c := range details.Causes {
+			faults = append(faults, fmt.Sprintf("%s (%s)", c.Field, c.Type))
+		}
+	}
+	if len(faults) == 0 {
+		return "the API server refused it as invalid"
+	}
+	return "the API server refused it as invalid: " + strings.Join(faults, ", ")
 }
 
 // newLastFailure records a failure as status.lastFailure. Its time is rounded up to

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 
+	"go.uber.org/zap/zapcore"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -84,4 +85,25 @@ func MayServeClusterApps(ctx context.Context, cfg *rest.Config, clusterResourceN
 		}
 	}
 	return "", nil
+}
+
+// MostVerboseLogLevel is the most detail the operator ever logs (--zap-log-level).
+// From level 8 client-go logs the bodies of its requests and answers, which for
+// Secrets are the client secrets, keys and tokens themselves; no level of the
+// operator's own logging needs it.
+const MostVerboseLogLevel = 7
+
+// CapLogLevel keeps a logger at MostVerboseLogLevel or less verbose, whatever
+// --zap-log-level asks; nil (the default level) stays nil.
+func CapLogLevel(level zapcore.LevelEnabler) zapcore.LevelEnabler {
+	if level == nil {
+		return nil
+	}
+	return cappedLevel{level}
+}
+
+type cappedLevel struct{ zapcore.LevelEnabler }
+
+func (c cappedLevel) Enabled(l zapcore.Level) bool {
+	return l >= -MostVerboseLogLevel && c.LevelEnabler.Enabled(l)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -195,6 +196,13 @@ func newHarness(t *testing.T) *harness {
 // must not run beside other tests.
 func newSerialHarness(t *testing.T) *harness {
 	t.Helper()
+	return newHarnessServedThrough(t, nil)
+}
+
+// newHarnessServedThrough is newSerialHarness with the emulator behind through, a
+// middleware that sees every token request and answer; nil serves it directly.
+func newHarnessServedThrough(t *testing.T, through func(http.Handler) http.Handler) *harness {
+	t.Helper()
 	clk := clocktesting.NewFakeClock(time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC))
 	emu, err := entraemu.New(entraemu.Options{Clock: clk})
 	if err != nil {
@@ -203,7 +211,11 @@ func newSerialHarness(t *testing.T) *harness {
 	emu.AddApp(testClientID, entraemu.Secret{Value: testClientSecret})
 	emu.AddTenant(testTenantID)
 	emu.Grant(testTenantID, testClientID, defenderAPI, "Incident.Read.All", "AdvancedHunting.Read.All")
-	server := httptest.NewServer(emu)
+	var handler http.Handler = emu
+	if through != nil {
+		handler = through(emu)
+	}
+	server := httptest.NewServer(handler)
 	t.Cleanup(server.Close)
 
 	h := &harness{t: t, ctx: context.Background(), ns: createNamespace(t), crn: createNamespace(t), clock: clk, entra: emu, recorder: events.NewFakeRecorder(1024)} // Eventf blocks when this fills up

@@ -90,7 +90,7 @@ func parseCertificates(certPEM []byte) ([]*x509.Certificate, error) {
 			break
 		}
 		if block.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("tls.crt %w: PEM block %d is %q, want CERTIFICATE", ErrCertificateUnparsable, len(chain)+1, block.Type)
+			return nil, fmt.Errorf("tls.crt %w: PEM block %d is %q, want CERTIFICATE", ErrCertificateUnparsable, len(chain)+1, pemType(block))
 		}
 		c, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
@@ -123,7 +123,7 @@ func parsePrivateKey(keyPEM []byte) (any, error) {
 	if _, err := x509.ParseECPrivateKey(block.Bytes); err == nil {
 		return nil, fmt.Errorf("tls.key: the private key is ECDSA, %w: certificate credentials need an RSA key", ErrCertificateNotRSA)
 	}
-	return nil, fmt.Errorf("tls.key %w: PEM block %q is not a PKCS#1 or PKCS#8 private key", ErrCertificateUnparsable, block.Type)
+	return nil, fmt.Errorf("tls.key %w: PEM block %q is not a PKCS#1 or PKCS#8 private key", ErrCertificateUnparsable, pemType(block))
 }
 
 // keyAlgorithm names a key's type, never its value.
@@ -199,4 +199,15 @@ func (c *Certificate) sign(a assertionContext) (string, error) {
 		IssuedAt:  jwt.NewNumericDate(now),
 		Expiry:    jwt.NewNumericDate(now.Add(AssertionLifetime)),
 	}).Serialize()
+}
+
+// pemType is a PEM block's type as an error may quote it: the header line is
+// whatever the Secret holds, so a long one is cut rather than carried into a
+// condition message.
+func pemType(block *pem.Block) string {
+	const most = 40
+	if len(block.Type) <= most {
+		return block.Type
+	}
+	return strings.ToValidUTF8(block.Type[:most], "") + "…"
 }
