@@ -152,7 +152,9 @@ func leakScenarios() []leakScenario {
 			return v1alpha1.ReasonTokenReady
 		}},
 		{"token lacks a role", func(h *harness, m *secretMaterial) string {
-			inlineTenant(h, m, func(dt *v1alpha1.DefenderTenant) { dt.Spec.RequiredRoles = append(dt.Spec.RequiredRoles, "Machine.Isolate") })
+			inlineTenant(h, m, func(dt *v1alpha1.DefenderTenant) {
+				dt.Spec.RequiredRoles = append(dt.Spec.RequiredRoles, "Machine.Isolate")
+			})
 			h.reconcile()
 			return v1alpha1.ReasonMissingRoles
 		}},
