@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	"go.uber.org/zap/zapcore"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -317,7 +316,7 @@ func TestNothingSecretReachesStatusEventsOrLogs(t *testing.T) {
 			var logs bytes.Buffer
 			var logsMu sync.Mutex
 			// As verbose as --zap-log-level lets the operator be, asked for more.
-			h.ctx = ctrl.LoggerInto(h.ctx, logr.Logger(zap.New(zap.WriteTo(lockedWriter{&logs, &logsMu}), zap.Level(CapLogLevel(zapcore.Level(-10))))))
+			h.ctx = ctrl.LoggerInto(h.ctx, zap.New(zap.WriteTo(lockedWriter{&logs, &logsMu}), zap.Level(CapLogLevel(zapcore.Level(-10)))))
 
 			want := sc.drive(h, m)
 			tokens := &issuedTokens{}
