@@ -109,8 +109,8 @@ func resourceNotAllowed(obs *observation) (plan, bool) {
 }
 
 // invalidSecretTemplate: a template that cannot be published is refused before a
-// token is requested for it. The message comes from the spec alone, never from a
-// token.
+// token is requested for it. The message comes from the spec and the operator's
+// flags alone, never from a token.
 func invalidSecretTemplate(obs *observation) (plan, bool) {
 	if obs.secretTemplateRefused == nil {
 		return plan{}, false

@@ -110,13 +110,15 @@ func TestDecisionChain(t *testing.T) {
 	withTemplate := func(tmpl v1alpha1.SecretTemplate) func(*observation) {
 		return func(obs *observation) {
 			obs.tenant.Spec.SecretTemplate = &tmpl
-			obs.secretTemplate, obs.secretTemplateRefused = checkSecretTemplate(&tmpl)
+			obs.secretTemplate, obs.secretTemplateRefused = checkSecretTemplate(&tmpl, DefaultSecretTemplateAnnotationPrefixes)
 		}
 	}
 	templateUnparsable := withTemplate(v1alpha1.SecretTemplate{Data: map[string]v1alpha1.DataTemplate{"authorization": "Bearer {{ .AccessToken "}})
 	templateUnknownField := withTemplate(v1alpha1.SecretTemplate{Data: map[string]v1alpha1.DataTemplate{"authorization": "Bearer {{ .Password }}"}})
 	templateCallsAFunction := withTemplate(v1alpha1.SecretTemplate{Data: map[string]v1alpha1.DataTemplate{"authorization": `{{ $a := .AccessToken }}{{ print $a $a }}`}})
 	templateChanged := withTemplate(v1alpha1.SecretTemplate{Data: map[string]v1alpha1.DataTemplate{"authorization": "Bearer {{ .AccessToken }}"}})
+	annotationNotAllowed := withTemplate(v1alpha1.SecretTemplate{Annotations: map[string]string{"replicator.v1.mittwald.de/replicate-to": "*"}})
+	annotationAllowed := withTemplate(v1alpha1.SecretTemplate{Annotations: map[string]string{"reloader.stakater.com/match": "true"}})
 
 	tests := []struct {
 		name   string
@@ -160,6 +162,8 @@ func TestDecisionChain(t *testing.T) {
 		{"secret template names a field out of scope: no token request", []func(*observation){templateUnknownField}, "InvalidSecretTemplate", actionHold, v1alpha1.ReasonInvalidSecretTemplate},
 		{"secret template changed, token fresh: restore, no token request", []func(*observation){freshToken, templateChanged}, "FreshAndCurrent", actionRestore, ""},
 		{"secret template uses a variable and a function: no token request", []func(*observation){templateCallsAFunction}, "InvalidSecretTemplate", actionHold, v1alpha1.ReasonInvalidSecretTemplate},
+		{"secret template annotation without an allowed prefix: no token request", []func(*observation){annotationNotAllowed}, "InvalidSecretTemplate", actionHold, v1alpha1.ReasonInvalidSecretTemplate},
+		{"secret template annotation with an allowed prefix: mint", []func(*observation){annotationAllowed}, "Mint", actionMint, ""},
 
 		// Pairs of checks that both match: the row says which wins, and so the order.
 		{"suspended beats an invalid secret template", []func(*observation){templateUnparsable, suspend}, "Suspended", actionHold, ""},

@@ -108,7 +108,7 @@ func (r *DefenderTenantReconciler) observe(ctx context.Context, tenant *v1alpha1
 		obs.resource = entra.DefaultResource(cloud)
 	}
 	obs.resourceAllowed = r.AllowedResources.Allows(obs.resource)
-	obs.secretTemplate, obs.secretTemplateRefused = checkSecretTemplate(tenant.Spec.SecretTemplate)
+	obs.secretTemplate, obs.secretTemplateRefused = checkSecretTemplate(tenant.Spec.SecretTemplate, r.SecretTemplateAnnotationPrefixes)
 	// Admins consent in a browser against the real cloud, never through an override.
 	if app.clientID != "" {
 		obs.adminConsentURL = entra.AdminConsentURL(entra.AuthorityHost(cloud), tenant.Spec.TenantID, app.clientID, obs.resource, app.redirectURI)

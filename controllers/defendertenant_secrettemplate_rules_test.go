@@ -250,6 +250,43 @@ func TestSecretTemplateStoredBeforeTheRulesIsRefusedWithoutATokenRequest(t *test
 	})
 }
 
+func TestSecretTemplateAnnotationNeedsAnAllowedPrefix(t *testing.T) {
+	h := newHarness(t)
+	h.createCredential(testClientSecret)
+	h.createTenant(withSecretTemplate(map[string]string{"authorization": "Bearer {{ .AccessToken }}"}), func(dt *v1alpha1.DefenderTenant) {
+		dt.Spec.SecretTemplate.Annotations = map[string]string{"replicator.v1.mittwald.de/replicate-to": "*"}
+	})
+	h.reconcile()
+
+	if n := h.entra.Requests(testTenantID); n != 0 {
+		t.Errorf("token requests = %d, want 0", n)
+	}
+	if s := h.tokenSecret("contoso-token"); s != nil {
+		t.Errorf("token Secret published with annotations %v", s.Annotations)
+	}
+	dt := h.tenant()
+	expectCondition(t, dt, "Stalled", metav1.ConditionTrue, v1alpha1.ReasonInvalidSecretTemplate)
+	if c := condition(dt, "Stalled"); c != nil && !strings.Contains(c.Message, `annotation "replicator.v1.mittwald.de/replicate-to" does not start with a prefix the operator allows (reloader.stakater.com/)`) {
+		t.Errorf("message %q does not name the annotation and the allowed prefixes", c.Message)
+	}
+
+	reloader := map[string]string{"reloader.stakater.com/match": "true"}
+	h.updateTenant(func(dt *v1alpha1.DefenderTenant) { dt.Spec.SecretTemplate.Annotations = reloader })
+	h.reconcile()
+
+	s := h.tokenSecret("contoso-token")
+	if s == nil {
+		t.Fatal("token Secret missing")
+	}
+	for k, v := range reloader {
+		if s.Annotations[k] != v {
+			t.Errorf("annotation %s = %q, want %q", k, s.Annotations[k], v)
+		}
+	}
+	expectCondition(t, h.tenant(), "Ready", metav1.ConditionTrue, "TokenReady")
+	expectCondition(t, h.tenant(), "Stalled", "", "")
+}
+
 func TestSecretTemplateRendersAllFiveFields(t *testing.T) {
 	h := newHarness(t)
 	h.createCredential(testClientSecret)

@@ -91,7 +91,8 @@ const (
 	// Ready condition of a DefenderApp or ClusterDefenderApp, never on a DefenderTenant.
 	ReasonCredentialReady = "CredentialReady"
 	// ReasonInvalidSecretTemplate: a template of spec.secretTemplate.data is not plain
-	// interpolation of the five values; no token is requested, nothing is published,
+	// interpolation of the five values, or an annotation key of spec.secretTemplate
+	// has no prefix the operator allows; no token is requested, nothing is published,
 	// and a token published before stays as it was.
 	ReasonInvalidSecretTemplate = "InvalidSecretTemplate"
 )

@@ -146,7 +146,11 @@ type SecretTemplate struct {
 	// annotations are added to the token Secret, for example
 	// reloader.stakater.com/match: "true". The operator's own annotations
 	// (defender.tenantcreds.io/minted-at, defender.tenantcreds.io/inputs-hash) win.
-	// Each value is at most 4096 characters.
+	// Each value is at most 4096 characters. Each key must start with a prefix the
+	// operator allows (its --secret-template-annotation-prefixes, by default
+	// reloader.stakater.com/), so that no annotation asks another controller to copy
+	// the token elsewhere; another key is reported as InvalidSecretTemplate and
+	// nothing is published.
 	// +optional
 	// +kubebuilder:validation:MaxProperties=32
 	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 317 && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))",message="annotation keys must be a name of at most 63 characters (letters, digits, '-', '_', '.'), optionally prefixed by a DNS subdomain and '/'"
