@@ -36,25 +36,26 @@ func init() {
 }
 
 type options struct {
-	metricsAddr             string
-	metricsSecure           bool
-	metricsCertPath         string
-	metricsCertName         string
-	metricsCertKey          string
-	probeAddr               string
-	leaderElect             bool
-	leaderElectNamespace    string
-	leaseDuration           time.Duration
-	renewDeadline           time.Duration
-	retryPeriod             time.Duration
-	authorityHost           string
-	adminConsentRedirectURI string
-	allowedResources        string
-	watchNamespaces         string
-	clusterResourceNS       string
-	maxConcurrentReconciles int
-	qps                     float64
-	burst                   int
+	metricsAddr                      string
+	metricsSecure                    bool
+	metricsCertPath                  string
+	metricsCertName                  string
+	metricsCertKey                   string
+	probeAddr                        string
+	leaderElect                      bool
+	leaderElectNamespace             string
+	leaseDuration                    time.Duration
+	renewDeadline                    time.Duration
+	retryPeriod                      time.Duration
+	authorityHost                    string
+	adminConsentRedirectURI          string
+	allowedResources                 string
+	secretTemplateAnnotationPrefixes string
+	watchNamespaces                  string
+	clusterResourceNS                string
+	maxConcurrentReconciles          int
+	qps                              float64
+	burst                            int
 }
 
 func main() {
@@ -73,6 +74,7 @@ func main() {
 	flag.StringVar(&o.authorityHost, "authority-host", "", "Replace the Entra ID authority host (air-gapped proxies, emulators): one URL for every cloud, or CLOUD=URL,CLOUD=URL to replace clouds one by one (Public, USGov, USGovHigh, DoD). Plain http is accepted only for loopback hosts.")
 	flag.StringVar(&o.adminConsentRedirectURI, "admin-consent-redirect-uri", "", "redirect_uri of the admin consent links in status.adminConsentURL; it must be a Web redirect URI registered on the app (Microsoft's partner guide uses https://portal.azure.com).")
 	flag.StringVar(&o.allowedResources, "allowed-resources", strings.Join(entra.DefaultAllowedResources, ","), "Comma list of resources a DefenderTenant may request tokens for.")
+	flag.StringVar(&o.secretTemplateAnnotationPrefixes, "secret-template-annotation-prefixes", strings.Join(controllers.DefaultSecretTemplateAnnotationPrefixes, ","), "Comma list of prefixes that the annotation keys of a DefenderTenant's spec.secretTemplate must start with; empty allows none.")
 	flag.StringVar(&o.watchNamespaces, "watch-namespaces", "", "Comma list of namespaces to watch; empty watches all.")
 	flag.StringVar(&o.clusterResourceNS, "cluster-resource-namespace", "", "Namespace where ClusterDefenderApp credentials (Secrets, ServiceAccounts) live; default the operator's own namespace (POD_NAMESPACE), else "+controllers.DefaultClusterResourceNamespace+".")
 	flag.IntVar(&o.maxConcurrentReconciles, "max-concurrent-reconciles", 10, "DefenderTenants reconciled (and token requests made) in parallel.")
@@ -111,6 +113,7 @@ func run(o options) error {
 		}
 	}
 
+	annotationPrefixes := splitList(o.secretTemplateAnnotationPrefixes)
 	clusterResourceNS := cmp.Or(o.clusterResourceNS, os.Getenv("POD_NAMESPACE"), controllers.DefaultClusterResourceNamespace)
 
 	cfg, err := ctrl.GetConfig()
@@ -174,18 +177,19 @@ func run(o options) error {
 	}
 
 	reconciler := &controllers.DefenderTenantReconciler{
-		Client:                   mgr.GetClient(),
-		APIReader:                mgr.GetAPIReader(),
-		SecretMetadata:           mgr.GetCache(),
-		Clock:                    clock.RealClock{},
-		Entra:                    &entra.Client{},
-		Authorities:              authorities,
-		AllowedResources:         allowed,
-		AdminConsentRedirectURI:  o.adminConsentRedirectURI,
-		ClusterApps:              clusterApps,
-		ClusterResourceNamespace: clusterResourceNS,
-		Recorder:                 mgr.GetEventRecorder("defender-tenant-operator"),
-		MaxConcurrentReconciles:  o.maxConcurrentReconciles,
+		Client:                           mgr.GetClient(),
+		APIReader:                        mgr.GetAPIReader(),
+		SecretMetadata:                   mgr.GetCache(),
+		Clock:                            clock.RealClock{},
+		Entra:                            &entra.Client{},
+		Authorities:                      authorities,
+		AllowedResources:                 allowed,
+		SecretTemplateAnnotationPrefixes: annotationPrefixes,
+		AdminConsentRedirectURI:          o.adminConsentRedirectURI,
+		ClusterApps:                      clusterApps,
+		ClusterResourceNamespace:         clusterResourceNS,
+		Recorder:                         mgr.GetEventRecorder("defender-tenant-operator"),
+		MaxConcurrentReconciles:          o.maxConcurrentReconciles,
 	}
 	ctx := ctrl.SetupSignalHandler()
 	if err := reconciler.SetupWithManager(ctx, mgr); err != nil {
@@ -215,7 +219,7 @@ func run(o options) error {
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return err
 	}
-	log.Info("Starting operator", "authorityOverrides", authorities.String(), "allowedResources", allowed.String(), "watchNamespaces", o.watchNamespaces, "clusterResourceNamespace", clusterResourceNS)
+	log.Info("Starting operator", "authorityOverrides", authorities.String(), "allowedResources", allowed.String(), "secretTemplateAnnotationPrefixes", annotationPrefixes, "watchNamespaces", o.watchNamespaces, "clusterResourceNamespace", clusterResourceNS)
 	return mgr.Start(ctx)
 }
 

@@ -16,7 +16,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
-	"github.com/tenantcreds/defender-tenant-operator/internal/secrettemplate"
 )
 
 // outcome is what carrying out a plan did; the status and the requeue follow from it.
@@ -155,11 +154,6 @@ func (r *DefenderTenantReconciler) publish(ctx context.Context, obs *observation
 	if errors.Is(err, errTokenSecretTaken) {
 		r.leftovers.forget(key)
 		return outcome{problem: secretConflictProblem(obs.secretName), recheck: safetyRecheck(obs)}
-	}
-	var templateErr *secrettemplate.Error
-	if errors.As(err, &templateErr) {
-		r.leftovers.forget(key)
-		return r.templateFailed(obs, err)
 	}
 	if err != nil {
 		r.leftovers.set(key, leftover{raw: t.raw, mintedAt: t.mintedAt, inputsHash: t.inputsHash, generation: obs.tenant.Generation})

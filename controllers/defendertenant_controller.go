@@ -46,6 +46,10 @@ type DefenderTenantReconciler struct {
 	// sends every cloud to its real sign-in host.
 	Authorities      entra.Authorities
 	AllowedResources entra.AllowList
+	// SecretTemplateAnnotationPrefixes are the prefixes an annotation key of
+	// spec.secretTemplate must start with (--secret-template-annotation-prefixes);
+	// empty allows no annotation.
+	SecretTemplateAnnotationPrefixes []string
 	// ClusterApps: the operator may read ClusterDefenderApps and namespaces, so it
 	// serves tenants of ClusterDefenderApps. A namespaced install may not, and
 	// reports such tenants as not granted instead of failing to start.

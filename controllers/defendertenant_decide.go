@@ -8,7 +8,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
-	"github.com/tenantcreds/defender-tenant-operator/internal/secrettemplate"
 )
 
 // action is what a reconcile does about the token.
@@ -113,27 +112,16 @@ func resourceNotAllowed(obs *observation) (plan, bool) {
 			obs.resource, obs.allowedResources)), true
 }
 
-// invalidSecretTemplate: a template that does not parse, or does not render with
-// values shaped like a real token's, would not render with the token either, so
-// no token is requested for it. Only a template that fails on the real token's
-// values alone (an index beyond its length) is left for publish to report.
+// invalidSecretTemplate: a template that cannot be published is refused before a
+// token is requested for it. The message comes from the spec and the operator's
+// flags alone, never from a token.
 func invalidSecretTemplate(obs *observation) (plan, bool) {
-	tmpl := obs.tenant.Spec.SecretTemplate
-	if tmpl == nil || len(tmpl.Data) == 0 {
+	if obs.secretTemplateRefused == nil {
 		return plan{}, false
 	}
-	sample := secrettemplate.SampleValues(obs.tenant.Spec.TenantID, obs.resource, obs.now.Add(time.Hour))
-	if _, err := secrettemplate.Render(tmpl.Data, sample); err != nil {
-		return stalledOn(obs, v1alpha1.ReasonInvalidSecretTemplate, secretTemplateMessage(err, "", "No token is requested and nothing is published")), true
-	}
-	return plan{}, false
-}
-
-// secretTemplateMessage says what a template's failure means; where says when it
-// failed, for the reader to tell a typo from a template that a real token breaks.
-func secretTemplateMessage(err error, where, consequence string) string {
-	return fmt.Sprintf("spec.secretTemplate does not render%s: %s. %s; a token published before stays as it was. Fix the template: only .AccessToken, .TokenType, .ExpiresAt, .TenantID and .Resource are in scope, and text/template's builtins except call.",
-		where, truncate(err.Error(), 400), consequence)
+	return stalledOn(obs, v1alpha1.ReasonInvalidSecretTemplate,
+		fmt.Sprintf("spec.secretTemplate cannot be published: %s. No token is requested and nothing is published; a token published before stays as it was.",
+			truncate(obs.secretTemplateRefused.Error(), 1000))), true
 }
 
 func secretConflict(obs *observation) (plan, bool) {
@@ -336,14 +324,9 @@ func refreshAt(tenant *v1alpha1.DefenderTenant, t *token) time.Time {
 	return refreshTime(t.mintedAt, t.expiresAt(), before, jitterFraction(string(tenant.UID)))
 }
 
-// tokenSecretDrifted: writing t would change the token Secret. A template that
-// does not render with t counts as drift, so that publishing reports it.
+// tokenSecretDrifted: writing t would change the token Secret.
 func tokenSecretDrifted(obs *observation, t *token) bool {
-	if obs.tokenSecret == nil {
-		return true
-	}
-	desired, err := desiredTokenSecret(obs, t)
-	return err != nil || !equality.Semantic.DeepEqual(obs.tokenSecret, desired)
+	return obs.tokenSecret == nil || !equality.Semantic.DeepEqual(obs.tokenSecret, desiredTokenSecret(obs, t))
 }
 
 // requeueAfter turns the time to look again into a wait, looking again no later than

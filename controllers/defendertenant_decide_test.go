@@ -4,7 +4,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
@@ -42,16 +41,8 @@ func tokenMinted(ago time.Duration, inputs string, missing ...string) *token {
 func publishedIntact(t *token) func(*observation) {
 	return func(obs *observation) {
 		obs.published = t
-		obs.tokenSecret, obs.tokenSecretOwned = mustDesiredTokenSecret(obs, t), true
+		obs.tokenSecret, obs.tokenSecretOwned = desiredTokenSecret(obs, t), true
 	}
-}
-
-func mustDesiredTokenSecret(obs *observation, t *token) *corev1.Secret {
-	s, err := desiredTokenSecret(obs, t)
-	if err != nil {
-		panic(err)
-	}
-	return s
 }
 
 func freshToken(obs *observation) { publishedIntact(tokenMinted(5*time.Minute, "current-inputs"))(obs) }
@@ -63,7 +54,7 @@ func handEdited(obs *observation) {
 
 func foreignSecret(obs *observation) {
 	t := tokenMinted(0, "x")
-	obs.tokenSecret = mustDesiredTokenSecret(obs, t)
+	obs.tokenSecret = desiredTokenSecret(obs, t)
 	obs.tokenSecret.OwnerReferences = nil
 	obs.tokenSecretOwned, obs.published = false, nil
 }
@@ -117,14 +108,18 @@ func TestDecisionChain(t *testing.T) {
 		obs.credential, obs.inputsHash = credential{state: credentialServiceAccountMissing, serviceAccount: keyOf("ops", "partner-app")}, ""
 	}
 
-	withTemplate := func(data map[string]string) func(*observation) {
-		return func(obs *observation) { obs.tenant.Spec.SecretTemplate = &v1alpha1.SecretTemplate{Data: data} }
+	withTemplate := func(tmpl v1alpha1.SecretTemplate) func(*observation) {
+		return func(obs *observation) {
+			obs.tenant.Spec.SecretTemplate = &tmpl
+			obs.secretTemplate, obs.secretTemplateRefused = checkSecretTemplate(&tmpl, DefaultSecretTemplateAnnotationPrefixes)
+		}
 	}
-	templateUnparsable := withTemplate(map[string]string{"authorization": "Bearer {{ .AccessToken "})
-	templateUnknownField := withTemplate(map[string]string{"authorization": "Bearer {{ .Password }}"})
-	templateChanged := withTemplate(map[string]string{"authorization": "Bearer {{ .AccessToken }}"})
-	// The sample token is as long as a real one; the test token is 24 bytes.
-	templateBreaksOnTheRealToken := withTemplate(map[string]string{"prefix": "{{ slice .AccessToken 0 100 }}"})
+	templateUnparsable := withTemplate(v1alpha1.SecretTemplate{Data: map[string]v1alpha1.DataTemplate{"authorization": "Bearer {{ .AccessToken "}})
+	templateUnknownField := withTemplate(v1alpha1.SecretTemplate{Data: map[string]v1alpha1.DataTemplate{"authorization": "Bearer {{ .Password }}"}})
+	templateCallsAFunction := withTemplate(v1alpha1.SecretTemplate{Data: map[string]v1alpha1.DataTemplate{"authorization": `{{ $a := .AccessToken }}{{ print $a $a }}`}})
+	templateChanged := withTemplate(v1alpha1.SecretTemplate{Data: map[string]v1alpha1.DataTemplate{"authorization": "Bearer {{ .AccessToken }}"}})
+	annotationNotAllowed := withTemplate(v1alpha1.SecretTemplate{Annotations: map[string]string{"replicator.v1.mittwald.de/replicate-to": "*"}})
+	annotationAllowed := withTemplate(v1alpha1.SecretTemplate{Annotations: map[string]string{"reloader.stakater.com/match": "true"}})
 
 	tests := []struct {
 		name   string
@@ -174,7 +169,9 @@ func TestDecisionChain(t *testing.T) {
 		{"secret template does not parse: no token request", []func(*observation){templateUnparsable}, "InvalidSecretTemplate", actionHold, v1alpha1.ReasonInvalidSecretTemplate},
 		{"secret template names a field out of scope: no token request", []func(*observation){templateUnknownField}, "InvalidSecretTemplate", actionHold, v1alpha1.ReasonInvalidSecretTemplate},
 		{"secret template changed, token fresh: restore, no token request", []func(*observation){freshToken, templateChanged}, "FreshAndCurrent", actionRestore, ""},
-		{"secret template breaks on the real token only: publishing reports it", []func(*observation){freshToken, templateBreaksOnTheRealToken}, "FreshAndCurrent", actionRestore, ""},
+		{"secret template uses a variable and a function: no token request", []func(*observation){templateCallsAFunction}, "InvalidSecretTemplate", actionHold, v1alpha1.ReasonInvalidSecretTemplate},
+		{"secret template annotation without an allowed prefix: no token request", []func(*observation){annotationNotAllowed}, "InvalidSecretTemplate", actionHold, v1alpha1.ReasonInvalidSecretTemplate},
+		{"secret template annotation with an allowed prefix: mint", []func(*observation){annotationAllowed}, "Mint", actionMint, ""},
 
 		// Pairs of checks that both match: the row says which wins, and so the order.
 		{"suspended beats an invalid secret template", []func(*observation){templateUnparsable, suspend}, "Suspended", actionHold, ""},

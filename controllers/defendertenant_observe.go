@@ -19,6 +19,7 @@ import (
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 	"github.com/tenantcreds/defender-tenant-operator/internal/entra"
+	"github.com/tenantcreds/defender-tenant-operator/internal/secrettemplate"
 	"github.com/tenantcreds/defender-tenant-operator/internal/tokencheck"
 )
 
@@ -38,6 +39,13 @@ type observation struct {
 	// allowedResources lists for the message.
 	resourceAllowed  bool
 	allowedResources string
+
+	// secretTemplate is spec.secretTemplate.data, checked; nil when there is none,
+	// or when secretTemplateRefused says why spec.secretTemplate is not published.
+	secretTemplate *secrettemplate.Template
+	// secretTemplateRefused is why spec.secretTemplate cannot be published, told
+	// from the spec alone; nil when it can.
+	secretTemplateRefused error
 
 	secretName string
 	// tokenSecret is the live Secret named secretName, whoever owns it; nil if absent.
@@ -106,6 +114,7 @@ func (r *DefenderTenantReconciler) observe(ctx context.Context, tenant *v1alpha1
 		allowedResources: r.AllowedResources.String(),
 	}
 	obs.resourceAllowed = r.AllowedResources.Allows(obs.resource)
+	obs.secretTemplate, obs.secretTemplateRefused = checkSecretTemplate(tenant.Spec.SecretTemplate, r.SecretTemplateAnnotationPrefixes)
 	// Admins consent in a browser against the real cloud, never through an override.
 	if app.clientID != "" {
 		obs.adminConsentURL = entra.AdminConsentURL(entra.AuthorityHost(cloud), tenant.Spec.TenantID, app.clientID, obs.resource, app.redirectURI)

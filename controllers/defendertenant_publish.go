@@ -32,29 +32,25 @@ func tokenSecretData(tenantID, token string, expiresAt time.Time) map[string][]b
 // everything other tools added kept. spec.secretTemplate's keys are rendered with
 // t and join the data, which the operator owns whole; its labels and annotations
 // are added, under the operator's own. It is pure, so decide can tell whether a
-// write is needed without making one. The error is a template that does not render
-// with t.
-func desiredTokenSecret(obs *observation, t *token) (*corev1.Secret, error) {
+// write is needed without making one.
+func desiredTokenSecret(obs *observation, t *token) *corev1.Secret {
 	tenant := obs.tenant
 	data := tokenSecretData(tenant.Spec.TenantID, t.raw, t.expiresAt())
+	rendered := obs.secretTemplate.Render(secrettemplate.Values{
+		AccessToken: t.raw,
+		TokenType:   string(data[v1alpha1.TokenSecretKeyTokenType]),
+		ExpiresAt:   string(data[v1alpha1.TokenSecretKeyExpiresAt]),
+		TenantID:    tenant.Spec.TenantID,
+		Resource:    obs.resource,
+	})
+	for k, v := range rendered {
+		// Admission refuses the fixed keys already; the fixed ones win regardless.
+		if _, fixed := data[k]; !fixed {
+			data[k] = v
+		}
+	}
 	extraLabels, extraAnnotations := map[string]string{}, map[string]string{}
 	if tmpl := tenant.Spec.SecretTemplate; tmpl != nil {
-		rendered, err := secrettemplate.Render(tmpl.Data, secrettemplate.Values{
-			AccessToken: t.raw,
-			TokenType:   string(data[v1alpha1.TokenSecretKeyTokenType]),
-			ExpiresAt:   string(data[v1alpha1.TokenSecretKeyExpiresAt]),
-			TenantID:    tenant.Spec.TenantID,
-			Resource:    obs.resource,
-		})
-		if err != nil {
-			return nil, err
-		}
-		for k, v := range rendered {
-			// Admission refuses the fixed keys already; the fixed ones win regardless.
-			if _, fixed := data[k]; !fixed {
-				data[k] = v
-			}
-		}
 		for k, v := range tmpl.Labels {
 			extraLabels[k] = string(v)
 		}
@@ -98,18 +94,7 @@ func desiredTokenSecret(obs *observation, t *token) (*corev1.Secret, error) {
 	secret.Data = data
 	secret.StringData = nil
 	setControllerRef(secret, tenant)
-	return secret, nil
-}
-
-// templateFailed reports a template that does not render with the token's values:
-// nothing is written, and the published token, if any, stays. It is recorded as a
-// failed refresh, so that a token minted for nothing is not minted again before the
-// slow backoff ends; a change of the spec retries at once.
-func (r *DefenderTenantReconciler) templateFailed(obs *observation, err error) outcome {
-	p := newProblem(v1alpha1.ReasonInvalidSecretTemplate, secretTemplateMessage(err, " with the token's values", "Nothing is published"))
-	last := newLastFailure(obs, &requestFailure{problem: p})
-	at := retryAt(obs, last, obs.tenant.Status.FailedAttempts+1)
-	return outcome{published: obs.published, secretUID: ownedSecretUID(obs), problem: p, failure: last, nextRefresh: at, recheck: at}
+	return secret
 }
 
 // setControllerRef makes tenant the Secret's controller. An earlier reference to it
@@ -132,10 +117,7 @@ var errTokenSecretTaken = errors.New("token Secret name taken by a Secret the De
 // writeTokenSecret creates or updates the token Secret so that it publishes t, and
 // writes nothing when it already does. It returns the UID of the Secret written.
 func (r *DefenderTenantReconciler) writeTokenSecret(ctx context.Context, obs *observation, t *token) (types.UID, error) {
-	desired, err := desiredTokenSecret(obs, t)
-	if err != nil {
-		return "", err
-	}
+	desired := desiredTokenSecret(obs, t)
 	if obs.tokenSecret == nil {
 		err := r.Create(ctx, desired)
 		if apierrors.IsAlreadyExists(err) {

@@ -128,17 +128,18 @@ func startManager(ctx context.Context) (<-chan struct{}, error) {
 		return nil, err
 	}
 	r := &DefenderTenantReconciler{
-		Client:                   mgr.GetClient(),
-		APIReader:                mgr.GetAPIReader(),
-		SecretMetadata:           mgr.GetCache(),
-		Clock:                    clock.RealClock{},
-		Entra:                    &entra.Client{},
-		Authorities:              entra.EveryCloud(server.URL),
-		AllowedResources:         entra.NewAllowList(entra.DefaultAllowedResources),
-		Recorder:                 mgr.GetEventRecorder("defender-tenant-operator"),
-		MaxConcurrentReconciles:  4,
-		ClusterApps:              true,
-		ClusterResourceNamespace: DefaultClusterResourceNamespace,
+		Client:                           mgr.GetClient(),
+		APIReader:                        mgr.GetAPIReader(),
+		SecretMetadata:                   mgr.GetCache(),
+		Clock:                            clock.RealClock{},
+		Entra:                            &entra.Client{},
+		Authorities:                      entra.EveryCloud(server.URL),
+		AllowedResources:                 entra.NewAllowList(entra.DefaultAllowedResources),
+		SecretTemplateAnnotationPrefixes: DefaultSecretTemplateAnnotationPrefixes,
+		Recorder:                         mgr.GetEventRecorder("defender-tenant-operator"),
+		MaxConcurrentReconciles:          4,
+		ClusterApps:                      true,
+		ClusterResourceNamespace:         DefaultClusterResourceNamespace,
 	}
 	crn := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: DefaultClusterResourceNamespace}}
 	if err := k8s.Create(ctx, crn); err != nil {
@@ -227,16 +228,17 @@ func newHarnessServedThrough(t *testing.T, through func(http.Handler) http.Handl
 // Secret metadata comes straight from the API server: a watch cache that is never behind.
 func (h *harness) newReconciler(authorities entra.Authorities) *DefenderTenantReconciler {
 	return &DefenderTenantReconciler{
-		Client:                   k8s,
-		APIReader:                k8s,
-		SecretMetadata:           k8s,
-		Clock:                    h.clock,
-		Entra:                    &entra.Client{Timeout: 5 * time.Second, Clock: h.clock},
-		Authorities:              authorities,
-		AllowedResources:         entra.NewAllowList(entra.DefaultAllowedResources),
-		Recorder:                 h.recorder,
-		ClusterApps:              true,
-		ClusterResourceNamespace: h.crn,
+		Client:                           k8s,
+		APIReader:                        k8s,
+		SecretMetadata:                   k8s,
+		Clock:                            h.clock,
+		Entra:                            &entra.Client{Timeout: 5 * time.Second, Clock: h.clock},
+		Authorities:                      authorities,
+		AllowedResources:                 entra.NewAllowList(entra.DefaultAllowedResources),
+		SecretTemplateAnnotationPrefixes: DefaultSecretTemplateAnnotationPrefixes,
+		Recorder:                         h.recorder,
+		ClusterApps:                      true,
+		ClusterResourceNamespace:         h.crn,
 	}
 }
 

@@ -90,9 +90,10 @@ const (
 	// ReasonCredentialReady: the app's credential can be used. It appears only on the
 	// Ready condition of a DefenderApp or ClusterDefenderApp, never on a DefenderTenant.
 	ReasonCredentialReady = "CredentialReady"
-	// ReasonInvalidSecretTemplate: a template of spec.secretTemplate.data does not
-	// parse, or does not render with the token's values; nothing is published, and a
-	// token published before stays as it was.
+	// ReasonInvalidSecretTemplate: a template of spec.secretTemplate.data is not plain
+	// interpolation of the five values, or an annotation key of spec.secretTemplate
+	// has no prefix the operator allows; no token is requested, nothing is published,
+	// and a token published before stays as it was.
 	ReasonInvalidSecretTemplate = "InvalidSecretTemplate"
 )
 

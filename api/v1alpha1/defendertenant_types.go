@@ -146,30 +146,47 @@ type SecretTemplate struct {
 	// annotations are added to the token Secret, for example
 	// reloader.stakater.com/match: "true". The operator's own annotations
 	// (defender.tenantcreds.io/minted-at, defender.tenantcreds.io/inputs-hash) win.
-	// Each value is at most 4096 characters.
+	// Each value is at most 4096 characters. Each key must start with a prefix the
+	// operator allows (its --secret-template-annotation-prefixes, by default
+	// reloader.stakater.com/), so that no annotation asks another controller to copy
+	// the token elsewhere; another key is reported as InvalidSecretTemplate and
+	// nothing is published.
 	// +optional
 	// +kubebuilder:validation:MaxProperties=32
 	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 317 && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))",message="annotation keys must be a name of at most 63 characters (letters, digits, '-', '_', '.'), optionally prefixed by a DNS subdomain and '/'"
 	// +kubebuilder:validation:XValidation:rule="self.all(k, size(self[k]) <= 4096)",message="annotation values are at most 4096 characters"
 	Annotations map[string]string `json:"annotations,omitempty"`
 
-	// data maps extra Secret keys to Go text/template templates, rendered at every
-	// publish, so they follow each refresh. In scope are .AccessToken, .TokenType,
-	// .ExpiresAt (RFC 3339, UTC), .TenantID and .Resource, nothing else; the
-	// functions are text/template's builtins except call, and range, template,
-	// define and block are refused. For example authorization: "Bearer {{ .AccessToken }}".
-	// Keys are valid Secret keys other than access_token, token_type, expires_at
-	// and tenant_id; at most 32 keys, each template at most 4096 characters, each
-	// rendering to at most 64 KiB and all together to at most 256 KiB. A template
-	// that does not parse or render is reported as InvalidSecretTemplate and nothing
+	// data maps extra Secret keys to templates, rendered at every publish, so they
+	// follow each refresh. A template is plain interpolation: literal text with
+	// {{ .AccessToken }}, {{ .TokenType }}, {{ .ExpiresAt }} (RFC 3339, UTC),
+	// {{ .TenantID }} and {{ .Resource }} references ({{- and -}} trim the spaces
+	// beside them), at most 5 in one template, and nothing else: no functions, pipelines,
+	// variables, conditionals or comments. For example
+	// authorization: "Bearer {{ .AccessToken }}". A key renders to at most its
+	// template's length plus five values. Keys are valid Secret keys other than
+	// access_token, token_type, expires_at and tenant_id; at most 32 keys, each
+	// template at most 4096 characters. A template stored before these rules is
+	// reported as InvalidSecretTemplate, and then no token is requested and nothing
 	// is published.
 	// +optional
 	// +kubebuilder:validation:MaxProperties=32
 	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 253 && k.matches('^[-._a-zA-Z0-9]+$'))",message="data keys must be valid Secret keys: letters, digits, '-', '_' and '.', at most 253 characters"
 	// +kubebuilder:validation:XValidation:rule="self.all(k, !(k in ['access_token', 'token_type', 'expires_at', 'tenant_id']))",message="data keys may not be access_token, token_type, expires_at or tenant_id: the operator writes them"
-	// +kubebuilder:validation:XValidation:rule="self.all(k, size(self[k]) <= 4096)",message="each data template is at most 4096 characters"
-	Data map[string]string `json:"data,omitempty"`
+	Data map[string]DataTemplate `json:"data,omitempty"`
 }
+
+// The first rule accepts exactly what internal/secrettemplate does, following
+// text/template's lexer: {{- needs a space, tab, CR or LF after it and -}} one before
+// it, and no other character is a space inside {{ }}. Every {{ of an accepted
+// template opens a reference, which the second rule counts.
+
+// DataTemplate is one template of spec.secretTemplate.data: literal text with
+// references to the five values, as data describes.
+// +kubebuilder:validation:MaxLength=4096
+// +kubebuilder:validation:XValidation:rule=`self.matches(r'^(?:[^{]|[{][^{]|[{]$|[{][{](?:-[ \t\r\n])?[ \t\r\n]*[.](?:AccessToken|TokenType|ExpiresAt|TenantID|Resource)[ \t\r\n]*(?:[ \t\r\n]-)?[}][}])*$')`,message="a data template is literal text with {{ .AccessToken }}, {{ .TokenType }}, {{ .ExpiresAt }}, {{ .TenantID }} and {{ .Resource }} references only ({{- and -}} may trim spaces): functions (printf, slice, index, len and the others), pipelines, variables, conditionals and comments are not allowed"
+// +kubebuilder:validation:XValidation:rule="self.split('{{').size() <= 6",message="a data template has at most 5 references"
+type DataTemplate string
 
 // AppKind is the kind of app an appRef names.
 // +kubebuilder:validation:Enum=DefenderApp;ClusterDefenderApp

@@ -570,7 +570,7 @@ func (in *SecretTemplate) DeepCopyInto(out *SecretTemplate) {
 	}
 	if in.Data != nil {
 		in, out := &in.Data, &out.Data
-		*out = make(map[string]string, len(*in))
+		*out = make(map[string]DataTemplate, len(*in))
 		for key, val := range *in {
 			(*out)[key] = val
 		}

@@ -1,21 +1,18 @@
 // Package secrettemplate renders the extra data keys of a DefenderTenant's token
-// Secret (spec.secretTemplate.data) with Go text/template.
+// Secret (spec.secretTemplate.data).
 //
-// A template sees exactly five strings: .AccessToken, .TokenType, .ExpiresAt,
-// .TenantID and .Resource. It can reach nothing outside them: the only functions
-// are text/template's builtins, less call (which would run a function value), and
-// neither the environment, files nor other Secrets are in scope. The tenant writes
-// the templates, the operator runs them, so every construct that could make one
-// reconcile spin or exhaust memory is refused or bounded:
-//   - range (which iterates up to any integer), template, define and block (which
-//     nest templates into exponential output) are refused when parsing;
-//   - every string a function builds, and every byte written, counts against a
-//     budget per key (MaxWorkBytes, MaxKeyBytes), so string doubling stops early;
-//   - the rendered keys together stay under MaxRenderedBytes, well below the
-//     1 MiB a Secret may hold.
+// A template is plain interpolation: literal text with references to five values,
+// {{ .AccessToken }}, {{ .TokenType }}, {{ .ExpiresAt }}, {{ .TenantID }} and
+// {{ .Resource }}, in text/template's syntax ({{- and -}} trim the spaces beside
+// them), and nothing else. The tenant writes the templates and the operator renders
+// them with the token, so the language has no function, pipeline, variable,
+// conditional or comment: with text/template's builtins a template could allocate
+// gigabytes in one render (printf with wide verbs) or quote the token into an error
+// message, which ends up in the tenant's status.
 //
-// Admission bounds the inputs (MaxTemplateBytes per template, MaxKeys keys), and
-// Render checks them again, so the renderer holds its limits whoever calls it.
+// Parse does all the checking, from the template text alone; Render only
+// concatenates, so it cannot fail whatever the values are, and a key renders to at
+// most its template's length plus MaxReferences values.
 package secrettemplate
 
 import (
@@ -25,31 +22,25 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"text/template"
 	"text/template/parse"
-	"time"
+	"unicode/utf8"
 )
 
 const (
 	// MaxKeys is how many data keys a template may have (the CRD's maxProperties).
 	MaxKeys = 32
-	// MaxTemplateBytes is the longest template of one key (the CRD's limit).
-	MaxTemplateBytes = 4096
-	// MaxKeyBytes is the most one key may render to.
-	MaxKeyBytes = 64 << 10
-	// MaxRenderedBytes is the most all keys may render to together, leaving room
-	// under the Secret's 1 MiB for the token and metadata.
-	MaxRenderedBytes = 256 << 10
-	// MaxWorkBytes is the most that the function calls of one key may build, kept
-	// or not: what bounds the memory a template like printf "%s%s" $x $x can take.
-	MaxWorkBytes = 1 << 20
+	// MaxTemplateLength is the longest template of one key, in characters as the
+	// CRD's maxLength counts them.
+	MaxTemplateLength = 4096
+	// MaxReferences is how many values one key may interpolate (the CRD's limit),
+	// which bounds what it renders to.
+	MaxReferences = 5
 )
 
 // ReservedKeys are the token Secret's fixed keys, which no template may set.
 var ReservedKeys = []string{"access_token", "token_type", "expires_at", "tenant_id"}
 
-// Values is everything a template can read. It has no methods, so a template can
-// call none.
+// Values is everything a template can reference.
 type Values struct {
 	AccessToken string
 	TokenType   string
@@ -59,32 +50,126 @@ type Values struct {
 	Resource  string
 }
 
-// sampleAccessToken has the shape and usual length of an Entra access token, so
-// that a template validated against it fails the same way with a real one.
-var sampleAccessToken = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9." + strings.Repeat("eyJhdWQiOiJodHRwczovL2FwaS5zZWN1cml0eS5taWNyb3NvZnQuY29tIn0", 20) + ".c2lnbmF0dXJl"
+// field is one of the five values; the zero field is literal text.
+type field int
 
-// SampleValues are representative values for checking templates before any
-// token is minted: the real tenant and resource, a token of realistic length.
-func SampleValues(tenantID, resource string, expiresAt time.Time) Values {
-	return Values{AccessToken: sampleAccessToken, TokenType: "Bearer", ExpiresAt: expiresAt.UTC().Format(time.RFC3339), TenantID: tenantID, Resource: resource}
+const (
+	literal field = iota
+	accessToken
+	tokenType
+	expiresAt
+	tenantID
+	resource
+)
+
+// fields are the names a template may reference, in the order the documentation
+// lists them.
+var fields = []struct {
+	name  string
+	field field
+}{
+	{"AccessToken", accessToken},
+	{"TokenType", tokenType},
+	{"ExpiresAt", expiresAt},
+	{"TenantID", tenantID},
+	{"Resource", resource},
 }
 
-// Error says which key's template failed, and why. Its text never holds the access
-// token.
-type Error struct {
-	// Key is the data key whose template failed; empty for a limit on all keys.
-	Key string
-	Err error
-}
-
-func (e *Error) Error() string {
-	if e.Key == "" {
-		return e.Err.Error()
+func fieldNamed(name string) field {
+	for _, f := range fields {
+		if f.name == name {
+			return f.field
+		}
 	}
-	return fmt.Sprintf("data key %q: %v", e.Key, e.Err)
+	return literal
 }
 
-func (e *Error) Unwrap() error { return e.Err }
+func (v Values) of(f field) string {
+	switch f {
+	case accessToken:
+		return v.AccessToken
+	case tokenType:
+		return v.TokenType
+	case expiresAt:
+		return v.ExpiresAt
+	case tenantID:
+		return v.TenantID
+	case resource:
+		return v.Resource
+	}
+	return ""
+}
+
+// part is a stretch of literal text or one reference.
+type part struct {
+	text  string
+	field field
+}
+
+// Template is a checked spec.secretTemplate.data: each key's template as the
+// literal text and references it is made of.
+type Template struct {
+	keys map[string][]part
+}
+
+// Render interpolates v into every key. It cannot fail: everything that could go
+// wrong was refused by Parse.
+func (t *Template) Render(v Values) map[string][]byte {
+	if t == nil {
+		return nil
+	}
+	out := make(map[string][]byte, len(t.keys))
+	for key, parts := range t.keys {
+		size := 0
+		for _, p := range parts {
+			size += len(p.text) + len(v.of(p.field))
+		}
+		rendered := make([]byte, 0, size)
+		for _, p := range parts {
+			rendered = append(rendered, p.text...)
+			rendered = append(rendered, v.of(p.field)...)
+		}
+		out[key] = rendered
+	}
+	return out
+}
+
+// allowedForm is what every refusal says, so that the fix is in the message.
+var allowedForm = func() string {
+	refs := make([]string, len(fields))
+	for i, f := range fields {
+		refs[i] = "{{ ." + f.name + " }}"
+	}
+	return "a template is literal text with " + strings.Join(refs[:len(refs)-1], ", ") + " and " + refs[len(refs)-1] +
+		" references ({{- and -}} trim spaces), at most " + fmt.Sprint(MaxReferences) +
+		"; functions, pipelines, variables, conditionals and comments are not allowed"
+}()
+
+// Parse checks every key and template, and splits the templates into what Render
+// concatenates. Its errors are built from the keys and the templates' text alone.
+func Parse[S ~string](data map[string]S) (*Template, error) {
+	if len(data) > MaxKeys {
+		return nil, fmt.Errorf("%d data keys, at most %d", len(data), MaxKeys)
+	}
+	keys := make([]string, 0, len(data))
+	for k := range data {
+		keys = append(keys, k)
+	}
+	// Sorted, so that the same spec always reports the same key.
+	sort.Strings(keys)
+	t := &Template{keys: make(map[string][]part, len(keys))}
+	for _, key := range keys {
+		if err := CheckKey(key); err != nil {
+			return nil, fmt.Errorf("data key %q: %w", key, err)
+		}
+		parts, err := parseOne(string(data[key]))
+		if err != nil {
+			return nil, fmt.Errorf("data key %q: %w", key, err)
+		}
+		t.keys[key] = parts
+	}
+	return t, nil
+}
 
 // keyPattern is what a Secret data key may be.
 var keyPattern = regexp.MustCompile(`^[-._a-zA-Z0-9]+$`)
@@ -100,221 +185,142 @@ func CheckKey(key string) error {
 	return nil
 }
 
-// Render renders every template with v. It returns either every key or an error
-// and nothing: a Secret is published whole or not at all.
-func Render(templates map[string]string, v Values) (map[string][]byte, error) {
-	if len(templates) > MaxKeys {
-		return nil, &Error{Err: fmt.Errorf("%d data keys, at most %d", len(templates), MaxKeys)}
-	}
-	keys := make([]string, 0, len(templates))
-	for k := range templates {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	out := make(map[string][]byte, len(keys))
-	total := 0
-	for _, key := range keys {
-		rendered, err := renderOne(key, templates[key], v)
-		if err != nil {
-			return nil, &Error{Key: key, Err: redacted(err, v.AccessToken)}
-		}
-		total += len(rendered)
-		if total > MaxRenderedBytes {
-			return nil, &Error{Err: fmt.Errorf("the data keys render to more than %d bytes together", MaxRenderedBytes)}
-		}
-		out[key] = rendered
-	}
-	return out, nil
-}
+// treeName names the parse tree, and so prefixes parse's errors.
+const treeName = "t"
 
-// Check parses every template, without rendering: what admission cannot see.
-func Check(templates map[string]string) error {
-	for key, text := range templates {
-		if _, err := parseOne(key, text, &budget{}); err != nil {
-			return &Error{Key: key, Err: err}
-		}
+func parseOne(text string) ([]part, error) {
+	if utf8.RuneCountInString(text) > MaxTemplateLength {
+		return nil, fmt.Errorf("template longer than %d characters", MaxTemplateLength)
 	}
-	return nil
-}
-
-func renderOne(key, text string, v Values) ([]byte, error) {
-	b := &budget{}
-	t, err := parseOne(key, text, b)
-	if err != nil {
-		return nil, err
+	// Comments are parsed so that they are refused rather than dropped; functions
+	// are not looked up, so that a call is refused as a call.
+	tree := parse.New(treeName)
+	tree.Mode = parse.ParseComments | parse.SkipFuncCheck
+	trees := map[string]*parse.Tree{}
+	if _, err := tree.Parse(text, "", "", trees); err != nil {
+		return nil, fmt.Errorf("does not parse (line %s); %s", strings.TrimPrefix(err.Error(), "template: "+treeName+":"), allowedForm)
 	}
-	w := &cappedBuffer{}
-	if err := t.Execute(w, v); err != nil {
-		return nil, err
+	// define and block add trees beside the root, or replace an empty root.
+	if len(trees) != 1 || trees[treeName] != tree {
+		return nil, fmt.Errorf("found a template definition; %s", allowedForm)
 	}
-	return w.buf, nil
-}
-
-func parseOne(key, text string, b *budget) (*template.Template, error) {
-	if err := CheckKey(key); err != nil {
-		return nil, err
-	}
-	if len(text) > MaxTemplateBytes {
-		return nil, fmt.Errorf("template longer than %d bytes", MaxTemplateBytes)
-	}
-	t, err := template.New(key).Option("missingkey=error").Funcs(b.funcs()).Parse(text)
-	if err != nil {
-		return nil, err
-	}
-	if len(t.Templates()) > 1 {
-		return nil, errors.New("define and block are not allowed")
-	}
-	if t.Tree != nil {
-		if err := refuse(t.Root); err != nil {
-			return nil, err
-		}
-	}
-	return t, nil
-}
-
-// allowedFuncs are the builtins a template may call. call is not among them: it
-// runs a function value, and none is in scope, but it is the one door to code.
-var allowedFuncs = map[string]bool{
-	"and": true, "or": true, "not": true, "len": true, "index": true, "slice": true,
-	"eq": true, "ne": true, "lt": true, "le": true, "gt": true, "ge": true,
-	"print": true, "printf": true, "println": true, "html": true, "js": true, "urlquery": true,
-}
-
-// refuse walks the parse tree for what could loop, nest templates or call code.
-func refuse(n parse.Node) error {
-	switch n := n.(type) {
-	case *parse.ListNode:
-		if n == nil {
-			return nil
-		}
-		for _, c := range n.Nodes {
-			if err := refuse(c); err != nil {
-				return err
+	var parts []part
+	references := 0
+	for _, node := range tree.Root.Nodes {
+		switch node := node.(type) {
+		case *parse.TextNode:
+			parts = append(parts, part{text: string(node.Text)})
+			continue
+		case *parse.ActionNode:
+			if f, ok := reference(text, node); ok {
+				references++
+				if references > MaxReferences {
+					return nil, fmt.Errorf("more than %d references at %s; %s", MaxReferences, position(text, node), allowedForm)
+				}
+				parts = append(parts, part{field: f})
+				continue
 			}
 		}
-	case *parse.RangeNode:
-		return errors.New("range is not allowed")
-	case *parse.TemplateNode:
-		return errors.New("template is not allowed")
-	case *parse.BreakNode, *parse.ContinueNode:
-		return errors.New("break and continue are not allowed")
-	case *parse.IfNode:
-		return refuseBranch(&n.BranchNode)
-	case *parse.WithNode:
-		return refuseBranch(&n.BranchNode)
+		return nil, fmt.Errorf("found %s at %s; %s", describe(node), position(text, node), allowedForm)
+	}
+	return parts, nil
+}
+
+// reference is the field an action interpolates, if it is nothing but one of the five.
+func reference(text string, action *parse.ActionNode) (field, bool) {
+	pipe := action.Pipe
+	if len(pipe.Decl) != 0 || len(pipe.Cmds) != 1 || len(pipe.Cmds[0].Args) != 1 {
+		return literal, false
+	}
+	f, ok := pipe.Cmds[0].Args[0].(*parse.FieldNode)
+	if !ok || len(f.Ident) != 1 {
+		return literal, false
+	}
+	named := fieldNamed(f.Ident[0])
+	return named, named != literal && closesAfter(text, f)
+}
+
+// closesAfter: the action ends right after the field, but for spaces and a trim
+// marker. text/template also takes a pipe to nothing ({{ .Resource | }}), which the
+// tree does not show and the CRD refuses.
+func closesAfter(text string, f *parse.FieldNode) bool {
+	after := text[int(f.Position())+len(f.String()):]
+	rest := strings.TrimLeft(after, " \t\r\n")
+	return strings.HasPrefix(rest, "}}") || (strings.HasPrefix(rest, "-}}") && len(rest) < len(after))
+}
+
+// describe names what a node is, for a refusal; what it quotes comes from the
+// template's text.
+func describe(node parse.Node) string {
+	switch node := node.(type) {
 	case *parse.ActionNode:
-		return refuse(n.Pipe)
-	case *parse.PipeNode:
-		if n == nil {
-			return nil
+		pipe := node.Pipe
+		switch {
+		case len(pipe.Decl) != 0 || pipe.IsAssign:
+			return "a variable"
+		case len(pipe.Cmds) > 1:
+			return "a pipeline"
+		case len(pipe.Cmds) == 1 && len(pipe.Cmds[0].Args) > 0:
+			return describeOperand(pipe.Cmds[0].Args[0], len(pipe.Cmds[0].Args) > 1)
 		}
-		for _, c := range n.Cmds {
-			if err := refuse(c); err != nil {
-				return err
-			}
-		}
-	case *parse.CommandNode:
-		for _, a := range n.Args {
-			if err := refuse(a); err != nil {
-				return err
-			}
-		}
-	case *parse.ChainNode:
-		return refuse(n.Node)
+	case *parse.IfNode:
+		return "a conditional (if)"
+	case *parse.WithNode:
+		return "a conditional (with)"
+	case *parse.RangeNode:
+		return "a loop (range)"
+	case *parse.TemplateNode:
+		return "a template call"
+	case *parse.CommentNode:
+		return "a comment"
+	case *parse.BreakNode, *parse.ContinueNode:
+		return "a loop control (break, continue)"
+	}
+	return "an action other than a reference"
+}
+
+func describeOperand(operand parse.Node, withArguments bool) string {
+	switch operand := operand.(type) {
 	case *parse.IdentifierNode:
-		if !allowedFuncs[n.Ident] {
-			return fmt.Errorf("function %q is not allowed", n.Ident)
+		return fmt.Sprintf("a function call (%s)", shortened(operand.Ident))
+	case *parse.FieldNode:
+		switch {
+		case len(operand.Ident) > 1:
+			return fmt.Sprintf("a field of a field (%s)", shortened(operand.String()))
+		case withArguments:
+			return "a reference with arguments"
+		case fieldNamed(operand.Ident[0]) != literal:
+			return "a pipeline (a trailing |)"
 		}
+		return fmt.Sprintf("an unknown field (%s)", shortened(operand.String()))
+	case *parse.VariableNode:
+		return "a variable"
+	case *parse.DotNode:
+		return "dot alone ({{ . }})"
+	case *parse.PipeNode:
+		return "a parenthesized pipeline"
+	case *parse.ChainNode:
+		return "a field of an expression"
+	case *parse.StringNode, *parse.NumberNode, *parse.BoolNode, *parse.NilNode:
+		return "a constant"
 	}
-	return nil
+	return "an action other than a reference"
 }
 
-func refuseBranch(b *parse.BranchNode) error {
-	for _, n := range []parse.Node{b.Pipe, b.List, b.ElseList} {
-		if err := refuse(n); err != nil {
-			return err
-		}
+// shortened keeps a name from the template short enough for a condition message.
+func shortened(s string) string {
+	const most = 40
+	if len(s) <= most {
+		return s
 	}
-	return nil
+	return strings.ToValidUTF8(s[:most], "") + "…"
 }
 
-// budget counts what the string-building functions of one key's execution build.
-type budget struct{ spent int }
-
-var errOverBudget = fmt.Errorf("builds more than %d bytes of strings", MaxWorkBytes)
-
-// spend counts n bytes, and fails once the budget is gone.
-func (b *budget) spend(n int) error {
-	b.spent += n
-	if b.spent > MaxWorkBytes {
-		return errOverBudget
-	}
-	return nil
-}
-
-// inputSize is what the string arguments weigh: an escaper's output grows with
-// them, so they are checked before it runs.
-func inputSize(args []any) int {
-	n := 0
-	for _, a := range args {
-		if s, ok := a.(string); ok {
-			n += len(s)
-		}
-	}
-	return n
-}
-
-// funcs replaces the builtins that build strings with ones that count what they
-// build. Escapers can multiply their input six times, so their input is counted
-// first.
-func (b *budget) funcs() template.FuncMap {
-	built := func(s string) (string, error) {
-		if err := b.spend(len(s)); err != nil {
-			return "", err
-		}
-		return s, nil
-	}
-	escaper := func(escape func(...any) string) func(...any) (string, error) {
-		return func(args ...any) (string, error) {
-			if err := b.spend(6 * inputSize(args)); err != nil {
-				return "", err
-			}
-			return built(escape(args...))
-		}
-	}
-	return template.FuncMap{
-		"print":   func(args ...any) (string, error) { return built(fmt.Sprint(args...)) },
-		"println": func(args ...any) (string, error) { return built(fmt.Sprintln(args...)) },
-		"printf": func(format string, args ...any) (string, error) {
-			// fmt caps a width or precision at a million, so one call builds at most
-			// about that beyond its arguments, which the budget already counted.
-			return built(fmt.Sprintf(format, args...))
-		},
-		"html":     escaper(template.HTMLEscaper),
-		"js":       escaper(template.JSEscaper),
-		"urlquery": escaper(template.URLQueryEscaper),
-	}
-}
-
-// cappedBuffer holds one key's output and refuses to grow past MaxKeyBytes; the
-// refusal ends the execution.
-type cappedBuffer struct{ buf []byte }
-
-var errKeyTooLarge = fmt.Errorf("renders to more than %d bytes", MaxKeyBytes)
-
-func (w *cappedBuffer) Write(p []byte) (int, error) {
-	if len(w.buf)+len(p) > MaxKeyBytes {
-		return 0, errKeyTooLarge
-	}
-	w.buf = append(w.buf, p...)
-	return len(p), nil
-}
-
-// redacted keeps the access token out of an error's text, whatever text/template
-// quotes: the error ends up in a condition message.
-func redacted(err error, accessToken string) error {
-	if accessToken == "" || !strings.Contains(err.Error(), accessToken) {
-		return err
-	}
-	return errors.New(strings.ReplaceAll(err.Error(), accessToken, "[access token]"))
+// position is where node starts in text, as line and column (in bytes, from 1).
+func position(text string, node parse.Node) string {
+	offset := min(max(int(node.Position()), 0), len(text))
+	before := text[:offset]
+	line := strings.Count(before, "\n") + 1
+	column := offset - strings.LastIndexByte(before, '\n')
+	return fmt.Sprintf("line %d, column %d", line, column)
 }

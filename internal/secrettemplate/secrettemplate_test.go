@@ -1,11 +1,14 @@
 package secrettemplate
 
 import (
-	"errors"
-	"slices"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
-	"time"
+	"unicode/utf8"
+
+	"sigs.k8s.io/yaml"
 )
 
 var testValues = Values{
@@ -16,22 +19,32 @@ var testValues = Values{
 	Resource:    "https://api.security.microsoft.com",
 }
 
-func TestRenderUsesTheFiveValues(t *testing.T) {
-	got, err := Render(map[string]string{
-		"authorization": "Bearer {{ .AccessToken }}",
-		"siem.json":     `{"tenant":"{{ .TenantID }}","resource":{{ printf "%q" .Resource }},"expires":"{{ .ExpiresAt }}","type":"{{ .TokenType }}"}`,
-		"plain":         "no action",
-	}, testValues)
+func mustParse(t *testing.T, data map[string]string) *Template {
+	t.Helper()
+	parsed, err := Parse(data)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return parsed
+}
+
+func TestRenderInterpolatesTheFiveValues(t *testing.T) {
+	got := mustParse(t, map[string]string{
+		"authorization": "Bearer {{ .AccessToken }}",
+		"siem.json":     `{"tenant":"{{ .TenantID }}","resource":"{{.Resource}}","expires":"{{ .ExpiresAt }}","type":"{{ .TokenType }}"}`,
+		"plain":         "no action, { and } and }} are text",
+		"trimmed":       "token:\n\t{{- .AccessToken -}}\n\r\n; type: {{-\t.TokenType\n-}} .",
+		"empty":         "",
+	}).Render(testValues)
 	want := map[string]string{
 		"authorization": "Bearer " + testValues.AccessToken,
 		"siem.json":     `{"tenant":"4b1d3c9e-2f6a-4e8b-9d7c-1a2b3c4d5e6f","resource":"https://api.security.microsoft.com","expires":"2026-11-21T12:59:59Z","type":"Bearer"}`,
-		"plain":         "no action",
+		"plain":         "no action, { and } and }} are text",
+		"trimmed":       "token:" + testValues.AccessToken + "; type:Bearer.",
+		"empty":         "",
 	}
 	if len(got) != len(want) {
-		t.Fatalf("keys = %v, want %v", len(got), len(want))
+		t.Fatalf("keys = %d, want %d", len(got), len(want))
 	}
 	for k, v := range want {
 		if string(got[k]) != v {
@@ -40,147 +53,252 @@ func TestRenderUsesTheFiveValues(t *testing.T) {
 	}
 }
 
-func TestRenderRefuses(t *testing.T) {
-	long := strings.Repeat("x", MaxTemplateBytes+1)
+func TestRenderedSizeIsBoundedByTheTemplateAndFiveValues(t *testing.T) {
+	tmpl := "{{ .AccessToken }}{{ .AccessToken }}{{ .AccessToken }}{{ .AccessToken }}{{ .AccessToken }}"
+	long := testValues
+	long.AccessToken = strings.Repeat("a", 1<<20)
+	got := mustParse(t, map[string]string{"k": tmpl}).Render(long)
+	if n := len(got["k"]); n != 5<<20 {
+		t.Errorf("rendered %d bytes, want five tokens of 1 MiB", n)
+	}
+	if _, err := Parse(map[string]string{"k": tmpl + "{{ .AccessToken }}"}); err == nil {
+		t.Errorf("a sixth reference was accepted")
+	}
+}
+
+// The templates of the security finding, and every other construct, are refused
+// by Parse with a message that names the key, says what was found, and where.
+func TestParseRefuses(t *testing.T) {
+	long := strings.Repeat("é", MaxTemplateLength+1)
 	tests := []struct {
 		name     string
 		key      string
 		template string
-		inText   string
+		inText   []string
 	}{
-		{"does not parse", "k", "{{ .AccessToken ", "unclosed action"},
-		{"unknown field", "k", "{{ .Password }}", "can't evaluate field Password"},
-		{"env is no function", "k", `{{ env "HOME" }}`, `function "env" not defined`},
-		{"call", "k", "{{ call .AccessToken }}", `function "call" is not allowed`},
-		{"call in a branch", "k", "{{ if .TenantID }}{{ else }}{{ call .X }}{{ end }}", `function "call" is not allowed`},
-		{"range over an integer", "k", "{{ range 1000000000 }}{{ end }}", "range is not allowed"},
-		{"range nested in with", "k", "{{ with .TenantID }}{{ range 10 }}{{ end }}{{ end }}", "range is not allowed"},
-		{"define", "k", `{{ define "a" }}x{{ end }}`, "define and block"},
-		{"template", "k", `{{ template "k" }}`, "template is not allowed"},
-		{"block", "k", `{{ block "b" . }}x{{ end }}`, "not allowed"},
-		{"index out of range", "k", "{{ index .TenantID 99 }}", "out of range"},
-		{"reserved key", "access_token", "x", "reserved"},
-		{"invalid key", "a/b", "x", "not a valid Secret data key"},
-		{"template too long", "k", long, "longer than"},
-		{"key too large", "k", `{{ printf "%0900000d" 1 }}`, "renders to more than"},
-		{"doubling strings", "k", `{{ $a := printf "%0500000d" 1 }}{{ $b := print $a $a }}{{ $c := print $b $b }}{{ len $c }}`, "builds more than"},
-		{"nested escapers", "k", `{{ len (js (js (js (js (js (js (js (js (printf "%0100000s" "<")))))))))  }}`, "builds more than"},
+		{"printf with a wide verb", "k", `{{ printf "%9999999d" 1 }}`, []string{`data key "k"`, "a function call (printf)", "line 1, column 4"}},
+		{"print of variables", "k", `{{ $a := .AccessToken }}{{ print $a $a }}`, []string{"a variable", "column 4"}},
+		{"slice quoting the token", "k", `{{ slice .AccessToken (index .AccessToken 1) 0 }}`, []string{"a function call (slice)"}},
+		{"index", "k", `{{ index .AccessToken 1 }}`, []string{"a function call (index)"}},
+		{"len", "k", `x{{ len .AccessToken }}`, []string{"a function call (len)", "column 5"}},
+		{"pipeline", "k", `{{ .AccessToken | printf "%s" }}`, []string{"a pipeline"}},
+		{"pipe to nothing", "k", `{{.Resource|}}`, []string{"a pipeline (a trailing |)", "column 3"}},
+		{"if", "k", "a\n{{ if .TenantID }}x{{ end }}", []string{"a conditional (if)", "line 2"}},
+		{"with", "k", `{{ with .TenantID }}{{ . }}{{ end }}`, []string{"a conditional (with)"}},
+		{"range", "k", `{{ range 10 }}x{{ end }}`, []string{"a loop (range)"}},
+		{"comment", "k", `{{/* x */}}`, []string{"a comment"}},
+		{"dot", "k", `{{ . }}`, []string{"dot alone"}},
+		{"unknown field", "k", `{{ .Nope }}`, []string{"an unknown field (.Nope)"}},
+		{"field of a field", "k", `{{ .AccessToken.Foo }}`, []string{"a field of a field (.AccessToken.Foo)"}},
+		{"field with arguments", "k", `{{ .AccessToken 1 }}`, []string{"a reference with arguments"}},
+		{"parenthesized", "k", `{{ (.AccessToken) }}`, []string{"a parenthesized pipeline"}},
+		{"constant", "k", `{{ "x" }}`, []string{"a constant"}},
+		{"template call", "k", `{{ template "k" }}`, []string{"a template call"}},
+		{"define", "k", `{{ define "a" }}x{{ end }}`, []string{"a template definition"}},
+		{"define replacing the root", "k", `{{ define "t" }}{{ printf "%9999999d" 1 }}{{ end }}`, []string{"a template definition"}},
+		{"block", "k", `{{ block "b" . }}x{{ end }}`, []string{"a template"}},
+		{"triple brace", "k", `{{{ .AccessToken }}`, []string{"does not parse (line 1:"}},
+		{"unterminated", "k", "Bearer {{ .AccessToken ", []string{"does not parse (line 1: unclosed action"}},
+		{"trim marker without a space", "k", `{{-.AccessToken }}`, []string{"does not parse"}},
+		{"six references", "k", strings.Repeat("{{ .TenantID }},", 6), []string{"more than 5 references", "column 84"}},
+		{"reserved key", "access_token", "x", []string{"reserved"}},
+		{"invalid key", "a/b", "x", []string{"not a valid Secret data key"}},
+		{"template too long", "k", long, []string{"longer than 4096 characters"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := Render(map[string]string{tt.key: tt.template}, testValues)
-			var terr *Error
-			if !errors.As(err, &terr) || terr.Key != tt.key {
-				t.Fatalf("Render error = %v, want an *Error for key %q", err, tt.key)
+			got, err := Parse(map[string]string{tt.key: tt.template, "fine": "{{ .AccessToken }}"})
+			if err == nil {
+				t.Fatalf("Parse accepted %q", tt.template)
 			}
 			if got != nil {
-				t.Errorf("Render returned %d keys beside its error", len(got))
+				t.Errorf("Parse returned a template beside its error")
 			}
-			if !strings.Contains(err.Error(), tt.inText) {
-				t.Errorf("error %q does not mention %q", err, tt.inText)
+			for _, want := range tt.inText {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not mention %q", err, want)
+				}
+			}
+			if !strings.Contains(err.Error(), "{{ .AccessToken }}, {{ .TokenType }}, {{ .ExpiresAt }}, {{ .TenantID }} and {{ .Resource }}") && tt.key == "k" && len(tt.template) <= MaxTemplateLength {
+				t.Errorf("error %q does not say what a template may hold", err)
 			}
 		})
 	}
 }
 
-func TestRenderLimitsAllKeysTogether(t *testing.T) {
-	templates := map[string]string{}
-	for i := range 5 {
-		templates["k"+strings.Repeat("x", i)] = `{{ printf "%060000d" 1 }}`
+// The CRD's maxLength counts characters, not bytes.
+func TestParseAcceptsATemplateOfTheLongestLengthInCharacters(t *testing.T) {
+	if _, err := Parse(map[string]string{"k": strings.Repeat("é", MaxTemplateLength)}); err != nil {
+		t.Error(err)
 	}
-	if _, err := Render(templates, testValues); err == nil || !strings.Contains(err.Error(), "together") {
-		t.Fatalf("Render error = %v, want the total limit", err)
-	}
-	templates = map[string]string{}
+}
+
+func TestParseRefusesTooManyKeys(t *testing.T) {
+	data := map[string]string{}
 	for i := range MaxKeys + 1 {
-		templates["k"+strings.Repeat("x", i)] = "x"
+		data["k"+strings.Repeat("x", i)] = "x"
 	}
-	if _, err := Render(templates, testValues); err == nil {
-		t.Fatalf("Render of %d keys succeeded", MaxKeys+1)
+	if _, err := Parse(data); err == nil {
+		t.Fatalf("Parse of %d keys succeeded", MaxKeys+1)
 	}
 }
 
-func TestErrorsNeverQuoteTheAccessToken(t *testing.T) {
-	// eq of a string and an integer quotes neither, but a comparison of two values
-	// of a type text/template cannot compare is where it would slip out.
-	for _, tmpl := range []string{
-		"{{ .AccessToken.Field }}",
-		"{{ eq .AccessToken 1 }}",
-		"{{ index .AccessToken 100000 }}",
-		"{{ slice .AccessToken 5 1 }}",
-		"{{ .AccessToken 1 }}",
-	} {
-		_, err := Render(map[string]string{"k": tmpl}, testValues)
-		if err == nil {
-			t.Errorf("%s rendered", tmpl)
-			continue
+// crdRule is the regular expression with which the DefenderTenant CRD accepts a
+// template, read from the generated CRD, so that the tests compare Parse with what
+// admission enforces.
+func crdRule(tb testing.TB) *regexp.Regexp {
+	tb.Helper()
+	text, err := os.ReadFile(filepath.Join("..", "..", "config", "crd", "bases", "defender.tenantcreds.io_defendertenants.yaml"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var crd struct {
+		Spec struct {
+			Versions []struct {
+				Schema struct {
+					OpenAPIV3Schema struct {
+						Properties map[string]struct {
+							Properties map[string]struct {
+								Properties map[string]struct {
+									AdditionalProperties struct {
+										Validations []struct {
+											Rule string `json:"rule"`
+										} `json:"x-kubernetes-validations"`
+									} `json:"additionalProperties"`
+								} `json:"properties"`
+							} `json:"properties"`
+						} `json:"properties"`
+					} `json:"openAPIV3Schema"`
+				} `json:"schema"`
+			} `json:"versions"`
+		} `json:"spec"`
+	}
+	if err := yaml.Unmarshal(text, &crd); err != nil {
+		tb.Fatal(err)
+	}
+	for _, v := range crd.Spec.Versions[0].Schema.OpenAPIV3Schema.Properties["spec"].Properties["secretTemplate"].Properties["data"].AdditionalProperties.Validations {
+		if pattern, ok := strings.CutPrefix(v.Rule, "self.matches(r'"); ok {
+			return regexp.MustCompile(strings.TrimSuffix(pattern, "')"))
 		}
-		if strings.Contains(err.Error(), testValues.AccessToken) || strings.Contains(err.Error(), "c2ln") {
-			t.Errorf("%s: error %q quotes the token", tmpl, err)
+	}
+	tb.Fatal("the CRD has no matches rule on secretTemplate.data's values")
+	return nil
+}
+
+// admitted is what the CRD's two rules on a template accept: the pattern, and at
+// most five {{ (CEL's split counts them without overlap, as strings.Count does).
+func admitted(rule *regexp.Regexp, template string) bool {
+	return rule.MatchString(template) && strings.Count(template, "{{") <= MaxReferences
+}
+
+// reference is one reference as the CRD's pattern spells it, with its trim markers.
+var referenceSyntax = regexp.MustCompile(`[{][{](-[ \t\r\n])?[ \t\r\n]*[.](AccessToken|TokenType|ExpiresAt|TenantID|Resource)[ \t\r\n]*([ \t\r\n]-)?[}][}]`)
+
+// interpolated renders a template the CRD admits by plain string substitution, as
+// text/template would: the model Render must agree with.
+func interpolated(template string, v Values) string {
+	value := map[string]string{"AccessToken": v.AccessToken, "TokenType": v.TokenType, "ExpiresAt": v.ExpiresAt, "TenantID": v.TenantID, "Resource": v.Resource}
+	matches := referenceSyntax.FindAllStringSubmatchIndex(template, -1)
+	texts := make([]string, len(matches)+1)
+	start := 0
+	for i, m := range matches {
+		texts[i] = template[start:m[0]]
+		start = m[1]
+	}
+	texts[len(matches)] = template[start:]
+	for i, m := range matches {
+		if m[2] >= 0 {
+			texts[i] = strings.TrimRight(texts[i], " \t\r\n")
+		}
+		if m[6] >= 0 {
+			texts[i+1] = strings.TrimLeft(texts[i+1], " \t\r\n")
+		}
+	}
+	var b strings.Builder
+	for i, m := range matches {
+		b.WriteString(texts[i])
+		b.WriteString(value[template[m[4]:m[5]]])
+	}
+	b.WriteString(texts[len(matches)])
+	return b.String()
+}
+
+func TestParseAcceptsWhatTheCRDAdmits(t *testing.T) {
+	rule := crdRule(t)
+	for _, tmpl := range fuzzSeeds {
+		_, err := Parse(map[string]string{"k": tmpl})
+		if accepted, want := err == nil, admitted(rule, tmpl); accepted != want {
+			t.Errorf("%q: Parse accepts = %v (%v), the CRD admits = %v", tmpl, accepted, err, want)
 		}
 	}
 }
 
-func TestSampleValuesRenderAsARealTokenWould(t *testing.T) {
-	v := SampleValues(testValues.TenantID, testValues.Resource, time.Date(2026, 11, 21, 12, 59, 59, 0, time.UTC))
-	if v.ExpiresAt != testValues.ExpiresAt || v.TokenType != "Bearer" || len(v.AccessToken) < 1000 {
-		t.Errorf("SampleValues = %+v", v)
-	}
-	if _, err := Render(map[string]string{"h": "{{ slice .AccessToken 0 500 }}"}, v); err != nil {
-		t.Errorf("a slice a real token allows fails on the sample: %v", err)
-	}
+var fuzzSeeds = []string{
+	"Bearer {{ .AccessToken }}",
+	`{"t":"{{ .TenantID }}","e":"{{.ExpiresAt}}","r":"{{ .Resource }}","y":"{{ .TokenType }}"}`,
+	"a {{- .AccessToken -}} b",
+	"a\n{{-\n.AccessToken\r-}}\tb",
+	"{{- .AccessToken}}{{.TokenType -}}",
+	"{ {} }} {",
+	"{",
+	"",
+	"{{{ .AccessToken }}",
+	"{{ .AccessToken ",
+	"{{",
+	"{{-.AccessToken }}",
+	"{{ .AccessToken-}}",
+	"{{ .AccessToken  -}}",
+	"{{\f.AccessToken }}",
+	"{{ .AccessToken\u00a0}}",
+	`{{ printf "%9999999d" 1 }}`,
+	`{{ $a := .AccessToken }}{{ print $a $a }}`,
+	`{{ slice .AccessToken (index .AccessToken 1) 0 }}`,
+	`{{ .AccessToken | printf "%s" }}`,
+	`{{ .Resource | }}`,
+	`{{ .Resource |-}}`,
+	`{{ if .TenantID }}x{{ else }}y{{ end }}`,
+	`{{/* x */}}`,
+	`{{- /* x */ -}}`,
+	`{{ . }}`,
+	`{{ .Nope }}`,
+	`{{ .AccessToken.Foo }}`,
+	`{{ .AccessTokenX }}`,
+	`{{ define "t" }}x{{ end }}`,
+	strings.Repeat("{{ .TenantID }}", 5),
+	strings.Repeat("{{ .TenantID }}", 6),
 }
 
-func TestCheckParsesWithoutRendering(t *testing.T) {
-	if err := Check(map[string]string{"k": "{{ index .TenantID 99 }}"}); err != nil {
-		t.Errorf("Check = %v: an execution error is not a parse error", err)
-	}
-	if err := Check(map[string]string{"k": "{{ call .X }}"}); err == nil {
-		t.Error("Check accepted call")
-	}
-}
-
-// FuzzRender: whatever the template and values, Render never panics, returns either
-// an error or exactly the template's keys, none of them reserved, within the limits.
+// FuzzRender: whatever the template and values, Parse accepts exactly what the CRD
+// admits, and an accepted template renders without failing to its literal text and
+// the values it references, nothing else, within its length plus five values.
 func FuzzRender(f *testing.F) {
-	f.Add("authorization", "Bearer {{ .AccessToken }}", testValues.AccessToken, testValues.Resource)
-	f.Add("config.json", `{"t":{{ printf "%q" .TenantID }},"e":"{{ .ExpiresAt }}"}`, "a.b.c", "")
-	f.Add("k", `{{ js .AccessToken | html | urlquery }}{{ len . }}`, "<>&'\"", "x")
-	f.Add("k", `{{ with $x := slice .AccessToken 1 }}{{ index $x 0 }}{{ else }}{{ end }}`, "ab", "")
-	f.Add("token_type", "{{ .TokenType }}", "", "")
-	f.Add("k", `{{ printf "%*d" 999999 1 }}{{ printf "%0999999d" 2 }}`, "", "")
-	f.Add("k", `{{ range . }}{{ end }}{{ template "k" }}{{ call .AccessToken }}`, "", "")
-	f.Fuzz(func(t *testing.T, key, tmpl, accessToken, resource string) {
+	for _, s := range fuzzSeeds {
+		f.Add(s, testValues.AccessToken, testValues.Resource)
+	}
+	f.Add("{{ .AccessToken }}{{ .Resource }}", "{{ .TenantID }}", "%s")
+	rule := crdRule(f)
+	f.Fuzz(func(t *testing.T, tmpl, accessToken, resource string) {
 		v := testValues
 		v.AccessToken, v.Resource = accessToken, resource
-		templates := map[string]string{key: tmpl, "fixed": "{{ .TenantID }}"}
-		got, err := Render(templates, v)
-		if err != nil {
-			if got != nil {
-				t.Fatalf("Render returned keys beside error %v", err)
+		parsed, err := Parse(map[string]string{"k": tmpl, "fixed": "{{ .TenantID }}"})
+		if utf8.RuneCountInString(tmpl) <= MaxTemplateLength {
+			if accepted, want := err == nil, admitted(rule, tmpl); accepted != want {
+				t.Fatalf("%q: Parse accepts = %v (%v), the CRD admits = %v", tmpl, accepted, err, want)
 			}
+		}
+		if err != nil {
 			return
 		}
-		keys := make([]string, 0, len(got))
-		total := 0
-		for k, value := range got {
-			keys = append(keys, k)
-			if _, ok := templates[k]; !ok {
-				t.Fatalf("rendered key %q is not a template key", k)
-			}
-			if CheckKey(k) != nil {
-				t.Fatalf("rendered key %q is reserved or invalid", k)
-			}
-			if len(value) > MaxKeyBytes {
-				t.Fatalf("key %q rendered to %d bytes", k, len(value))
-			}
-			total += len(value)
+		got := parsed.Render(v)
+		if len(got) != 2 || string(got["fixed"]) != v.TenantID {
+			t.Fatalf("rendered %d keys, fixed = %q", len(got), got["fixed"])
 		}
-		if len(keys) != len(templates) || total > MaxRenderedBytes {
-			t.Fatalf("rendered keys %v (%d bytes) for templates of %d keys", keys, total, len(templates))
+		longest := max(len(v.AccessToken), len(v.TokenType), len(v.ExpiresAt), len(v.TenantID), len(v.Resource))
+		if len(got["k"]) > len(tmpl)+MaxReferences*longest {
+			t.Fatalf("%q rendered to %d bytes", tmpl, len(got["k"]))
 		}
-		if slices.Contains(keys, "fixed") && string(got["fixed"]) != v.TenantID {
-			t.Fatalf("fixed = %q", got["fixed"])
+		if want := interpolated(tmpl, v); string(got["k"]) != want {
+			t.Fatalf("%q rendered to %q, want %q", tmpl, got["k"], want)
 		}
 	})
 }
