@@ -145,7 +145,7 @@ func leakScenarios() []leakScenario {
 	return []leakScenario{
 		{"token published, with a template", func(h *harness, m *secretMaterial) string {
 			inlineTenant(h, m, func(dt *v1alpha1.DefenderTenant) {
-				dt.Spec.SecretTemplate = &v1alpha1.SecretTemplate{Data: map[string]string{"authorization": "{{ .TokenType }} {{ .AccessToken }}"}}
+				dt.Spec.SecretTemplate = &v1alpha1.SecretTemplate{Data: map[string]v1alpha1.DataTemplate{"authorization": "{{ .TokenType }} {{ .AccessToken }}"}}
 			})
 			h.reconcile()
 			return v1alpha1.ReasonTokenReady
@@ -214,8 +214,12 @@ func leakScenarios() []leakScenario {
 			return v1alpha1.ReasonSecretConflict
 		}},
 		{"token Secret write refused", func(h *harness, m *secretMaterial) string {
+			secret := randomClientSecret(h.t)
+			m.add("client secret stored", secret)
+			h.entra.AddApp(testClientID, entraemu.Secret{Value: secret})
+			h.createCredential(secret)
 			refuseSecretCreates(h.t, h)
-			inlineTenant(h, m)
+			h.createTenant()
 			h.reconcile()
 			return v1alpha1.ReasonSecretWriteFailed
 		}},
