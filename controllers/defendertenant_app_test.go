@@ -285,24 +285,8 @@ func TestUngrantedTenantsMakeNoTokenRequest(t *testing.T) {
 
 func TestWithdrawnGrantDeletesTheTokenSecret(t *testing.T) {
 	h := newHarness(t)
-	h.startCertificateApp()
-	h.reconcile()
-	h.expectReady()
-
-	app := &v1alpha1.ClusterDefenderApp{}
-	if err := k8s.Get(h.ctx, keyOf("", h.clusterAppName()), app); err != nil {
-		t.Fatal(err)
-	}
-	app.Spec.TenantGrants = []v1alpha1.TenantGrant{{Namespaces: []string{h.ns}, TenantIDs: []string{otherTenantID}}}
-	if err := k8s.Update(h.ctx, app); err != nil {
-		t.Fatal(err)
-	}
-	h.reconcile()
-
-	h.expectStalled(v1alpha1.ReasonAppNotAllowed)
-	if s := h.tokenSecret(tenantName + "-token"); s != nil {
-		t.Errorf("token Secret %s still exists after the grant was withdrawn", s.Name)
-	}
+	h.startReadyCertificateTenant()
+	h.withdrawAndExpectRevoked()
 	h.expectRequests(1)
 }
 

@@ -35,6 +35,25 @@ func (h *harness) withdrawGrant() {
 	setClusterAppGrants(h.t, h.clusterAppName(), v1alpha1.TenantGrant{Namespaces: []string{h.ns}, TenantIDs: []string{otherTenantID}})
 }
 
+// startReadyCertificateTenant is the common start: a tenant of a certificate
+// ClusterDefenderApp with its token published.
+func (h *harness) startReadyCertificateTenant() {
+	h.t.Helper()
+	h.startCertificateApp()
+	h.reconcile()
+	h.expectReady()
+}
+
+// withdrawAndExpectRevoked withdraws the grant and expects the next reconcile to
+// leave the tenant AppNotAllowed and without any token Secret.
+func (h *harness) withdrawAndExpectRevoked() {
+	h.t.Helper()
+	h.withdrawGrant()
+	h.reconcile()
+	h.expectStalled(v1alpha1.ReasonAppNotAllowed)
+	h.expectNoTokenSecrets()
+}
+
 // expectNoTokenSecrets fails if any Secret of the namespace carries the operator's
 // labels for the tenant: what revocation must leave.
 func (h *harness) expectNoTokenSecrets() {
@@ -50,9 +69,7 @@ func (h *harness) expectNoTokenSecrets() {
 
 func TestWithdrawalAfterARenamedTokenSecretDeletesTheFormerOne(t *testing.T) {
 	h := newHarness(t)
-	h.startCertificateApp()
-	h.reconcile()
-	h.expectReady()
+	h.startReadyCertificateTenant()
 	// The new name is taken, so the token stays under the old one: SecretConflict.
 	taken := createCredentialIn(t, h.ns, "taken", map[string][]byte{"note": []byte("someone else's")})
 	h.updateTenant(func(dt *v1alpha1.DefenderTenant) { dt.Spec.TokenSecretName = taken.Name })
@@ -62,11 +79,7 @@ func TestWithdrawalAfterARenamedTokenSecretDeletesTheFormerOne(t *testing.T) {
 		t.Fatal("the token Secret under the former name is gone before the withdrawal; the test proves nothing")
 	}
 
-	h.withdrawGrant()
-	h.reconcile()
-
-	h.expectStalled(v1alpha1.ReasonAppNotAllowed)
-	h.expectNoTokenSecrets()
+	h.withdrawAndExpectRevoked()
 	if s := h.tokenSecret(taken.Name); s == nil || s.ResourceVersion != taken.ResourceVersion {
 		t.Error("the Secret that held the new name was changed or deleted; it is not the tenant's")
 	}
@@ -74,9 +87,7 @@ func TestWithdrawalAfterARenamedTokenSecretDeletesTheFormerOne(t *testing.T) {
 
 func TestSwitchedAppRefWithdrawsTheTokenOfTheFormerApp(t *testing.T) {
 	h := newHarness(t)
-	h.startCertificateApp()
-	h.reconcile()
-	h.expectReady()
+	h.startReadyCertificateTenant()
 	if app := h.tokenSecret(tenantName + "-token").Annotations[v1alpha1.AnnotationApp]; app != "ClusterDefenderApp/"+h.clusterAppName() {
 		t.Fatalf("token Secret annotation %s = %q, want the app it was minted under", v1alpha1.AnnotationApp, app)
 	}
@@ -95,9 +106,7 @@ func TestSwitchedAppRefWithdrawsTheTokenOfTheFormerApp(t *testing.T) {
 
 func TestSwitchingToAnotherClusterAppMintsWithIt(t *testing.T) {
 	h := newHarness(t)
-	h.startCertificateApp()
-	h.reconcile()
-	h.expectReady()
+	h.startReadyCertificateTenant()
 	second := &v1alpha1.ClusterDefenderApp{}
 	if err := k8s.Get(h.ctx, keyOf("", h.clusterAppName()), second); err != nil {
 		t.Fatal(err)
@@ -121,36 +130,24 @@ func TestSwitchingToAnotherClusterAppMintsWithIt(t *testing.T) {
 
 func TestWithdrawalReachesASuspendedTenant(t *testing.T) {
 	h := newHarness(t)
-	h.startCertificateApp()
-	h.reconcile()
-	h.expectReady()
+	h.startReadyCertificateTenant()
 	h.setSuspend(true)
 
-	h.withdrawGrant()
-	h.reconcile()
-
-	h.expectStalled(v1alpha1.ReasonAppNotAllowed)
-	h.expectNoTokenSecrets()
+	h.withdrawAndExpectRevoked()
 }
 
 // The token Secret the cache has not seen recorded in the tenant's status (the
 // status write of the mint is still on its way) is withdrawn all the same.
 func TestWithdrawalDeletesATokenSecretTheStatusHasNotRecorded(t *testing.T) {
 	h := newHarness(t)
-	h.startCertificateApp()
-	h.reconcile()
-	h.expectReady()
+	h.startReadyCertificateTenant()
 	dt := h.tenant()
 	dt.Status.TokenSecretUID, dt.Status.TokenSecretName = "", ""
 	if err := k8s.Status().Update(h.ctx, dt); err != nil {
 		t.Fatal(err)
 	}
 
-	h.withdrawGrant()
-	h.reconcile()
-
-	h.expectStalled(v1alpha1.ReasonAppNotAllowed)
-	h.expectNoTokenSecrets()
+	h.withdrawAndExpectRevoked()
 }
 
 // A grant withdrawn while the first token request is in flight: the emulator holds

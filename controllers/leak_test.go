@@ -123,6 +123,23 @@ func inlineTenant(h *harness, m *secretMaterial, mutate ...func(*v1alpha1.Defend
 	h.createTenant(mutate...)
 }
 
+// storeRandomSecret stores a fresh random client secret, unknown to Entra ID, as
+// the tenant's credential.
+func storeRandomSecret(h *harness, m *secretMaterial) {
+	secret := randomClientSecret(h.t)
+	m.add("client secret stored", secret)
+	h.createCredential(secret)
+}
+
+// workloadIdentityTenant: a tenant of a workload identity ClusterDefenderApp whose
+// federated credential names subject.
+func workloadIdentityTenant(h *harness, subject string) {
+	h.createWorkloadSA()
+	h.federate(subject)
+	h.createClusterApp(federatedCredential())
+	h.createAppTenant(v1alpha1.AppKindClusterDefenderApp, h.clusterAppName())
+}
+
 func certificateTenant(h *harness, m *secretMaterial, register bool, c testCertificate) {
 	m.add("private key stored", string(c.keyPEM))
 	if register {
@@ -170,9 +187,7 @@ func leakScenarios() []leakScenario {
 			return v1alpha1.ReasonConsentRequired
 		}},
 		{"client secret unknown to Entra", func(h *harness, m *secretMaterial) string {
-			secret := randomClientSecret(h.t)
-			m.add("client secret stored", secret)
-			h.createCredential(secret)
+			storeRandomSecret(h, m)
 			h.createTenant()
 			h.reconcile()
 			return v1alpha1.ReasonInvalidClientSecret
@@ -274,25 +289,17 @@ func leakScenarios() []leakScenario {
 			return v1alpha1.ReasonCertificateExpired
 		}},
 		{"workload identity, token published", func(h *harness, m *secretMaterial) string {
-			h.createWorkloadSA()
-			h.federate(h.workloadSubject())
-			h.createClusterApp(federatedCredential())
-			h.createAppTenant(v1alpha1.AppKindClusterDefenderApp, h.clusterAppName())
+			workloadIdentityTenant(h, h.workloadSubject())
 			h.reconcile()
 			return v1alpha1.ReasonTokenReady
 		}},
 		{"workload identity, subject mismatch", func(h *harness, m *secretMaterial) string {
-			h.createWorkloadSA()
-			h.federate("system:serviceaccount:elsewhere:someone")
-			h.createClusterApp(federatedCredential())
-			h.createAppTenant(v1alpha1.AppKindClusterDefenderApp, h.clusterAppName())
+			workloadIdentityTenant(h, "system:serviceaccount:elsewhere:someone")
 			h.reconcile()
 			return v1alpha1.ReasonInvalidClientAssertion
 		}},
 		{"app not found", func(h *harness, m *secretMaterial) string {
-			secret := randomClientSecret(h.t)
-			m.add("client secret stored", secret)
-			h.createCredential(secret)
+			storeRandomSecret(h, m)
 			h.createAppTenant(v1alpha1.AppKindClusterDefenderApp, "does-not-exist")
 			h.reconcile()
 			return v1alpha1.ReasonAppNotFound
