@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -50,6 +51,7 @@ type options struct {
 	authorityHost           string
 	adminConsentRedirectURI string
 	allowedResources        string
+	workloadIDAudiences     string
 	watchNamespaces         string
 	clusterResourceNS       string
 	maxConcurrentReconciles int
@@ -73,6 +75,7 @@ func main() {
 	flag.StringVar(&o.authorityHost, "authority-host", "", "Replace the Entra ID authority host (air-gapped proxies, emulators): one URL for every cloud, or CLOUD=URL,CLOUD=URL to replace clouds one by one (Public, USGov, USGovHigh, DoD). Plain http is accepted only for loopback hosts.")
 	flag.StringVar(&o.adminConsentRedirectURI, "admin-consent-redirect-uri", "", "redirect_uri of the admin consent links in status.adminConsentURL; it must be a Web redirect URI registered on the app (Microsoft's partner guide uses https://portal.azure.com).")
 	flag.StringVar(&o.allowedResources, "allowed-resources", strings.Join(entra.DefaultAllowedResources, ","), "Comma list of resources a DefenderTenant may request tokens for.")
+	flag.StringVar(&o.workloadIDAudiences, "workload-identity-audiences", strings.Join(controllers.DefaultWorkloadIdentityAudiences, ","), "Comma list of audiences a ClusterDefenderApp's workload identity may request ServiceAccount tokens for; never add the API server's own.")
 	flag.StringVar(&o.watchNamespaces, "watch-namespaces", "", "Comma list of namespaces to watch; empty watches all.")
 	flag.StringVar(&o.clusterResourceNS, "cluster-resource-namespace", "", "Namespace where ClusterDefenderApp credentials (Secrets, ServiceAccounts) live; default the operator's own namespace (POD_NAMESPACE), else "+controllers.DefaultClusterResourceNamespace+".")
 	flag.IntVar(&o.maxConcurrentReconciles, "max-concurrent-reconciles", 10, "DefenderTenants reconciled (and token requests made) in parallel.")
@@ -110,6 +113,11 @@ func run(o options) error {
 		}
 	}
 
+	workloadIDAudiences := splitList(o.workloadIDAudiences)
+	if len(workloadIDAudiences) == 0 {
+		return errors.New("--workload-identity-audiences: list at least one audience")
+	}
+
 	clusterResourceNS := cmp.Or(o.clusterResourceNS, os.Getenv("POD_NAMESPACE"), controllers.DefaultClusterResourceNamespace)
 
 	cfg, err := ctrl.GetConfig()
@@ -119,6 +127,10 @@ func run(o options) error {
 	missing, err := controllers.MayServeClusterApps(context.Background(), cfg, clusterResourceNS)
 	if err != nil {
 		return fmt.Errorf("checking the operator's permissions: %w", err)
+	}
+	operatorSA, err := controllers.OperatorServiceAccount(context.Background(), cfg)
+	if err != nil {
+		return fmt.Errorf("asking the API server who the operator is: %w", err)
 	}
 	clusterApps := missing == ""
 	if !clusterApps {
@@ -173,18 +185,20 @@ func run(o options) error {
 	}
 
 	reconciler := &controllers.DefenderTenantReconciler{
-		Client:                   mgr.GetClient(),
-		APIReader:                mgr.GetAPIReader(),
-		SecretMetadata:           mgr.GetCache(),
-		Clock:                    clock.RealClock{},
-		Entra:                    &entra.Client{},
-		Authorities:              authorities,
-		AllowedResources:         allowed,
-		AdminConsentRedirectURI:  o.adminConsentRedirectURI,
-		ClusterApps:              clusterApps,
-		ClusterResourceNamespace: clusterResourceNS,
-		Recorder:                 mgr.GetEventRecorder("defender-tenant-operator"),
-		MaxConcurrentReconciles:  o.maxConcurrentReconciles,
+		Client:                    mgr.GetClient(),
+		APIReader:                 mgr.GetAPIReader(),
+		SecretMetadata:            mgr.GetCache(),
+		Clock:                     clock.RealClock{},
+		Entra:                     &entra.Client{},
+		Authorities:               authorities,
+		AllowedResources:          allowed,
+		AdminConsentRedirectURI:   o.adminConsentRedirectURI,
+		ClusterApps:               clusterApps,
+		ClusterResourceNamespace:  clusterResourceNS,
+		WorkloadIdentityAudiences: workloadIDAudiences,
+		OperatorServiceAccount:    operatorSA,
+		Recorder:                  mgr.GetEventRecorder("defender-tenant-operator"),
+		MaxConcurrentReconciles:   o.maxConcurrentReconciles,
 	}
 	ctx := ctrl.SetupSignalHandler()
 	if err := reconciler.SetupWithManager(ctx, mgr); err != nil {
@@ -197,12 +211,14 @@ func run(o options) error {
 	}
 	for _, kind := range appKinds {
 		apps := &controllers.AppReconciler{
-			Client:                   mgr.GetClient(),
-			APIReader:                mgr.GetAPIReader(),
-			Clock:                    reconciler.Clock,
-			Recorder:                 reconciler.Recorder,
-			Kind:                     kind,
-			ClusterResourceNamespace: reconciler.ClusterResourceNamespace,
+			Client:                    mgr.GetClient(),
+			APIReader:                 mgr.GetAPIReader(),
+			Clock:                     reconciler.Clock,
+			Recorder:                  reconciler.Recorder,
+			Kind:                      kind,
+			ClusterResourceNamespace:  reconciler.ClusterResourceNamespace,
+			WorkloadIdentityAudiences: reconciler.WorkloadIdentityAudiences,
+			OperatorServiceAccount:    reconciler.OperatorServiceAccount,
 		}
 		if err := apps.SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("setting up the %s controller: %w", kind, err)
@@ -214,7 +230,8 @@ func run(o options) error {
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return err
 	}
-	log.Info("Starting operator", "authorityOverrides", authorities.String(), "allowedResources", allowed.String(), "watchNamespaces", o.watchNamespaces, "clusterResourceNamespace", clusterResourceNS)
+	log.Info("Starting operator", "authorityOverrides", authorities.String(), "allowedResources", allowed.String(), "watchNamespaces", o.watchNamespaces,
+		"clusterResourceNamespace", clusterResourceNS, "workloadIdentityAudiences", workloadIDAudiences, "operatorServiceAccount", operatorSA.String())
 	return mgr.Start(ctx)
 }
 
