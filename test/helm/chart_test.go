@@ -239,6 +239,46 @@ func TestChartInstallsWhatConfigInstalls(t *testing.T) {
 	}
 }
 
+// TestNamespacedInstallsMintNoServiceAccountTokens: a namespaced install serves no
+// ClusterDefenderApps, so neither the chart nor config/namespaced lets the
+// operator create ServiceAccount tokens, while the cluster-wide installs do (in
+// the cluster resource namespace only), which shows the check finds such a rule.
+func TestNamespacedInstallsMintNoServiceAccountTokens(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		objects func(t *testing.T) []*unstructured.Unstructured
+		mayMint bool
+	}{
+		{"chart, namespaced", func(t *testing.T) []*unstructured.Unstructured {
+			return render(t, Release{Name: canonicalRelease, Namespace: namespacedNamespace}, "namespaced").All()
+		}, false},
+		{"chart, namespaced with two namespaces", func(t *testing.T) []*unstructured.Unstructured {
+			return render(t, Release{Name: "team", Namespace: "team-operator"}, "namespacedTwoNamespaces").All()
+		}, false},
+		{"config/namespaced", func(t *testing.T) []*unstructured.Unstructured { return kustomizeConfig(t, "namespaced") }, false},
+		{"config/namespaced with every opt-in", func(t *testing.T) []*unstructured.Unstructured {
+			return kustomizeConfig(t, "namespaced", "prometheus", "network-policy", "metrics-cert", "certmanager")
+		}, false},
+		{"chart, cluster-wide", func(t *testing.T) []*unstructured.Unstructured {
+			return render(t, Release{Name: canonicalRelease, Namespace: defaultNamespace}, "default").All()
+		}, true},
+		{"config/default", func(t *testing.T) []*unstructured.Unstructured { return kustomizeConfig(t, "default") }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rules, err := localcluster.ServiceAccountTokenRules(tc.objects(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case !tc.mayMint && len(rules) > 0:
+				t.Errorf("a namespaced install may create ServiceAccount tokens:\n%s", strings.Join(rules, "\n"))
+			case tc.mayMint && len(rules) != 1:
+				t.Errorf("%d rules let the cluster-wide install create ServiceAccount tokens, want the cluster resource namespace's one: %q", len(rules), rules)
+			}
+		})
+	}
+}
+
 // kustomizeConfig builds config/<overlay> from a copy of config/ in which the
 // opt-in lines for enable are uncommented in config/default/kustomization.yaml, as
 // docs/install.md tells a user to.
