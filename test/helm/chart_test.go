@@ -55,6 +55,7 @@ fullnameOverride: dto
 watchNamespaces: [partner, team-b]
 clusterResourceNamespace: partner-apps
 allowedResources: [https://api.security.microsoft.com, https://graph.microsoft.com]
+workloadIdentityAudiences: [api://AzureADTokenExchange, api://partner-federation]
 authorityHost: https://login.proxy.example
 adminConsentRedirectURI: https://portal.azure.com
 maxConcurrentReconciles: 30
@@ -149,6 +150,7 @@ func TestChartSchemaRejectsBadValues(t *testing.T) {
 		{"unknown log level", `logLevel: verbose`, "/logLevel"},
 		{"no reconciles", `maxConcurrentReconciles: 0`, "/maxConcurrentReconciles"},
 		{"resource over plain http", `allowedResources: [http://api.security.microsoft.com]`, "/allowedResources/0"},
+		{"two audiences in one", `workloadIdentityAudiences: ["api://AzureADTokenExchange,https://kubernetes.default.svc"]`, "/workloadIdentityAudiences/0"},
 		{"digest not sha256", `image: {digest: latest}`, "/image/digest"},
 		{"extra arg not a flag", `extraArgs: [watch-namespaces=partner]`, "/extraArgs/0"},
 		{"lease duration without unit", `leaderElection: {leaseDuration: "15"}`, "/leaderElection/leaseDuration"},
