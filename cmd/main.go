@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -51,6 +52,7 @@ type options struct {
 	adminConsentRedirectURI          string
 	allowedResources                 string
 	secretTemplateAnnotationPrefixes string
+	workloadIDAudiences              string
 	watchNamespaces                  string
 	clusterResourceNS                string
 	maxConcurrentReconciles          int
@@ -75,6 +77,7 @@ func main() {
 	flag.StringVar(&o.adminConsentRedirectURI, "admin-consent-redirect-uri", "", "redirect_uri of the admin consent links in status.adminConsentURL; it must be a Web redirect URI registered on the app (Microsoft's partner guide uses https://portal.azure.com).")
 	flag.StringVar(&o.allowedResources, "allowed-resources", strings.Join(entra.DefaultAllowedResources, ","), "Comma list of resources a DefenderTenant may request tokens for.")
 	flag.StringVar(&o.secretTemplateAnnotationPrefixes, "secret-template-annotation-prefixes", strings.Join(controllers.DefaultSecretTemplateAnnotationPrefixes, ","), "Comma list of prefixes that the annotation keys of a DefenderTenant's spec.secretTemplate must start with; empty allows none.")
+	flag.StringVar(&o.workloadIDAudiences, "workload-identity-audiences", strings.Join(controllers.DefaultWorkloadIdentityAudiences, ","), "Comma list of audiences a ClusterDefenderApp's workload identity may request ServiceAccount tokens for; never add the API server's own.")
 	flag.StringVar(&o.watchNamespaces, "watch-namespaces", "", "Comma list of namespaces to watch; empty watches all.")
 	flag.StringVar(&o.clusterResourceNS, "cluster-resource-namespace", "", "Namespace where ClusterDefenderApp credentials (Secrets, ServiceAccounts) live; default the operator's own namespace (POD_NAMESPACE), else "+controllers.DefaultClusterResourceNamespace+".")
 	flag.IntVar(&o.maxConcurrentReconciles, "max-concurrent-reconciles", 10, "DefenderTenants reconciled (and token requests made) in parallel.")
@@ -114,6 +117,11 @@ func run(o options) error {
 	}
 
 	annotationPrefixes := splitList(o.secretTemplateAnnotationPrefixes)
+	workloadIDAudiences := splitList(o.workloadIDAudiences)
+	if len(workloadIDAudiences) == 0 {
+		return errors.New("--workload-identity-audiences: list at least one audience")
+	}
+
 	clusterResourceNS := cmp.Or(o.clusterResourceNS, os.Getenv("POD_NAMESPACE"), controllers.DefaultClusterResourceNamespace)
 
 	cfg, err := ctrl.GetConfig()
@@ -123,6 +131,10 @@ func run(o options) error {
 	missing, err := controllers.MayServeClusterApps(context.Background(), cfg, clusterResourceNS)
 	if err != nil {
 		return fmt.Errorf("checking the operator's permissions: %w", err)
+	}
+	operatorSA, err := controllers.OperatorServiceAccount(context.Background(), cfg)
+	if err != nil {
+		return fmt.Errorf("asking the API server who the operator is: %w", err)
 	}
 	clusterApps := missing == ""
 	if !clusterApps {
@@ -189,6 +201,8 @@ func run(o options) error {
 		ClusterApps:                      clusterApps,
 		ClusterResourceNamespace:         clusterResourceNS,
 		Recorder:                         mgr.GetEventRecorder("defender-tenant-operator"),
+		WorkloadIdentityAudiences:        workloadIDAudiences,
+		OperatorServiceAccount:           operatorSA,
 		MaxConcurrentReconciles:          o.maxConcurrentReconciles,
 	}
 	ctx := ctrl.SetupSignalHandler()
@@ -202,12 +216,14 @@ func run(o options) error {
 	}
 	for _, kind := range appKinds {
 		apps := &controllers.AppReconciler{
-			Client:                   mgr.GetClient(),
-			APIReader:                mgr.GetAPIReader(),
-			Clock:                    reconciler.Clock,
-			Recorder:                 reconciler.Recorder,
-			Kind:                     kind,
-			ClusterResourceNamespace: reconciler.ClusterResourceNamespace,
+			Client:                    mgr.GetClient(),
+			APIReader:                 mgr.GetAPIReader(),
+			Clock:                     reconciler.Clock,
+			Recorder:                  reconciler.Recorder,
+			Kind:                      kind,
+			ClusterResourceNamespace:  reconciler.ClusterResourceNamespace,
+			WorkloadIdentityAudiences: reconciler.WorkloadIdentityAudiences,
+			OperatorServiceAccount:    reconciler.OperatorServiceAccount,
 		}
 		if err := apps.SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("setting up the %s controller: %w", kind, err)
@@ -219,7 +235,8 @@ func run(o options) error {
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return err
 	}
-	log.Info("Starting operator", "authorityOverrides", authorities.String(), "allowedResources", allowed.String(), "secretTemplateAnnotationPrefixes", annotationPrefixes, "watchNamespaces", o.watchNamespaces, "clusterResourceNamespace", clusterResourceNS)
+	log.Info("Starting operator", "authorityOverrides", authorities.String(), "allowedResources", allowed.String(), "secretTemplateAnnotationPrefixes", annotationPrefixes, "watchNamespaces", o.watchNamespaces,
+		"clusterResourceNamespace", clusterResourceNS, "workloadIdentityAudiences", workloadIDAudiences, "operatorServiceAccount", operatorSA.String())
 	return mgr.Start(ctx)
 }
 

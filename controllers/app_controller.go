@@ -44,6 +44,11 @@ type AppReconciler struct {
 	// ClusterResourceNamespace is where ClusterDefenderApp credentials live
 	// (--cluster-resource-namespace); empty means DefaultClusterResourceNamespace.
 	ClusterResourceNamespace string
+	// WorkloadIdentityAudiences and OperatorServiceAccount are what
+	// DefenderTenantReconciler's fields of the same names are: an app's workload
+	// identity is checked against them before any TokenRequest.
+	WorkloadIdentityAudiences []string
+	OperatorServiceAccount    types.NamespacedName
 }
 
 // +kubebuilder:rbac:groups=defender.tenantcreds.io,resources=defenderapps;clusterdefenderapps,verbs=get;list;watch
@@ -113,7 +118,7 @@ func (r *AppReconciler) credentialNamespace(app v1alpha1.App) string {
 }
 
 // observe reads the app's credential: its Secret, live (never from a cache), or its
-// ServiceAccount, from the cache.
+// ServiceAccount, from the cache, and whether the operator may request its tokens.
 func (r *AppReconciler) observe(ctx context.Context, app v1alpha1.App) (appStatusInput, error) {
 	c := app.AppSpec().Credential
 	ns := r.credentialNamespace(app)
@@ -132,7 +137,10 @@ func (r *AppReconciler) observe(ctx context.Context, app v1alpha1.App) (appStatu
 		in.Credential, err = r.readSecret(ctx, in.Secret, readCertificate)
 	case c.WorkloadIdentity != nil:
 		in.ServiceAccount = keyOf(ns, c.WorkloadIdentity.ServiceAccountName)
-		in.Credential, err = r.readServiceAccount(ctx, in.ServiceAccount, c.WorkloadIdentity.AudienceOrDefault())
+		in.Credential, err = readWorkloadIdentity(ctx, r.Client, in.ServiceAccount, c.WorkloadIdentity.AudienceOrDefault(), r.WorkloadIdentityAudiences, r.OperatorServiceAccount)
+		if err != nil {
+			err = fmt.Errorf("reading ServiceAccount %s: %w", in.ServiceAccount, err)
+		}
 	}
 	return in, err
 }
@@ -146,17 +154,6 @@ func (r *AppReconciler) readSecret(ctx context.Context, key types.NamespacedName
 		return credential{}, fmt.Errorf("reading Secret %s: %w", key, err)
 	}
 	return read(secret), nil
-}
-
-func (r *AppReconciler) readServiceAccount(ctx context.Context, key types.NamespacedName, audience string) (credential, error) {
-	sa := &corev1.ServiceAccount{}
-	if err := r.Get(ctx, key, sa); err != nil {
-		if apierrors.IsNotFound(err) {
-			return credential{state: credentialServiceAccountMissing, serviceAccount: key, audience: audience}, nil
-		}
-		return credential{}, fmt.Errorf("reading ServiceAccount %s: %w", key, err)
-	}
-	return credential{state: credentialUsable, serviceAccount: key, audience: audience, version: string(sa.UID)}, nil
 }
 
 // observeFederatedCredential fills in the issuer, subject and audience of a

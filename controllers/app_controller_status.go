@@ -87,6 +87,9 @@ func appProblem(in appStatusInput) *problem {
 				cred.certificate.SHA1Thumbprint(), in.Secret.Name, in.Secret.Namespace, rfc3339(cred.certificate.NotAfter())))
 		}
 	case v1alpha1.CredentialWorkloadIdentity:
+		if cred.state == credentialServiceAccountNotAllowed {
+			return newProblem(v1alpha1.ReasonServiceAccountNotAllowed, cred.problem)
+		}
 		if cred.state == credentialServiceAccountMissing && cred.problem != "" {
 			return newProblem(v1alpha1.ReasonServiceAccountNotFound, cred.problem)
 		}

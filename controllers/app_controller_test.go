@@ -45,10 +45,13 @@ func (h *harness) appReconciler(kind v1alpha1.AppKind, tokens *issuedTokens) *Ap
 	return &AppReconciler{Client: c, APIReader: k8s, Clock: h.clock, Recorder: h.recorder, Kind: kind, ClusterResourceNamespace: h.crn}
 }
 
-// issuedTokens records the tokens the TokenRequest API issues through a client.
+// issuedTokens records the TokenRequests made through a client, and the tokens
+// the TokenRequest API issues.
 type issuedTokens struct {
 	mu     sync.Mutex
 	tokens []string
+	// made counts the TokenRequests sent, or failed by fail, whatever the answer.
+	made int
 	// fail, when set, is what every TokenRequest returns.
 	fail error
 }
@@ -69,19 +72,29 @@ type tokenRecordingSubResource struct {
 }
 
 func (s tokenRecordingSubResource) Create(ctx context.Context, obj, subResource client.Object, opts ...client.SubResourceCreateOption) error {
+	tokenRequest := s.name == "token"
 	s.tokens.mu.Lock()
 	fail := s.tokens.fail
+	if tokenRequest {
+		s.tokens.made++
+	}
 	s.tokens.mu.Unlock()
-	if fail != nil && s.name == "token" {
+	if fail != nil && tokenRequest {
 		return fail
 	}
 	err := s.SubResourceClient.Create(ctx, obj, subResource, opts...)
-	if tr, ok := subResource.(*authenticationv1.TokenRequest); ok && err == nil && s.name == "token" {
+	if tr, ok := subResource.(*authenticationv1.TokenRequest); ok && err == nil && tokenRequest {
 		s.tokens.mu.Lock()
 		s.tokens.tokens = append(s.tokens.tokens, tr.Status.Token)
 		s.tokens.mu.Unlock()
 	}
 	return err
+}
+
+func (it *issuedTokens) requests() int {
+	it.mu.Lock()
+	defer it.mu.Unlock()
+	return it.made
 }
 
 func (it *issuedTokens) all() []string {
@@ -720,15 +733,17 @@ func TestAppWorkloadIdentityAsksForANewTokenWhenItsInputsChange(t *testing.T) {
 	h.createClusterApp(federatedCredential())
 	tokens := &issuedTokens{}
 	r := h.appReconciler(v1alpha1.AppKindClusterDefenderApp, tokens)
+	const otherAudience = "api://other"
+	r.WorkloadIdentityAudiences = []string{v1alpha1.DefaultWorkloadIdentityAudience, otherAudience}
 	h.reconcileApp(r)
 
 	app := h.app(v1alpha1.AppKindClusterDefenderApp).(*v1alpha1.ClusterDefenderApp)
-	app.Spec.Credential.WorkloadIdentity.Audience = "api://other"
+	app.Spec.Credential.WorkloadIdentity.Audience = otherAudience
 	if err := k8s.Update(h.ctx, app); err != nil {
 		t.Fatal(err)
 	}
 	h.reconcileApp(r)
-	if f := h.expectApp(v1alpha1.AppKindClusterDefenderApp, v1alpha1.ReasonCredentialReady).AppStatus().FederatedCredential; f == nil || f.Audience != "api://other" {
+	if f := h.expectApp(v1alpha1.AppKindClusterDefenderApp, v1alpha1.ReasonCredentialReady).AppStatus().FederatedCredential; f == nil || f.Audience != otherAudience {
 		t.Errorf("federatedCredential = %+v, want audience api://other", f)
 	}
 

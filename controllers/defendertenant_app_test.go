@@ -395,16 +395,18 @@ func TestUnusableCertificatesMakeNoTokenRequest(t *testing.T) {
 	}
 }
 
-// federate registers the API server as the issuer of a federated credential of the
-// app, for ServiceAccount subject, as an admin does in the app registration.
-func (h *harness) federate(subject string) {
+// federate registers the API server as the issuer of federated credentials of the
+// app, one per ServiceAccount subject, as an admin does in the app registration.
+func (h *harness) federate(subjects ...string) {
 	h.t.Helper()
 	// The API server stamps its tokens with the real time, and Entra checks them
 	// against its own: the emulator's clock must be real-time too.
 	h.clock.SetTime(time.Now())
 	issuer, keys := apiServerIssuer(h.t, h.crn)
 	h.entra.SetIssuerKeySource(issuer, keys)
-	h.entra.AddFederatedCredential(testClientID, entraemu.FederatedCredential{Issuer: issuer, Subject: subject})
+	for _, subject := range subjects {
+		h.entra.AddFederatedCredential(testClientID, entraemu.FederatedCredential{Issuer: issuer, Subject: subject})
+	}
 }
 
 // apiServerIssuer learns the test API server's service-account issuer from a token
@@ -440,15 +442,26 @@ func apiServerIssuer(t *testing.T, ns string) (string, entraemu.KeySource) {
 	return claims.Iss, func(context.Context) (jose.JSONWebKeySet, error) { return keys, nil }
 }
 
+// createWorkloadSA creates the ServiceAccount of federatedCredential, labelled for
+// workload identity.
 func (h *harness) createWorkloadSA() {
 	h.t.Helper()
-	if err := k8s.Create(h.ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: h.crn, Name: workloadSAName}}); err != nil {
+	h.createServiceAccount(workloadSAName, map[string]string{v1alpha1.LabelWorkloadIdentity: v1alpha1.WorkloadIdentityValue})
+}
+
+func (h *harness) createServiceAccount(name string, labels map[string]string) {
+	h.t.Helper()
+	if err := k8s.Create(h.ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: h.crn, Name: name, Labels: labels}}); err != nil {
 		h.t.Fatal(err)
 	}
 }
 
 func (h *harness) workloadSubject() string {
-	return "system:serviceaccount:" + h.crn + ":" + workloadSAName
+	return serviceAccountSubject(h.crn, workloadSAName)
+}
+
+func serviceAccountSubject(namespace, name string) string {
+	return "system:serviceaccount:" + namespace + ":" + name
 }
 
 func TestWorkloadIdentitySendsTheServiceAccountsToken(t *testing.T) {

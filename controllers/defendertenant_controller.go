@@ -57,6 +57,14 @@ type DefenderTenantReconciler struct {
 	// ClusterResourceNamespace is where ClusterDefenderApp credentials live
 	// (--cluster-resource-namespace); empty means DefaultClusterResourceNamespace.
 	ClusterResourceNamespace string
+	// WorkloadIdentityAudiences are the audiences a workload identity may request
+	// ServiceAccount tokens for (--workload-identity-audiences); empty allows
+	// DefaultWorkloadIdentityAudiences.
+	WorkloadIdentityAudiences []string
+	// OperatorServiceAccount is the ServiceAccount the operator runs as (see
+	// OperatorServiceAccount), whose tokens no workload identity may use; empty
+	// when it runs as another kind of user.
+	OperatorServiceAccount types.NamespacedName
 	// AdminConsentRedirectURI, when set, is where the consent page sends the admin
 	// afterwards (--admin-consent-redirect-uri); it must be registered on the app.
 	AdminConsentRedirectURI string

@@ -79,6 +79,7 @@ var decisionChain = []check{
 	{"ClientSecretImplausible", clientSecretImplausible},
 	{"CertificateUnusable", certificateUnusable},
 	{"ServiceAccountNotFound", serviceAccountNotFound},
+	{"ServiceAccountNotAllowed", serviceAccountNotAllowed},
 	{"FreshAndCurrent", freshAndCurrent},
 	{"BackingOff", backingOff},
 	{"LeftoverToken", leftoverToken},
@@ -234,6 +235,17 @@ func serviceAccountNotFound(obs *observation) (plan, bool) {
 	sa := obs.credential.serviceAccount
 	return stalledOn(obs, v1alpha1.ReasonServiceAccountNotFound,
 		fmt.Sprintf("ServiceAccount %q of %s was not found in namespace %q. Create it there; its tokens are the app's federated credential.", sa.Name, obs.app.describe(), sa.Namespace)), true
+}
+
+// serviceAccountNotAllowed: the operator will not request a token of the workload
+// identity's ServiceAccount for its audience, so no Entra ID token can be
+// requested either.
+func serviceAccountNotAllowed(obs *observation) (plan, bool) {
+	if obs.credential.state != credentialServiceAccountNotAllowed {
+		return plan{}, false
+	}
+	return stalledOn(obs, v1alpha1.ReasonServiceAccountNotAllowed,
+		fmt.Sprintf("%s may not use its workload identity: %s", obs.app.describe(), obs.credential.problem)), true
 }
 
 // clientSecretImplausible: a value that cannot be an Entra client secret would only

@@ -107,6 +107,9 @@ func TestDecisionChain(t *testing.T) {
 	noServiceAccount := func(obs *observation) {
 		obs.credential, obs.inputsHash = credential{state: credentialServiceAccountMissing, serviceAccount: keyOf("ops", "partner-app")}, ""
 	}
+	serviceAccountNotAllowed := func(obs *observation) {
+		obs.credential, obs.inputsHash = credential{state: credentialServiceAccountNotAllowed, serviceAccount: keyOf("ops", "partner-app"), problem: "lacks the label"}, ""
+	}
 
 	withTemplate := func(tmpl v1alpha1.SecretTemplate) func(*observation) {
 		return func(obs *observation) {
@@ -165,6 +168,8 @@ func TestDecisionChain(t *testing.T) {
 		{"certificate expired", []func(*observation){certificateExpired}, "CertificateUnusable", actionHold, v1alpha1.ReasonCertificateExpired},
 		{"certificate unusable", []func(*observation){certificateInvalid}, "CertificateUnusable", actionHold, v1alpha1.ReasonInvalidCertificate},
 		{"ServiceAccount missing", []func(*observation){noServiceAccount}, "ServiceAccountNotFound", actionHold, v1alpha1.ReasonServiceAccountNotFound},
+		{"ServiceAccount not allowed", []func(*observation){serviceAccountNotAllowed}, "ServiceAccountNotAllowed", actionHold, v1alpha1.ReasonServiceAccountNotAllowed},
+		{"ServiceAccount not allowed, token published: kept, no token request", []func(*observation){freshToken, serviceAccountNotAllowed}, "ServiceAccountNotAllowed", actionHold, v1alpha1.ReasonServiceAccountNotAllowed},
 
 		{"secret template does not parse: no token request", []func(*observation){templateUnparsable}, "InvalidSecretTemplate", actionHold, v1alpha1.ReasonInvalidSecretTemplate},
 		{"secret template names a field out of scope: no token request", []func(*observation){templateUnknownField}, "InvalidSecretTemplate", actionHold, v1alpha1.ReasonInvalidSecretTemplate},

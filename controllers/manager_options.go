@@ -7,6 +7,7 @@ import (
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -16,9 +17,9 @@ import (
 )
 
 // CacheOptions scopes the manager's cache to the watched namespaces (all when empty)
-// and keeps it small: managed fields are dropped from everything, and Secrets, watched
-// as metadata only, also lose their annotations, which may carry kubectl's
-// last-applied copy of the whole Secret.
+// and keeps it small: managed fields are dropped from everything, and Secrets,
+// watched as metadata only, keep only what the operator reads of them (see
+// StripSecretMetadata).
 func CacheOptions(namespaces []string, clusterResourceNamespace string) cache.Options {
 	opts := cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
@@ -44,16 +45,43 @@ func ClientOptions() client.Options {
 	return client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}}
 }
 
-// StripSecretMetadata is the cache transform for Secrets. The controller only needs
-// to learn that a Secret changed, so identity, labels and owner references stay and
-// the rest goes, keeping thousands of unrelated Secrets cheap.
+// StripSecretMetadata is the cache transform for Secrets. Anyone who may create a
+// Secret anywhere decides how large its metadata is (about a megabyte of labels,
+// annotations or owner references each), and the operator caches every Secret it
+// watches. So a Secret keeps only what the operator reads of it: its identity and
+// resourceVersion (whether it exists, and whether it changed), the managed-by and
+// tenant labels, and a controller reference to a DefenderTenant (which tenant a
+// token Secret belongs to). Everything else, annotations, other labels and owner
+// references, finalizers and managed fields, goes, so its size is bounded
+// whatever a Secret holds.
 func StripSecretMetadata(obj any) (any, error) {
-	if m, ok := obj.(*metav1.PartialObjectMetadata); ok {
-		m.ManagedFields = nil
-		m.Annotations = nil
+	m, ok := obj.(*metav1.PartialObjectMetadata)
+	if !ok {
+		return obj, nil
 	}
-	return obj, nil
+	var kept map[string]string
+	for _, key := range []string{v1alpha1.LabelManagedBy, v1alpha1.LabelTenant} {
+		if value, ok := m.Labels[key]; ok {
+			if kept == nil {
+				kept = map[string]string{}
+			}
+			kept[key] = value
+		}
+	}
+	var owner []metav1.OwnerReference
+	// The API server checks no length in an owner reference; a reference no
+	// DefenderTenant could have (longer than an object name, or than the UUIDs
+	// the API server assigns) is dropped with the rest.
+	if ref := tenantControllerOf(m); ref != nil && len(ref.Name) <= validation.DNS1123SubdomainMaxLength && len(ref.UID) <= uuidLength {
+		owner = []metav1.OwnerReference{*ref}
+	}
+	m.Labels, m.OwnerReferences = kept, owner
+	m.Annotations, m.Finalizers, m.ManagedFields = nil, nil, nil
+	return m, nil
 }
+
+// uuidLength is the length of the UIDs the API server assigns.
+const uuidLength = 36
 
 // MayServeClusterApps asks the API server whether the operator may watch what
 // serving ClusterDefenderApps takes: ClusterDefenderApps and namespaces cluster-wide,

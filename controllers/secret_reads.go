@@ -56,6 +56,9 @@ const (
 	// credentialServiceAccountMissing: the workload identity's ServiceAccount does
 	// not exist.
 	credentialServiceAccountMissing
+	// credentialServiceAccountNotAllowed: the operator will not request tokens of
+	// the workload identity's ServiceAccount for its audience; problem says why.
+	credentialServiceAccountNotAllowed
 	// credentialNotRead: nothing was read, because the app is missing or may not
 	// serve the tenant.
 	credentialNotRead
@@ -71,7 +74,8 @@ type credential struct {
 	serviceAccount types.NamespacedName
 	audience       string
 	// problem says why a certificate cannot be used, without any key material, or
-	// why the operator may not use a workload identity's ServiceAccount.
+	// why the operator may not, or will not, use a workload identity's
+	// ServiceAccount.
 	problem string
 	// version names the Secret or ServiceAccount read (UID and resourceVersion),
 	// empty when it is missing: any change of it is new input for a failed request.
@@ -172,17 +176,11 @@ func (r *DefenderTenantReconciler) readCredentialSecret(ctx context.Context, sec
 	return c, nil
 }
 
-// serviceAccountCredential checks that the workload identity's ServiceAccount
-// exists; its tokens are requested only when a token request is due.
+// serviceAccountCredential checks that the operator may request tokens of the
+// workload identity's ServiceAccount; they are requested only when a token
+// request is due.
 func (r *DefenderTenantReconciler) serviceAccountCredential(ctx context.Context, key types.NamespacedName, audience string) (credential, error) {
-	sa := &corev1.ServiceAccount{}
-	if err := r.Get(ctx, key, sa); err != nil {
-		if apierrors.IsNotFound(err) {
-			return credential{state: credentialServiceAccountMissing, serviceAccount: key, audience: audience}, nil
-		}
-		return credential{}, err
-	}
-	return credential{state: credentialUsable, serviceAccount: key, audience: audience, version: string(sa.UID)}, nil
+	return readWorkloadIdentity(ctx, r.Client, key, audience, r.WorkloadIdentityAudiences, r.OperatorServiceAccount)
 }
 
 // credentialCache holds, per credential Secret and key, what was read and at which

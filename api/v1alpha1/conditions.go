@@ -87,6 +87,12 @@ const (
 	// ReasonServiceAccountNotFound: the ServiceAccount of the app's workloadIdentity
 	// credential does not exist in the operator's cluster resource namespace.
 	ReasonServiceAccountNotFound = "ServiceAccountNotFound"
+	// ReasonServiceAccountNotAllowed: the app's workloadIdentity names what the
+	// operator will not request ServiceAccount tokens for: an audience outside
+	// --workload-identity-audiences, the operator's own ServiceAccount, or a
+	// ServiceAccount without the label LabelWorkloadIdentity: "true". No
+	// ServiceAccount token and no Entra ID token is requested.
+	ReasonServiceAccountNotAllowed = "ServiceAccountNotAllowed"
 	// ReasonCredentialReady: the app's credential can be used. It appears only on the
 	// Ready condition of a DefenderApp or ClusterDefenderApp, never on a DefenderTenant.
 	ReasonCredentialReady = "CredentialReady"
@@ -143,6 +149,7 @@ var ReasonKinds = map[string]ReasonKind{
 	ReasonInvalidCertificate:       KindStalled,
 	ReasonCertificateExpired:       KindStalled,
 	ReasonServiceAccountNotFound:   KindStalled,
+	ReasonServiceAccountNotAllowed: KindStalled,
 	ReasonCredentialReady:          KindReady,
 	ReasonInvalidSecretTemplate:    KindStalled,
 }
@@ -152,11 +159,12 @@ var ReasonKinds = map[string]ReasonKind{
 // DefenderTenant whose app is not Ready shows the app's reason (as its kind in
 // ReasonKinds says). CredentialReady is the one reason only apps use.
 var AppReasons = map[string]bool{
-	ReasonCredentialReady:        true,
-	ReasonCredentialsNotFound:    true,
-	ReasonInvalidCertificate:     true,
-	ReasonCertificateExpired:     true,
-	ReasonServiceAccountNotFound: true,
+	ReasonCredentialReady:          true,
+	ReasonCredentialsNotFound:      true,
+	ReasonInvalidCertificate:       true,
+	ReasonCertificateExpired:       true,
+	ReasonServiceAccountNotFound:   true,
+	ReasonServiceAccountNotAllowed: true,
 }
 
 // Stalls reports whether a failure with this reason needs a human. Only reasons of

@@ -24,6 +24,17 @@ const (
 // federated credentials.
 const DefaultWorkloadIdentityAudience = "api://AzureADTokenExchange"
 
+// LabelWorkloadIdentity marks a ServiceAccount whose tokens the operator may send to
+// Entra ID as a workload identity; its value must be "true". Whoever may create
+// ClusterDefenderApps could otherwise name any ServiceAccount of the cluster
+// resource namespace, and have its tokens sent to whatever token endpoint the
+// operator talks to. Labelling is the ServiceAccount owner's consent.
+const LabelWorkloadIdentity = "defender.tenantcreds.io/workload-identity"
+
+// WorkloadIdentityValue is the value of LabelWorkloadIdentity that marks a
+// ServiceAccount for workload identity; any other value does not.
+const WorkloadIdentityValue = "true"
+
 // AppSecretKeyReference points at a key of a Secret in the app's credential
 // namespace: a DefenderApp's own namespace, or, for a ClusterDefenderApp, the
 // operator's cluster resource namespace (flag --cluster-resource-namespace).
@@ -95,8 +106,10 @@ type CertificateCredential struct {
 type WorkloadIdentityCredential struct {
 	// serviceAccountName is the ServiceAccount, in the operator's cluster resource
 	// namespace (--cluster-resource-namespace), whose tokens the operator requests.
-	// Add a federated credential to the app registration with the issuer, subject
-	// and audience that status.federatedCredential shows.
+	// It must carry the label defender.tenantcreds.io/workload-identity: "true" and
+	// must not be the operator's own. Add a federated credential to the app
+	// registration with the issuer, subject and audience that
+	// status.federatedCredential shows.
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
@@ -104,7 +117,8 @@ type WorkloadIdentityCredential struct {
 	ServiceAccountName string `json:"serviceAccountName"`
 
 	// audience of the ServiceAccount token; it must equal the audience of the app's
-	// federated credential. Default "api://AzureADTokenExchange".
+	// federated credential, and be one of the operator's
+	// --workload-identity-audiences. Default "api://AzureADTokenExchange".
 	// +optional
 	// +kubebuilder:default="api://AzureADTokenExchange"
 	// +kubebuilder:validation:MinLength=1

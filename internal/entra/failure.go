@@ -140,7 +140,8 @@ const (
 		"(a trailing slash counts; matching is case-sensitive)."
 	adviceFederatedAudience = "The assertion's audience matches no federated credential of the app registration. Set the federated " +
 		"credential's Audience to status.federatedCredential.audience (api://AzureADTokenExchange by default), or set the app's " +
-		"spec.credential.workloadIdentity.audience to the audience registered; matching is case-sensitive."
+		"spec.credential.workloadIdentity.audience to the audience registered, if the operator's --workload-identity-audiences " +
+		"allows it; matching is case-sensitive."
 	adviceFederatedSubject = "The assertion's subject matches no federated credential of the app registration. Set the federated " +
 		"credential's Subject to status.federatedCredential.subject (system:serviceaccount:<namespace>:<name>) exactly; " +
 		"matching is case-sensitive."

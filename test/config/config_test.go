@@ -379,3 +379,41 @@ func TestOptInPartsPassServerSideDryRun(t *testing.T) {
 		})
 	}
 }
+
+// The namespaced install serves no ClusterDefenderApps, so it has no workload
+// identities and must not let the operator create ServiceAccount tokens anywhere;
+// the cluster-wide install may, in its cluster resource namespace only (which also
+// shows that the check finds such a rule).
+func TestNamespacedInstallMintsNoServiceAccountTokens(t *testing.T) {
+	for _, tc := range []struct {
+		dir     string
+		enable  []string
+		mayMint bool
+	}{
+		{dir: "namespaced"},
+		{dir: "namespaced", enable: []string{prometheus, metricsCert, certManager, networkPolicy}},
+		{dir: "default", mayMint: true},
+	} {
+		t.Run(fmt.Sprintf("%s+%v", tc.dir, tc.enable), func(t *testing.T) {
+			objects := render(t, tc.dir, tc.enable...)
+			rules, err := localcluster.ServiceAccountTokenRules(objects)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case !tc.mayMint && len(rules) > 0:
+				t.Errorf("config/%s lets the operator create ServiceAccount tokens:\n%s", tc.dir, strings.Join(rules, "\n"))
+			case tc.mayMint && len(rules) != 1:
+				t.Errorf("config/%s has %d rules that let the operator create ServiceAccount tokens, want the cluster resource namespace's one: %q", tc.dir, len(rules), rules)
+			}
+			if tc.mayMint {
+				return
+			}
+			for _, u := range objects {
+				if strings.Contains(u.GetName(), "cluster-resources") {
+					t.Errorf("config/%s renders %s %s, the Role for workload identities it does not serve", tc.dir, u.GetKind(), u.GetName())
+				}
+			}
+		})
+	}
+}

@@ -12,7 +12,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 )
 
 // The rendered config/default installs a ValidatingAdmissionPolicy on the operator's
@@ -34,6 +37,26 @@ func TestAdmissionPolicyConfinesTheOperatorsSecretWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// A Secret the operator would write for DefenderTenant contoso, but for its
+	// controller reference.
+	tokenSecret := func(name string, controller metav1.OwnerReference) *corev1.Secret {
+		controller.UID, controller.Controller = "0d6f2a1c-9e11-4c4f-9b7e-6e3c1a8e2f6b", ptr.To(true)
+		return &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{
+				Name: name, Namespace: victim,
+				Labels:          map[string]string{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue, v1alpha1.LabelTenant: "contoso"},
+				OwnerReferences: []metav1.OwnerReference{controller},
+			},
+			Type: corev1.SecretTypeOpaque,
+		}
+	}
+	tenantGroupVersion := v1alpha1.GroupVersion.String()
+	forged := map[string]metav1.OwnerReference{
+		"forged-version": {APIVersion: "defender.tenantcreds.io/v9", Kind: "DefenderTenant", Name: "contoso"},
+		"forged-kind":    {APIVersion: tenantGroupVersion, Kind: "DefenderApp", Name: "contoso"},
+		"forged-name":    {APIVersion: tenantGroupVersion, Kind: "DefenderTenant", Name: "fabrikam"},
+	}
+
 	attempts := []struct {
 		name  string
 		write func() error
@@ -48,6 +71,15 @@ func TestAdmissionPolicyConfinesTheOperatorsSecretWrites(t *testing.T) {
 			return asOperator.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{
 				Name: "planted", Namespace: victim, Labels: map[string]string{"app.kubernetes.io/managed-by": "defender-tenant-operator"},
 			}})
+		}},
+		{"create a token Secret controlled by a DefenderTenant of another API version", func() error {
+			return asOperator.Create(ctx, tokenSecret("forged-version", forged["forged-version"]))
+		}},
+		{"create a token Secret controlled by another kind of the API group", func() error {
+			return asOperator.Create(ctx, tokenSecret("forged-kind", forged["forged-kind"]))
+		}},
+		{"create a token Secret controlled by a DefenderTenant its tenant label does not name", func() error {
+			return asOperator.Create(ctx, tokenSecret("forged-name", forged["forged-name"]))
 		}},
 		{"update a Secret the operator did not label", func() error {
 			s := &corev1.Secret{}
@@ -80,6 +112,18 @@ func TestAdmissionPolicyConfinesTheOperatorsSecretWrites(t *testing.T) {
 		})
 	}
 
+	// The policy is enforced by now: the token Secret the operator does write passes it.
+	t.Run("create a token Secret controlled by the DefenderTenant its tenant label names", func(t *testing.T) {
+		allowed := tokenSecret("allowed", metav1.OwnerReference{APIVersion: tenantGroupVersion, Kind: "DefenderTenant", Name: "contoso"})
+		if err := asOperator.Create(ctx, allowed); err != nil {
+			t.Fatalf("the operator's own kind of token Secret was refused: %v", err)
+		}
+		// Its owner does not exist, so the garbage collector may have taken it already.
+		if err := w.admin.Delete(ctx, allowed); client.IgnoreNotFound(err) != nil {
+			t.Error(err)
+		}
+	})
+
 	s := &corev1.Secret{}
 	if err := w.admin.Get(ctx, client.ObjectKeyFromObject(foreign), s); err != nil {
 		t.Fatalf("the foreign Secret is gone: %v", err)
@@ -87,7 +131,7 @@ func TestAdmissionPolicyConfinesTheOperatorsSecretWrites(t *testing.T) {
 	if string(s.Data["password"]) != "hunter2" {
 		t.Error("the foreign Secret was changed")
 	}
-	for _, name := range []string{"stolen", "planted"} {
+	for _, name := range []string{"stolen", "planted", "forged-version", "forged-kind", "forged-name"} {
 		if err := w.admin.Get(ctx, client.ObjectKey{Namespace: victim, Name: name}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
 			t.Errorf("Secret %s/%s exists or could not be checked (%v): the operator created it", victim, name, err)
 		}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -35,14 +37,27 @@ import (
 //   - one whose credential is a certificate in the operator's namespace, from which
 //     the operator signs a client assertion per request.
 //
+// A third names the operator's own ServiceAccount, labelled for workload identity
+// as an app's would be: the operator, which learns who it is from the API server,
+// requests no token for it and reports ServiceAccountNotAllowed.
+//
 // Then neither the private key, nor an assertion, nor a ServiceAccount token may
 // show in the operator's metrics, log, Events or any status.
 func TestPartnerAppsAsTheOperatorsServiceAccount(t *testing.T) {
 	t.Parallel()
 	s := newSandbox(t, "default")
 	ctx := context.Background()
-	const appSA, contosoNS, fabrikamNS = "partner-app", "customer-contoso", "customer-fabrikam"
-	if err := s.admin.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: s.operatorNamespace, Name: appSA}}); err != nil {
+	const appSA, contosoNS, fabrikamNS, selfNS = "partner-app", "customer-contoso", "customer-fabrikam", "customer-self"
+	workloadIdentityLabel := map[string]string{v1alpha1.LabelWorkloadIdentity: v1alpha1.WorkloadIdentityValue}
+	if err := s.admin.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: s.operatorNamespace, Name: appSA, Labels: workloadIdentityLabel}}); err != nil {
+		t.Fatal(err)
+	}
+	operatorSA := &corev1.ServiceAccount{}
+	if err := s.admin.Get(ctx, client.ObjectKey{Namespace: s.operatorNamespace, Name: s.serviceAccount}, operatorSA); err != nil {
+		t.Fatal(err)
+	}
+	operatorSA.Labels = workloadIdentityLabel
+	if err := s.admin.Update(ctx, operatorSA); err != nil {
 		t.Fatal(err)
 	}
 	issuer := serviceAccountIssuer(t, s, appSA)
@@ -77,7 +92,16 @@ func TestPartnerAppsAsTheOperatorsServiceAccount(t *testing.T) {
 			Certificate: &v1alpha1.CertificateCredential{SecretRef: v1alpha1.AppSecretReference{Name: "partner-app-cert"}},
 		}},
 	}
-	for _, a := range apps {
+	selfApp := struct {
+		name, namespace, tenant string
+		credential              v1alpha1.AppCredential
+	}{"partner-self", selfNS, tenantID(2), v1alpha1.AppCredential{
+		WorkloadIdentity: &v1alpha1.WorkloadIdentityCredential{ServiceAccountName: s.serviceAccount},
+	}}
+	// Entra would accept a token of the operator's own ServiceAccount: only the
+	// operator's refusal keeps it in the cluster.
+	s.emu.AddFederatedCredential(sandboxClientID, entraemu.FederatedCredential{Issuer: issuer, Subject: "system:serviceaccount:" + s.operatorNamespace + ":" + s.serviceAccount})
+	for _, a := range append(slices.Clone(apps), selfApp) {
 		s.addConsentedTenant(a.tenant)
 		app := &v1alpha1.ClusterDefenderApp{
 			ObjectMeta: metav1.ObjectMeta{Name: a.name},
@@ -119,6 +143,28 @@ func TestPartnerAppsAsTheOperatorsServiceAccount(t *testing.T) {
 			}
 		})
 	}
+	t.Run("the operator's own ServiceAccount", func(t *testing.T) {
+		waitFor(t, 30*time.Second, selfApp.namespace+" is ServiceAccountNotAllowed", func() error {
+			return conditionError(s.admin, selfApp.namespace, "customer", metav1.ConditionFalse, v1alpha1.ReasonServiceAccountNotAllowed)
+		}, op)
+		app := &v1alpha1.ClusterDefenderApp{}
+		if err := s.admin.Get(ctx, client.ObjectKey{Name: selfApp.name}, app); err != nil {
+			t.Fatal(err)
+		}
+		ready := apimeta.FindStatusCondition(app.Status.Conditions, v1alpha1.ConditionReady)
+		if ready == nil || ready.Reason != v1alpha1.ReasonServiceAccountNotAllowed || !strings.Contains(ready.Message, "the operator's own") {
+			t.Errorf("ClusterDefenderApp %s Ready = %+v, want %s naming the operator's own ServiceAccount", selfApp.name, ready, v1alpha1.ReasonServiceAccountNotAllowed)
+		}
+		if app.Status.FederatedCredential != nil {
+			t.Errorf("federatedCredential %+v: a token of the operator's own ServiceAccount was requested", app.Status.FederatedCredential)
+		}
+		if got := s.emu.Requests(selfApp.tenant); got != 0 {
+			t.Errorf("token requests = %d, want 0", got)
+		}
+		if secrets := tokenSecrets(t, s.admin, selfApp.namespace); len(secrets) > 0 {
+			t.Errorf("%d token Secrets published in %s", len(secrets), selfApp.namespace)
+		}
+	})
 	if leaked := tokenSecrets(t, s.admin, s.operatorNamespace); len(leaked) > 0 {
 		t.Errorf("token Secrets in the operator's namespace: %d", len(leaked))
 	}

@@ -56,6 +56,7 @@ watchNamespaces: [partner, team-b]
 clusterResourceNamespace: partner-apps
 allowedResources: [https://api.security.microsoft.com, https://graph.microsoft.com]
 secretTemplateAnnotationPrefixes: [reloader.stakater.com/, example.com/]
+workloadIdentityAudiences: [api://AzureADTokenExchange, api://partner-federation]
 authorityHost: https://login.proxy.example
 adminConsentRedirectURI: https://portal.azure.com
 maxConcurrentReconciles: 30
@@ -151,6 +152,7 @@ func TestChartSchemaRejectsBadValues(t *testing.T) {
 		{"no reconciles", `maxConcurrentReconciles: 0`, "/maxConcurrentReconciles"},
 		{"resource over plain http", `allowedResources: [http://api.security.microsoft.com]`, "/allowedResources/0"},
 		{"annotation prefixes in one string", `secretTemplateAnnotationPrefixes: ["reloader.stakater.com/,example.com/"]`, "/secretTemplateAnnotationPrefixes/0"},
+		{"two audiences in one", `workloadIdentityAudiences: ["api://AzureADTokenExchange,https://kubernetes.default.svc"]`, "/workloadIdentityAudiences/0"},
 		{"digest not sha256", `image: {digest: latest}`, "/image/digest"},
 		{"extra arg not a flag", `extraArgs: [watch-namespaces=partner]`, "/extraArgs/0"},
 		{"lease duration without unit", `leaderElection: {leaseDuration: "15"}`, "/leaderElection/leaseDuration"},
@@ -237,6 +239,46 @@ func TestChartInstallsWhatConfigInstalls(t *testing.T) {
 			chart := render(t, Release{Name: canonicalRelease, Namespace: tc.namespace}, tc.valueSet)
 			config := kustomizeConfig(t, tc.overlay, tc.enable...)
 			compareObjects(t, chart.All(), config)
+		})
+	}
+}
+
+// TestNamespacedInstallsMintNoServiceAccountTokens: a namespaced install serves no
+// ClusterDefenderApps, so neither the chart nor config/namespaced lets the
+// operator create ServiceAccount tokens, while the cluster-wide installs do (in
+// the cluster resource namespace only), which shows the check finds such a rule.
+func TestNamespacedInstallsMintNoServiceAccountTokens(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		objects func(t *testing.T) []*unstructured.Unstructured
+		mayMint bool
+	}{
+		{"chart, namespaced", func(t *testing.T) []*unstructured.Unstructured {
+			return render(t, Release{Name: canonicalRelease, Namespace: namespacedNamespace}, "namespaced").All()
+		}, false},
+		{"chart, namespaced with two namespaces", func(t *testing.T) []*unstructured.Unstructured {
+			return render(t, Release{Name: "team", Namespace: "team-operator"}, "namespacedTwoNamespaces").All()
+		}, false},
+		{"config/namespaced", func(t *testing.T) []*unstructured.Unstructured { return kustomizeConfig(t, "namespaced") }, false},
+		{"config/namespaced with every opt-in", func(t *testing.T) []*unstructured.Unstructured {
+			return kustomizeConfig(t, "namespaced", "prometheus", "network-policy", "metrics-cert", "certmanager")
+		}, false},
+		{"chart, cluster-wide", func(t *testing.T) []*unstructured.Unstructured {
+			return render(t, Release{Name: canonicalRelease, Namespace: defaultNamespace}, "default").All()
+		}, true},
+		{"config/default", func(t *testing.T) []*unstructured.Unstructured { return kustomizeConfig(t, "default") }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rules, err := localcluster.ServiceAccountTokenRules(tc.objects(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case !tc.mayMint && len(rules) > 0:
+				t.Errorf("a namespaced install may create ServiceAccount tokens:\n%s", strings.Join(rules, "\n"))
+			case tc.mayMint && len(rules) != 1:
+				t.Errorf("%d rules let the cluster-wide install create ServiceAccount tokens, want the cluster resource namespace's one: %q", len(rules), rules)
+			}
 		})
 	}
 }

@@ -99,9 +99,13 @@ func TestChartInstallsOnTheAPIServer(t *testing.T) {
 		valueSet: "namespacedTwoNamespaces",
 		allowed: []authorizationv1.ResourceAttributes{
 			secretsIn(namespacedNamespace, "list"), secretsIn(namespacedNamespace, "create"), secretsIn("team-b", "watch"),
-			tokensIn("team-operator"), leasesIn("team-operator"),
+			leasesIn("team-operator"),
 		},
-		denied:          []authorizationv1.ResourceAttributes{secretsIn("", "list"), secretsIn("partner", "get"), secretsIn("team-operator", "get")},
+		// It serves no ClusterDefenderApps, so it mints no ServiceAccount tokens.
+		denied: []authorizationv1.ResourceAttributes{
+			secretsIn("", "list"), secretsIn("partner", "get"), secretsIn("team-operator", "get"),
+			tokensIn("team-operator"), tokensIn(namespacedNamespace),
+		},
 		policyNamespace: "team-b",
 	}, {
 		release:  Release{Name: "everything", Namespace: "dto-system"},
