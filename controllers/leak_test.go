@@ -298,6 +298,14 @@ func leakScenarios() []leakScenario {
 			h.reconcile()
 			return v1alpha1.ReasonInvalidClientAssertion
 		}},
+		{"workload identity, ServiceAccount not opted in", func(h *harness, m *secretMaterial) string {
+			storeRandomSecret(h, m)
+			h.createServiceAccount(workloadSAName, nil)
+			h.createClusterApp(federatedCredential())
+			h.createAppTenant(v1alpha1.AppKindClusterDefenderApp, h.clusterAppName())
+			h.reconcile()
+			return v1alpha1.ReasonServiceAccountNotAllowed
+		}},
 		{"app not found", func(h *harness, m *secretMaterial) string {
 			storeRandomSecret(h, m)
 			h.createAppTenant(v1alpha1.AppKindClusterDefenderApp, "does-not-exist")
