@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -168,9 +169,12 @@ func TestWithdrawalDuringTheFirstMintDeletesTheToken(t *testing.T) {
 		})
 
 		setClusterAppGrants(t, w.app, v1alpha1.TenantGrant{Namespaces: []string{"someone-else"}, TenantIDs: []string{"*"}})
+		withdrawn := time.Now()
 		close(release)
 
 		w.waitFor(fmt.Sprintf("run %d: grant withdrawn", run), notAllowedWithoutToken)
+		// A figure for the reader, not a verdict: promptness belongs to make bench.
+		t.Logf("run %d: AppNotAllowed without a token Secret %s after the withdrawal", run, time.Since(withdrawn).Round(time.Millisecond))
 		var left corev1.SecretList
 		if err := k8s.List(t.Context(), &left, client.InNamespace(w.ns), client.MatchingLabels{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue}); err != nil {
 			t.Fatal(err)
