@@ -104,7 +104,7 @@ func (r *DefenderTenantReconciler) deleteTokenSecrets(ctx context.Context, tenan
 	var deleted []string
 	for i := range secrets.Items {
 		secret := &secrets.Items[i]
-		if !metav1.IsControlledBy(secret, tenant) {
+		if !labelledTokenSecretOf(secret, tenant) {
 			continue
 		}
 		err := r.Delete(ctx, secret, client.Preconditions{UID: &secret.UID})

@@ -158,7 +158,8 @@ func (r *DefenderTenantReconciler) observePreviousTokenSecret(ctx context.Contex
 // noteAppOf records the app a Secret the tenant controls was minted under, when it
 // is a ClusterDefenderApp other than the current app.
 func (obs *observation) noteAppOf(secret metav1.Object) {
-	if !metav1.IsControlledBy(secret, obs.tenant) {
+	if !labelledTokenSecretOf(secret, obs.tenant) {
+		// revoke would not find it, and the tenant would be revoked again and again.
 		return
 	}
 	app := secret.GetAnnotations()[v1alpha1.AnnotationApp]
@@ -192,6 +193,14 @@ func (r *DefenderTenantReconciler) observeTokenSecret(ctx context.Context, obs *
 		obs.published = publishedToken(secret, expectation(obs.tenant, obs.app.clientID), obs.now)
 	}
 	return nil
+}
+
+// labelledTokenSecretOf: the Secret carries the operator's labels for the tenant and
+// names it as its controller. This is what revocation deletes: whoever could put
+// both there could delete the Secret themselves.
+func labelledTokenSecretOf(secret metav1.Object, tenant *v1alpha1.DefenderTenant) bool {
+	labels := secret.GetLabels()
+	return labels[v1alpha1.LabelManagedBy] == v1alpha1.ManagedByValue && labels[v1alpha1.LabelTenant] == tenant.Name && metav1.IsControlledBy(secret, tenant)
 }
 
 // recordedTokenSecretUID is status.tokenSecretUID. The watch cache may hand the

@@ -210,3 +210,22 @@ func TestGrantLimitedToOtherResourcesIsAppNotAllowed(t *testing.T) {
 	h.expectReady()
 	h.expectRequests(1)
 }
+
+// A Secret the editor made, naming the tenant as its controller and a former app in
+// the annotation but without the operator's labels, is not a token to revoke:
+// revocation would not find it, and the tenant would be revoked every second.
+func TestForgedAppAnnotationStartsNoRevocationLoop(t *testing.T) {
+	h := newHarness(t)
+	h.createCredential(testClientSecret)
+	dt := h.createTenant()
+	forged := h.forgeTokenSecret(dt, func(s *corev1.Secret) {
+		s.Annotations[v1alpha1.AnnotationApp] = "ClusterDefenderApp/elsewhere"
+	})
+
+	res := h.reconcile()
+
+	h.expectForgedSecretUntouched(forged, 0)
+	if res.RequeueAfter < time.Minute {
+		t.Errorf("RequeueAfter = %s: the tenant is looked at again at once, for a Secret it cannot revoke", res.RequeueAfter)
+	}
+}
