@@ -97,14 +97,13 @@ func (r *DefenderTenantReconciler) revoke(ctx context.Context, obs *observation,
 func (r *DefenderTenantReconciler) deleteTokenSecrets(ctx context.Context, tenant *v1alpha1.DefenderTenant) ([]string, error) {
 	var secrets metav1.PartialObjectMetadataList
 	secrets.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("SecretList"))
-	if err := r.APIReader.List(ctx, &secrets, client.InNamespace(tenant.Namespace),
-		client.MatchingLabels{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue, v1alpha1.LabelTenant: tenant.Name}); err != nil {
+	if err := r.APIReader.List(ctx, &secrets, client.InNamespace(tenant.Namespace), tokenSecretLabels(tenant)); err != nil {
 		return nil, fmt.Errorf("listing them: %w", err)
 	}
 	var deleted []string
 	for i := range secrets.Items {
 		secret := &secrets.Items[i]
-		if !labelledTokenSecretOf(secret, tenant) {
+		if !labelledTokenSecretOf(secret, tenant) || secret.DeletionTimestamp != nil {
 			continue
 		}
 		err := r.Delete(ctx, secret, client.Preconditions{UID: &secret.UID})

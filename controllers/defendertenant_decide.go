@@ -160,9 +160,10 @@ func appNotAllowed(obs *observation) (plan, bool) {
 }
 
 // mintedUnderAnotherApp: a token Secret of the tenant was minted under a
-// ClusterDefenderApp the tenant no longer uses. That app's grants reach only its
-// own tenants, so the token goes now; the next reconcile, at once, mints with the
-// current app.
+// ClusterDefenderApp the tenant no longer uses, or that no longer exists. That
+// app's grants reach only its own tenants, and a deleted app grants nothing, so the
+// token goes now; the next reconcile, at once, mints with the current app or
+// reports why it cannot.
 func mintedUnderAnotherApp(obs *observation) (plan, bool) {
 	if len(obs.otherAppTokens) == 0 {
 		return plan{}, false

@@ -128,42 +128,67 @@ func (r *DefenderTenantReconciler) observe(ctx context.Context, tenant *v1alpha1
 	if err := r.observeTokenSecret(ctx, obs); err != nil {
 		return nil, err
 	}
-	if err := r.observePreviousTokenSecret(ctx, obs); err != nil {
+	if err := r.observeOtherTokenSecrets(ctx, obs); err != nil {
 		return nil, err
 	}
 	obs.leftover = r.leftoverToken(obs)
 	return obs, nil
 }
 
-// observePreviousTokenSecret reads, metadata only, the Secret published under a
-// previous spec.tokenSecretName, for the app it was minted under: renaming the
-// Secret must not carry a token out of its grant's reach.
-func (r *DefenderTenantReconciler) observePreviousTokenSecret(ctx context.Context, obs *observation) error {
-	previous := obs.tenant.Status.TokenSecretName
-	if previous == "" || previous == obs.secretName {
-		return nil
+// observeOtherTokenSecrets notes the app every other token Secret of the tenant
+// was minted under: one left under a former spec.tokenSecretName, whatever the
+// status says of it now, must not carry a token out of its grant's reach. The
+// watch cache keeps the labels and controller reference of every Secret, so it
+// finds them without a request; each one found is then read live, metadata only,
+// for its annotations, which the cache does not keep. Usually there is none.
+func (r *DefenderTenantReconciler) observeOtherTokenSecrets(ctx context.Context, obs *observation) error {
+	reader := r.SecretMetadata
+	if reader == nil {
+		reader = r.APIReader
 	}
-	meta := &metav1.PartialObjectMetadata{TypeMeta: secretTypeMeta}
-	err := r.APIReader.Get(ctx, keyOf(obs.tenant.Namespace, previous), meta)
-	if apierrors.IsNotFound(err) {
-		return nil
+	var secrets metav1.PartialObjectMetadataList
+	secrets.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("SecretList"))
+	if err := reader.List(ctx, &secrets, client.InNamespace(obs.tenant.Namespace), tokenSecretLabels(obs.tenant)); err != nil {
+		return fmt.Errorf("listing the token Secrets of the tenant: %w", err)
 	}
-	if err != nil {
-		return fmt.Errorf("reading the previous token Secret %s: %w", previous, err)
+	for i := range secrets.Items {
+		cached := &secrets.Items[i]
+		if cached.Name == obs.secretName || !labelledTokenSecretOf(cached, obs.tenant) {
+			continue
+		}
+		live := &metav1.PartialObjectMetadata{TypeMeta: secretTypeMeta}
+		err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(cached), live)
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("reading token Secret %s: %w", cached.Name, err)
+		}
+		obs.noteAppOf(live)
 	}
-	obs.noteAppOf(meta)
 	return nil
+}
+
+// tokenSecretLabels select the token Secrets the operator wrote for the tenant.
+func tokenSecretLabels(tenant *v1alpha1.DefenderTenant) client.MatchingLabels {
+	return client.MatchingLabels{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue, v1alpha1.LabelTenant: tenant.Name}
 }
 
 // noteAppOf records the app a Secret the tenant controls was minted under, when it
 // is a ClusterDefenderApp other than the current app.
 func (obs *observation) noteAppOf(secret metav1.Object) {
-	if !labelledTokenSecretOf(secret, obs.tenant) {
-		// revoke would not find it, and the tenant would be revoked again and again.
+	if !labelledTokenSecretOf(secret, obs.tenant) || secret.GetDeletionTimestamp() != nil {
+		// revoke would not find it, or could not make it go (a finalizer holds it),
+		// and the tenant would be revoked again and again.
 		return
 	}
 	app := secret.GetAnnotations()[v1alpha1.AnnotationApp]
-	if strings.HasPrefix(app, string(v1alpha1.AppKindClusterDefenderApp)+"/") && app != obs.app.reference() && !slices.Contains(obs.otherAppTokens, app) {
+	if !strings.HasPrefix(app, string(v1alpha1.AppKindClusterDefenderApp)+"/") || slices.Contains(obs.otherAppTokens, app) {
+		return
+	}
+	// A deleted ClusterDefenderApp grants nothing any more: its tokens go as if its
+	// grants had been withdrawn.
+	if app != obs.app.reference() || obs.app.missing() {
 		obs.otherAppTokens = append(obs.otherAppTokens, app)
 	}
 }

@@ -229,3 +229,71 @@ func TestForgedAppAnnotationStartsNoRevocationLoop(t *testing.T) {
 		t.Errorf("RequeueAfter = %s: the tenant is looked at again at once, for a Secret it cannot revoke", res.RequeueAfter)
 	}
 }
+
+// Suspended and renamed, the tenant publishes nothing and its status no longer
+// names the Secret; then it switches apps. The token of the former app is found all
+// the same, by the labels and controller reference the operator wrote.
+func TestTokenStashedUnderAFormerNameIsWithdrawnOnAnAppSwitch(t *testing.T) {
+	h := newHarness(t)
+	h.startReadyCertificateTenant()
+	h.updateTenant(func(dt *v1alpha1.DefenderTenant) { dt.Spec.Suspend, dt.Spec.TokenSecretName = true, "stash" })
+	h.reconcile()
+	if h.tokenSecret(tenantName+"-token") == nil {
+		t.Fatal("the token Secret under the former name is gone before the switch; the test proves nothing")
+	}
+
+	h.updateTenant(func(dt *v1alpha1.DefenderTenant) {
+		dt.Spec.AppRef = &v1alpha1.AppReference{Kind: v1alpha1.AppKindDefenderApp, Name: "local"}
+	})
+	h.reconcile()
+	h.expectNoTokenSecrets()
+
+	h.withdrawGrant()
+	h.reconcile()
+	h.expectNoTokenSecrets()
+}
+
+// Deleting a ClusterDefenderApp withdraws every grant it had.
+func TestDeletedClusterAppWithdrawsItsTokens(t *testing.T) {
+	h := newHarness(t)
+	h.startReadyCertificateTenant()
+	if err := k8s.Delete(h.ctx, &v1alpha1.ClusterDefenderApp{ObjectMeta: metav1.ObjectMeta{Name: h.clusterAppName()}}); err != nil {
+		t.Fatal(err)
+	}
+
+	h.reconcile()
+	h.expectNoTokenSecrets()
+	h.reconcile()
+	h.expectStalled(v1alpha1.ReasonAppNotFound)
+	h.expectRequests(1)
+}
+
+// A token Secret held by a finalizer cannot be made to go; revoking it again every
+// second would only load the operator.
+func TestTokenSecretHeldByAFinalizerStartsNoRevocationLoop(t *testing.T) {
+	h := newHarness(t)
+	h.createCredential(testClientSecret)
+	dt := h.createTenant()
+	forged := h.forgeTokenSecret(dt, func(s *corev1.Secret) {
+		s.Labels = map[string]string{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue, v1alpha1.LabelTenant: tenantName}
+		s.Annotations[v1alpha1.AnnotationApp] = "ClusterDefenderApp/elsewhere"
+		s.Finalizers = []string{"example.com/hold"}
+	})
+	t.Cleanup(func() {
+		s := &corev1.Secret{}
+		if k8s.Get(context.Background(), client.ObjectKeyFromObject(forged), s) == nil {
+			s.Finalizers = nil
+			_ = k8s.Update(context.Background(), s)
+		}
+	})
+
+	h.reconcile()
+	if s := h.tokenSecret(forged.Name); s == nil || s.DeletionTimestamp == nil {
+		t.Fatal("the first reconcile did not revoke the Secret; the test proves nothing")
+	}
+	res := h.reconcile()
+
+	if res.RequeueAfter < time.Minute {
+		t.Errorf("RequeueAfter = %s: the tenant is revoked again at once, for a Secret that cannot go", res.RequeueAfter)
+	}
+}

@@ -183,7 +183,9 @@ func (r *DefenderTenantReconciler) appEvents() handler.TypedEventHandler[client.
 			if old.GetGeneration() == cur.GetGeneration() {
 				return // a status write, which changes nothing for tenants
 			}
-			if equality.Semantic.DeepEqual(old.AppSpec(), cur.AppSpec()) {
+			// A change of grants may withdraw one, and a withdrawal is never spread,
+			// even when the same update also changes what tokens are minted with.
+			if equality.Semantic.DeepEqual(old.AppSpec(), cur.AppSpec()) || grantsChanged(old, cur) {
 				enqueueNow(q, tenants(ctx, e.ObjectNew))
 				return
 			}
@@ -238,4 +240,10 @@ func (r *DefenderTenantReconciler) namespaceEvents() handler.TypedEventHandler[c
 			}
 		},
 	}
+}
+
+func grantsChanged(old, cur v1alpha1.App) bool {
+	o, ok := old.(*v1alpha1.ClusterDefenderApp)
+	c, ok2 := cur.(*v1alpha1.ClusterDefenderApp)
+	return ok && ok2 && !equality.Semantic.DeepEqual(o.Spec.TenantGrants, c.Spec.TenantGrants)
 }

@@ -1,13 +1,20 @@
 package controllers
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 )
 
 // delayRecorder is a work queue that only records AddAfter's delays.
@@ -71,6 +78,69 @@ func TestRotationIsSpreadOverAMinuteAndNeverBunchedInOneSecond(t *testing.T) {
 				if again.delays[req] != q.delays[req] {
 					t.Fatalf("%s: delay %s, then %s: the same tenants, listed in another order, must get the same places", req, q.delays[req], again.delays[req])
 				}
+			}
+		})
+	}
+}
+
+// queueRecorder records which requests were queued at once and which after a delay.
+type queueRecorder struct {
+	requestQueue
+	now     []reconcile.Request
+	delayed map[reconcile.Request]time.Duration
+}
+
+func (q *queueRecorder) Add(req reconcile.Request) { q.now = append(q.now, req) }
+func (q *queueRecorder) AddAfter(req reconcile.Request, d time.Duration) {
+	if q.delayed == nil {
+		q.delayed = map[reconcile.Request]time.Duration{}
+	}
+	q.delayed[req] = d
+}
+
+func TestAppUpdateQueuesItsTenants(t *testing.T) {
+	app := &v1alpha1.ClusterDefenderApp{
+		ObjectMeta: metav1.ObjectMeta{Name: "partner", Generation: 1},
+		Spec: v1alpha1.ClusterDefenderAppSpec{
+			AppSpec:      v1alpha1.AppSpec{ClientID: testClientID, Credential: certCredential()},
+			TenantGrants: []v1alpha1.TenantGrant{{Namespaces: []string{"a", "b"}, TenantIDs: []string{"*"}}},
+		},
+	}
+	var tenants []client.Object
+	for _, ns := range []string{"a", "b", "c"} {
+		tenants = append(tenants, newTenant(ns, "contoso", func(dt *v1alpha1.DefenderTenant) {
+			dt.Spec.ClientID, dt.Spec.ClientSecretRef = "", v1alpha1.ClientSecretReference{}
+			dt.Spec.AppRef = &v1alpha1.AppReference{Kind: v1alpha1.AppKindClusterDefenderApp, Name: app.Name}
+		}))
+	}
+	c := fake.NewClientBuilder().WithScheme(testScheme).WithIndex(&v1alpha1.DefenderTenant{}, appIndex, tenantAppKey).WithObjects(tenants...).Build()
+	r := &DefenderTenantReconciler{Client: c}
+
+	rotated := func(a *v1alpha1.ClusterDefenderApp) { a.Spec.Credential.Certificate.SecretRef.Name = "rotated" }
+	withdrawn := func(a *v1alpha1.ClusterDefenderApp) { a.Spec.TenantGrants[0].Namespaces = []string{"a"} }
+	tests := []struct {
+		name    string
+		change  []func(*v1alpha1.ClusterDefenderApp)
+		spreads bool
+	}{
+		{"a credential change is spread", []func(*v1alpha1.ClusterDefenderApp){rotated}, true},
+		{"a grant change is at once", []func(*v1alpha1.ClusterDefenderApp){withdrawn}, false},
+		{"a grant change with a credential change is at once", []func(*v1alpha1.ClusterDefenderApp){rotated, withdrawn}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cur := app.DeepCopy()
+			cur.Generation = 2
+			for _, change := range tt.change {
+				change(cur)
+			}
+			q := &queueRecorder{}
+			r.appEvents().Update(context.Background(), event.TypedUpdateEvent[client.Object]{ObjectOld: app, ObjectNew: cur}, q)
+			if queued := len(q.now) + len(q.delayed); queued != len(tenants) {
+				t.Fatalf("%d tenants queued, want all %d", queued, len(tenants))
+			}
+			if spread := len(q.delayed) > 0; spread != tt.spreads {
+				t.Errorf("spread = %v (at once %d, delayed %d), want %v", spread, len(q.now), len(q.delayed), tt.spreads)
 			}
 		})
 	}
