@@ -216,11 +216,7 @@ func TestGrantLimitedToOtherResourcesIsAppNotAllowed(t *testing.T) {
 // revocation would not find it, and the tenant would be revoked every second.
 func TestForgedAppAnnotationStartsNoRevocationLoop(t *testing.T) {
 	h := newHarness(t)
-	h.createCredential(testClientSecret)
-	dt := h.createTenant()
-	forged := h.forgeTokenSecret(dt, func(s *corev1.Secret) {
-		s.Annotations[v1alpha1.AnnotationApp] = "ClusterDefenderApp/elsewhere"
-	})
+	forged := h.forgeFormerAppsToken(nil)
 
 	res := h.reconcile()
 
@@ -272,11 +268,8 @@ func TestDeletedClusterAppWithdrawsItsTokens(t *testing.T) {
 // second would only load the operator.
 func TestTokenSecretHeldByAFinalizerStartsNoRevocationLoop(t *testing.T) {
 	h := newHarness(t)
-	h.createCredential(testClientSecret)
-	dt := h.createTenant()
-	forged := h.forgeTokenSecret(dt, func(s *corev1.Secret) {
+	forged := h.forgeFormerAppsToken(func(s *corev1.Secret) {
 		s.Labels = map[string]string{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue, v1alpha1.LabelTenant: tenantName}
-		s.Annotations[v1alpha1.AnnotationApp] = "ClusterDefenderApp/elsewhere"
 		s.Finalizers = []string{"example.com/hold"}
 	})
 	t.Cleanup(func() {
@@ -296,4 +289,17 @@ func TestTokenSecretHeldByAFinalizerStartsNoRevocationLoop(t *testing.T) {
 	if res.RequeueAfter < time.Minute {
 		t.Errorf("RequeueAfter = %s: the tenant is revoked again at once, for a Secret that cannot go", res.RequeueAfter)
 	}
+}
+
+// forgeFormerAppsToken: an inline tenant, and a Secret under its token Secret's name
+// that names it as controller and a ClusterDefenderApp it never used as the app.
+func (h *harness) forgeFormerAppsToken(mutate func(*corev1.Secret)) *corev1.Secret {
+	h.t.Helper()
+	h.createCredential(testClientSecret)
+	return h.forgeTokenSecret(h.createTenant(), func(s *corev1.Secret) {
+		s.Annotations[v1alpha1.AnnotationApp] = "ClusterDefenderApp/elsewhere"
+		if mutate != nil {
+			mutate(s)
+		}
+	})
 }
