@@ -106,7 +106,7 @@ func TestAppUpdateQueuesItsTenants(t *testing.T) {
 			TenantGrants: []v1alpha1.TenantGrant{{Namespaces: []string{"a", "b"}, TenantIDs: []string{"*"}}},
 		},
 	}
-	var tenants []client.Object
+	tenants := make([]client.Object, 0, 3)
 	for _, ns := range []string{"a", "b", "c"} {
 		tenants = append(tenants, newTenant(ns, "contoso", func(dt *v1alpha1.DefenderTenant) {
 			dt.Spec.ClientID, dt.Spec.ClientSecretRef = "", v1alpha1.ClientSecretReference{}
