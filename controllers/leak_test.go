@@ -306,6 +306,18 @@ func leakScenarios() []leakScenario {
 			h.reconcile()
 			return v1alpha1.ReasonServiceAccountNotAllowed
 		}},
+		{"workload identity, ServiceAccount missing", func(h *harness, m *secretMaterial) string {
+			storeRandomSecret(h, m)
+			h.createClusterApp(federatedCredential())
+			h.createAppTenant(v1alpha1.AppKindClusterDefenderApp, h.clusterAppName())
+			h.reconcile()
+			return v1alpha1.ReasonServiceAccountNotFound
+		}},
+		{"suspended from the start", func(h *harness, m *secretMaterial) string {
+			inlineTenant(h, m, func(dt *v1alpha1.DefenderTenant) { dt.Spec.Suspend = true })
+			h.reconcile()
+			return v1alpha1.ReasonSuspended
+		}},
 		{"app not found", func(h *harness, m *secretMaterial) string {
 			storeRandomSecret(h, m)
 			h.createAppTenant(v1alpha1.AppKindClusterDefenderApp, "does-not-exist")
