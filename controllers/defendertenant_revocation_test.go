@@ -161,12 +161,12 @@ func TestWithdrawalDuringTheFirstMintDeletesTheToken(t *testing.T) {
 		release := make(chan struct{})
 		managerEntra.InjectFailures(w.tenantID, entraemu.Held(release))
 		w.createAppTenant()
-		eventually(t, watchTimeout, func() error {
-			if managerEntra.Requests(w.tenantID) == 0 {
-				return fmt.Errorf("run %d: no token request yet", run)
-			}
-			return nil
-		})
+		arrived, cancel := context.WithTimeout(t.Context(), watchTimeout)
+		err := managerEntra.WaitForRequests(arrived, w.tenantID, 1)
+		cancel()
+		if err != nil {
+			t.Fatalf("run %d: %v", run, err)
+		}
 
 		setClusterAppGrants(t, w.app, v1alpha1.TenantGrant{Namespaces: []string{"someone-else"}, TenantIDs: []string{"*"}})
 		withdrawn := time.Now()

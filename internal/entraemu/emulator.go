@@ -17,6 +17,7 @@
 package entraemu
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"slices"
@@ -84,6 +85,9 @@ type Emulator struct {
 	failures  map[string][]Failure // tenant path segment → failures still to answer
 	requests  map[string]int       // tenant path segment → token requests received
 	total     int
+	// arrived is closed, and replaced, at every token request, so that
+	// WaitForRequests wakes on the event rather than polling.
+	arrived chan struct{}
 	// headers holds the headers of the tenant's last maxRecordedRequests token
 	// requests, oldest first, without Authorization; failureIDs the trace and
 	// correlation IDs of the last error body the tenant was answered with.
@@ -120,6 +124,7 @@ func New(opts Options) (*Emulator, error) {
 		resources:       map[string]string{},
 		failures:        map[string][]Failure{},
 		requests:        map[string]int{},
+		arrived:         make(chan struct{}),
 		headers:         map[string][]http.Header{},
 		failureIDs:      map[string][2]string{},
 	}
@@ -275,6 +280,26 @@ func (e *Emulator) Requests(tenantID string) int {
 	return e.requests[normalizeID(tenantID)]
 }
 
+// WaitForRequests returns once the tenant has received at least n token requests,
+// or with ctx's error: a test waits for a request to arrive, for instance one held
+// by Held, without polling.
+func (e *Emulator) WaitForRequests(ctx context.Context, tenantID string, n int) error {
+	id := normalizeID(tenantID)
+	for {
+		e.mu.Lock()
+		got, arrived := e.requests[id], e.arrived
+		e.mu.Unlock()
+		if got >= n {
+			return nil
+		}
+		select {
+		case <-arrived:
+		case <-ctx.Done():
+			return fmt.Errorf("%d token requests for tenant %s, want %d: %w", got, tenantID, n, ctx.Err())
+		}
+	}
+}
+
 // RequestHeaders returns the headers of the tenant's last token requests, oldest
 // first, at most the last 32. The Authorization header, which may carry the client
 // secret, is left out.
@@ -346,6 +371,8 @@ func (e *Emulator) arrive(tenantID string, header http.Header) (Failure, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.requests[tenantID]++
+	close(e.arrived)
+	e.arrived = make(chan struct{})
 	e.total++
 	recorded := e.headers[tenantID]
 	if len(recorded) == maxRecordedRequests {

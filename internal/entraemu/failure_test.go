@@ -1,6 +1,8 @@
 package entraemu_test
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -104,8 +106,8 @@ func TestHeldRequestIsAnsweredOnlyOnRelease(t *testing.T) {
 		_ = resp.Body.Close()
 		answered <- resp.StatusCode
 	}()
-	for f.emu.Requests(tenantID) == 0 {
-		time.Sleep(time.Millisecond)
+	if err := f.emu.WaitForRequests(t.Context(), tenantID, 1); err != nil {
+		t.Fatal(err)
 	}
 	// The request has arrived; a second, unheld one is answered while it waits.
 	f.token(t, v2Path(tenantID), creds("scope", xdrScope))
@@ -168,5 +170,18 @@ func TestLatencyDelaysEveryRequest(t *testing.T) {
 	f.token(t, v2Path(tenantID), creds("scope", xdrScope))
 	if elapsed := time.Since(start); elapsed < 20*time.Millisecond {
 		t.Errorf("answered after %v, want at least the 20ms latency", elapsed)
+	}
+}
+
+func TestWaitForRequestsEndsWithTheContext(t *testing.T) {
+	f := newFixture(t)
+	f.token(t, v2Path(tenantID), creds("scope", xdrScope))
+	if err := f.emu.WaitForRequests(t.Context(), tenantID, 1); err != nil {
+		t.Fatalf("one request received, waiting for one: %v", err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := f.emu.WaitForRequests(ctx, tenantID, 2); !errors.Is(err, context.Canceled) {
+		t.Errorf("waiting for a second request with a cancelled context = %v, want context.Canceled", err)
 	}
 }
