@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apiserver/pkg/authentication/serviceaccount"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -123,12 +124,8 @@ func OperatorServiceAccount(ctx context.Context, cfg *rest.Config) (types.Namesp
 // serviceAccountOfUser reads system:serviceaccount:NAMESPACE:NAME, the user name
 // the API server gives a ServiceAccount; any other user has none.
 func serviceAccountOfUser(username string) types.NamespacedName {
-	qualified, ok := strings.CutPrefix(username, "system:serviceaccount:")
-	if !ok {
-		return types.NamespacedName{}
-	}
-	namespace, name, ok := strings.Cut(qualified, ":")
-	if !ok || namespace == "" || name == "" || strings.Contains(name, ":") {
+	namespace, name, err := serviceaccount.SplitUsername(username)
+	if err != nil {
 		return types.NamespacedName{}
 	}
 	return types.NamespacedName{Namespace: namespace, Name: name}
