@@ -58,9 +58,9 @@ type observation struct {
 	// published is the token in the tenant's own token Secret, checked against the
 	// current spec; nil when there is none or it is not a token of this tenant.
 	published *token
-	// otherAppTokens names the ClusterDefenderApps, other than the tenant's current
-	// app, under which token Secrets the tenant controls were minted (AnnotationApp):
-	// the current one and the one under a previous spec.tokenSecretName.
+	// otherAppTokens names the ClusterDefenderApps under which token Secrets of the
+	// tenant, under any name, were minted (AnnotationApp), when the tenant no longer
+	// uses them or they no longer exist: tokens to revoke.
 	otherAppTokens []string
 
 	credential credential

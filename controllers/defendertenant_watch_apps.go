@@ -242,8 +242,9 @@ func (r *DefenderTenantReconciler) namespaceEvents() handler.TypedEventHandler[c
 	}
 }
 
+// grantsChanged: an update of a ClusterDefenderApp changed its tenantGrants.
 func grantsChanged(old, cur v1alpha1.App) bool {
-	o, ok := old.(*v1alpha1.ClusterDefenderApp)
-	c, ok2 := cur.(*v1alpha1.ClusterDefenderApp)
-	return ok && ok2 && !equality.Semantic.DeepEqual(o.Spec.TenantGrants, c.Spec.TenantGrants)
+	before, wasCluster := old.(*v1alpha1.ClusterDefenderApp)
+	after, isCluster := cur.(*v1alpha1.ClusterDefenderApp)
+	return wasCluster && isCluster && !equality.Semantic.DeepEqual(before.Spec.TenantGrants, after.Spec.TenantGrants)
 }
