@@ -25,7 +25,10 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
-	"github.com/tenantcreds/defender-tenant-operator/controllers"
+	"github.com/tenantcreds/defender-tenant-operator/internal/controller"
+	"github.com/tenantcreds/defender-tenant-operator/internal/controller/defendertenant"
+	"github.com/tenantcreds/defender-tenant-operator/internal/controller/manager"
+	"github.com/tenantcreds/defender-tenant-operator/internal/credential"
 	"github.com/tenantcreds/defender-tenant-operator/internal/entra"
 )
 
@@ -76,10 +79,10 @@ func main() {
 	flag.StringVar(&o.authorityHost, "authority-host", "", "Replace the Entra ID authority host (air-gapped proxies, emulators): one URL for every cloud, or CLOUD=URL,CLOUD=URL to replace clouds one by one (Public, USGov, USGovHigh, DoD). Plain http is accepted only for loopback hosts.")
 	flag.StringVar(&o.adminConsentRedirectURI, "admin-consent-redirect-uri", "", "redirect_uri of the admin consent links in status.adminConsentURL; it must be a Web redirect URI registered on the app (Microsoft's partner guide uses https://portal.azure.com).")
 	flag.StringVar(&o.allowedResources, "allowed-resources", strings.Join(entra.DefaultAllowedResources, ","), "Comma list of resources a DefenderTenant may request tokens for.")
-	flag.StringVar(&o.secretTemplateAnnotationPrefixes, "secret-template-annotation-prefixes", strings.Join(controllers.DefaultSecretTemplateAnnotationPrefixes, ","), "Comma list of prefixes that the annotation keys of a DefenderTenant's spec.secretTemplate must start with; empty allows none.")
-	flag.StringVar(&o.workloadIDAudiences, "workload-identity-audiences", strings.Join(controllers.DefaultWorkloadIdentityAudiences, ","), "Comma list of audiences a ClusterDefenderApp's workload identity may request ServiceAccount tokens for; never add the API server's own.")
+	flag.StringVar(&o.secretTemplateAnnotationPrefixes, "secret-template-annotation-prefixes", strings.Join(defendertenant.DefaultSecretTemplateAnnotationPrefixes, ","), "Comma list of prefixes that the annotation keys of a DefenderTenant's spec.secretTemplate must start with; empty allows none.")
+	flag.StringVar(&o.workloadIDAudiences, "workload-identity-audiences", strings.Join(credential.DefaultWorkloadIdentityAudiences, ","), "Comma list of audiences a ClusterDefenderApp's workload identity may request ServiceAccount tokens for; never add the API server's own.")
 	flag.StringVar(&o.watchNamespaces, "watch-namespaces", "", "Comma list of namespaces to watch; empty watches all.")
-	flag.StringVar(&o.clusterResourceNS, "cluster-resource-namespace", "", "Namespace where ClusterDefenderApp credentials (Secrets, ServiceAccounts) live; default the operator's own namespace (POD_NAMESPACE), else "+controllers.DefaultClusterResourceNamespace+".")
+	flag.StringVar(&o.clusterResourceNS, "cluster-resource-namespace", "", "Namespace where ClusterDefenderApp credentials (Secrets, ServiceAccounts) live; default the operator's own namespace (POD_NAMESPACE), else "+credential.DefaultClusterResourceNamespace+".")
 	flag.IntVar(&o.maxConcurrentReconciles, "max-concurrent-reconciles", 10, "DefenderTenants reconciled (and token requests made) in parallel.")
 	// A burst of new tenants costs about five requests each; with client-go's usual
 	// limits the rate limiter, not the API server, sets how long they wait (docs/performance.md).
@@ -89,7 +92,7 @@ func main() {
 	zapOpts := zap.Options{Development: false}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
-	zapOpts.Level = controllers.CapLogLevel(zapOpts.Level)
+	zapOpts.Level = manager.CapLogLevel(zapOpts.Level)
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 
 	if err := run(o); err != nil {
@@ -122,17 +125,17 @@ func run(o options) error {
 		return errors.New("--workload-identity-audiences: list at least one audience")
 	}
 
-	clusterResourceNS := cmp.Or(o.clusterResourceNS, os.Getenv("POD_NAMESPACE"), controllers.DefaultClusterResourceNamespace)
+	clusterResourceNS := cmp.Or(o.clusterResourceNS, os.Getenv("POD_NAMESPACE"), credential.DefaultClusterResourceNamespace)
 
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
 		return err
 	}
-	missing, err := controllers.MayServeClusterApps(context.Background(), cfg, clusterResourceNS)
+	missing, err := manager.MayServeClusterApps(context.Background(), cfg, clusterResourceNS)
 	if err != nil {
 		return fmt.Errorf("checking the operator's permissions: %w", err)
 	}
-	operatorSA, err := controllers.OperatorServiceAccount(context.Background(), cfg)
+	operatorSA, err := credential.OperatorServiceAccount(context.Background(), cfg)
 	if err != nil {
 		return fmt.Errorf("asking the API server who the operator is: %w", err)
 	}
@@ -176,8 +179,8 @@ func run(o options) error {
 		RenewDeadline:                 &o.renewDeadline,
 		RetryPeriod:                   &o.retryPeriod,
 		LeaderElectionReleaseOnCancel: true,
-		Cache:                         controllers.CacheOptions(splitList(o.watchNamespaces), clusterResourceNS),
-		Client:                        controllers.ClientOptions(),
+		Cache:                         manager.CacheOptions(splitList(o.watchNamespaces), clusterResourceNS),
+		Client:                        manager.ClientOptions(),
 	})
 	if err != nil {
 		return err
@@ -188,10 +191,8 @@ func run(o options) error {
 		}
 	}
 
-	reconciler := &controllers.DefenderTenantReconciler{
-		Client:                           mgr.GetClient(),
-		APIReader:                        mgr.GetAPIReader(),
-		SecretMetadata:                   mgr.GetCache(),
+	ctx := ctrl.SetupSignalHandler()
+	if _, err := controller.Setup(ctx, mgr, controller.Config{
 		Clock:                            clock.RealClock{},
 		Entra:                            &entra.Client{},
 		Authorities:                      authorities,
@@ -200,34 +201,12 @@ func run(o options) error {
 		AdminConsentRedirectURI:          o.adminConsentRedirectURI,
 		ClusterApps:                      clusterApps,
 		ClusterResourceNamespace:         clusterResourceNS,
-		Recorder:                         mgr.GetEventRecorder("defender-tenant-operator"),
 		WorkloadIdentityAudiences:        workloadIDAudiences,
 		OperatorServiceAccount:           operatorSA,
 		MaxConcurrentReconciles:          o.maxConcurrentReconciles,
-	}
-	ctx := ctrl.SetupSignalHandler()
-	if err := reconciler.SetupWithManager(ctx, mgr); err != nil {
-		return fmt.Errorf("setting up the DefenderTenant controller: %w", err)
-	}
-	// The app controllers use the field index the DefenderTenant controller registers.
-	appKinds := []v1alpha1.AppKind{v1alpha1.AppKindDefenderApp}
-	if reconciler.ClusterApps {
-		appKinds = append(appKinds, v1alpha1.AppKindClusterDefenderApp)
-	}
-	for _, kind := range appKinds {
-		apps := &controllers.AppReconciler{
-			Client:                    mgr.GetClient(),
-			APIReader:                 mgr.GetAPIReader(),
-			Clock:                     reconciler.Clock,
-			Recorder:                  reconciler.Recorder,
-			Kind:                      kind,
-			ClusterResourceNamespace:  reconciler.ClusterResourceNamespace,
-			WorkloadIdentityAudiences: reconciler.WorkloadIdentityAudiences,
-			OperatorServiceAccount:    reconciler.OperatorServiceAccount,
-		}
-		if err := apps.SetupWithManager(mgr); err != nil {
-			return fmt.Errorf("setting up the %s controller: %w", kind, err)
-		}
+		EventSource:                      "defender-tenant-operator",
+	}); err != nil {
+		return err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err

@@ -22,7 +22,7 @@ import (
 
 	// Registers the operator's metrics in controller-runtime's registry, as the
 	// manager does.
-	_ "github.com/tenantcreds/defender-tenant-operator/controllers"
+	_ "github.com/tenantcreds/defender-tenant-operator/internal/controller/metrics"
 )
 
 const dashboardPath = "../../config/grafana/defender-tenant-operator.json"

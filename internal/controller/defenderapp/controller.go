@@ -1,0 +1,281 @@
+// Package defenderapp holds the controller of DefenderApps and ClusterDefenderApps:
+// the status of an app's credential, which its tenants are told of too.
+package defenderapp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
+	"github.com/tenantcreds/defender-tenant-operator/internal/controller/manager"
+	"github.com/tenantcreds/defender-tenant-operator/internal/controller/metrics"
+	"github.com/tenantcreds/defender-tenant-operator/internal/credential"
+)
+
+// Reconciler keeps the status of one kind of app, DefenderApps or
+// ClusterDefenderApps: whether its credential can be used, the thumbprints and
+// expiry of its certificate, and the federated credential its workload identity
+// needs. The manager runs one per kind (the ClusterDefenderApp one only where the
+// operator may watch ClusterDefenderApps). It requests no Entra ID token and
+// writes nothing but the app's status and Events.
+type Reconciler struct {
+	client.Client
+	// Credentials reads the apps' credentials, shared with the DefenderTenant
+	// controller.
+	Credentials *credential.Reader
+	Clock       clock.PassiveClock
+	Recorder    events.EventRecorder
+	// Kind is the kind served: v1alpha1.AppKindDefenderApp or
+	// v1alpha1.AppKindClusterDefenderApp.
+	Kind v1alpha1.AppKind
+	// ClusterResourceNamespace is where ClusterDefenderApp credentials live
+	// (--cluster-resource-namespace); empty means credential.DefaultClusterResourceNamespace.
+	ClusterResourceNamespace string
+}
+
+// +kubebuilder:rbac:groups=defender.tenantcreds.io,resources=defenderapps;clusterdefenderapps,verbs=get;list;watch
+// +kubebuilder:rbac:groups=defender.tenantcreds.io,resources=defenderapps/status;clusterdefenderapps/status,verbs=patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile observes the app's credential, computes the status from it and writes
+// it once, in a defer, only when it changed. It requeues itself for the moments a
+// certificate enters its expiry window and expires, which no watch announces.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, err error) {
+	app := r.newApp()
+	if err := r.Get(ctx, req.NamespacedName, app); err != nil {
+		if apierrors.IsNotFound(err) {
+			metrics.ForgetAppCertificateExpiry(r.Kind, req.NamespacedName)
+		}
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !app.GetDeletionTimestamp().IsZero() {
+		metrics.ForgetAppCertificateExpiry(r.Kind, req.NamespacedName)
+		return ctrl.Result{}, nil
+	}
+
+	// A failed read leaves nothing new to report: the status stays as it is and
+	// controller-runtime retries.
+	in, err := r.observe(ctx, app)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	defer func() {
+		status := computeAppStatus(*app.AppStatus(), in)
+		metrics.RecordAppCertificateExpiry(r.Kind, req.NamespacedName, status)
+		if werr := r.writeStatus(ctx, app, status, certificateExpiring(in)); werr != nil {
+			res, err = ctrl.Result{}, errors.Join(err, werr)
+		}
+	}()
+
+	if err := r.observeFederatedCredential(ctx, app, &in); err != nil {
+		return ctrl.Result{}, err
+	}
+	ctrl.LoggerFrom(ctx).V(2).Info("Checked the app's credential", "credential", in.Kind)
+	return ctrl.Result{RequeueAfter: appRequeueAfter(in.Now, in)}, nil
+}
+
+func (r *Reconciler) newApp() v1alpha1.App {
+	if r.Kind == v1alpha1.AppKindClusterDefenderApp {
+		return &v1alpha1.ClusterDefenderApp{}
+	}
+	return &v1alpha1.DefenderApp{}
+}
+
+func (r *Reconciler) clusterResourceNamespace() string {
+	if r.ClusterResourceNamespace != "" {
+		return r.ClusterResourceNamespace
+	}
+	return credential.DefaultClusterResourceNamespace
+}
+
+// credentialNamespace is where the app's Secret or ServiceAccount must be: a
+// DefenderApp's own namespace, the cluster resource namespace for a
+// ClusterDefenderApp.
+func (r *Reconciler) credentialNamespace(app v1alpha1.App) string {
+	if r.Kind == v1alpha1.AppKindClusterDefenderApp {
+		return r.clusterResourceNamespace()
+	}
+	return app.GetNamespace()
+}
+
+// observe reads the app's credential: its Secret (through the Reader the
+// DefenderTenant controller shares, which reads a Secret again only when its
+// resourceVersion changed) or its ServiceAccount, and whether the operator may
+// request its tokens.
+func (r *Reconciler) observe(ctx context.Context, app v1alpha1.App) (appStatusInput, error) {
+	spec := app.AppSpec().Credential
+	in := appStatusInput{Generation: app.GetGeneration(), Now: r.Clock.Now(), Kind: spec.Kind()}
+	source := credential.ForApp(spec, r.credentialNamespace(app))
+	if source == nil {
+		return in, nil
+	}
+	var err error
+	in.Credential, err = r.Credentials.Read(ctx, source)
+	return in, err
+}
+
+// observeFederatedCredential fills in the issuer, subject and audience of a
+// workload identity from a token the TokenRequest API issues, as Entra ID will see
+// them. A token is requested only when the status lacks them or they may have
+// changed: the spec's generation, or the ServiceAccount (its UID is in the Ready
+// message), differs from the status's. The token is dropped as soon as its claims
+// are read. After a failed request the generation is not stamped, so the next
+// reconcile asks again.
+func (r *Reconciler) observeFederatedCredential(ctx context.Context, app v1alpha1.App, in *appStatusInput) error {
+	if in.Kind != v1alpha1.CredentialWorkloadIdentity || in.Credential.State != credential.Usable {
+		return nil
+	}
+	prev := app.AppStatus()
+	if federatedCredentialCurrent(*prev, *in) {
+		in.Federated = prev.FederatedCredential
+		return nil
+	}
+	source := in.Credential.Source.(credential.WorkloadIdentity)
+	sa := source.ServiceAccount
+	token, err := r.Credentials.ServiceAccountToken(ctx, source)
+	if err == nil {
+		in.Federated, err = federatedCredentialOf(token, source.Audience)
+	}
+	switch {
+	case apierrors.IsForbidden(err):
+		// As for a tenant (see serviceAccountTokenFailed): a ServiceAccount the
+		// operator may not use is, to it, one it cannot find. That is this
+		// generation's status; not being CredentialReady, it is asked again.
+		in.Credential.State, in.Credential.Detail = credential.ServiceAccountMissing, credential.TokenRequestForbidden(sa, err)
+	case err != nil:
+		in.Generation = prev.ObservedGeneration
+	}
+	if err != nil {
+		return fmt.Errorf("requesting a token of ServiceAccount %s for status.federatedCredential: %w", sa, err)
+	}
+	return nil
+}
+
+// federatedCredentialCurrent: the status shows a federated credential taken for
+// this generation and this ServiceAccount object.
+func federatedCredentialCurrent(prev v1alpha1.AppStatus, in appStatusInput) bool {
+	ready := meta.FindStatusCondition(prev.Conditions, v1alpha1.ConditionReady)
+	return prev.FederatedCredential != nil && prev.ObservedGeneration == in.Generation &&
+		ready != nil && ready.Reason == v1alpha1.ReasonCredentialReady && ready.Message == appReadyMessage(in)
+}
+
+// serviceAccountTokenAlgorithms are the algorithms kube-apiserver may sign
+// ServiceAccount tokens with. The signature is not checked: only the claims are
+// read, from a token the API server just handed over.
+var serviceAccountTokenAlgorithms = []jose.SignatureAlgorithm{
+	jose.RS256, jose.RS384, jose.RS512, jose.ES256, jose.ES384, jose.ES512, jose.PS256, jose.PS384, jose.PS512, jose.EdDSA,
+}
+
+// federatedCredentialOf reads the issuer, subject and audience of a ServiceAccount
+// token. Its errors never quote the token.
+func federatedCredentialOf(token, audience string) (*v1alpha1.FederatedCredentialStatus, error) {
+	jws, err := jose.ParseSignedCompact(token, serviceAccountTokenAlgorithms)
+	if err != nil {
+		return nil, errors.New("the TokenRequest API returned a token that is not a signed JWT")
+	}
+	var claims struct {
+		Issuer   string       `json:"iss"`
+		Subject  string       `json:"sub"`
+		Audience jwt.Audience `json:"aud"`
+	}
+	if err := json.Unmarshal(jws.UnsafePayloadWithoutVerification(), &claims); err != nil || claims.Issuer == "" || claims.Subject == "" {
+		return nil, errors.New("the token from the TokenRequest API lacks the iss or sub claim")
+	}
+	aud := audience
+	if !claims.Audience.Contains(audience) && len(claims.Audience) > 0 {
+		aud = claims.Audience[0]
+	}
+	return &v1alpha1.FederatedCredentialStatus{Issuer: claims.Issuer, Subject: claims.Subject, Audience: aud}, nil
+}
+
+// writeStatus patches the status only when it changed, and records the Events of
+// the transition.
+func (r *Reconciler) writeStatus(ctx context.Context, app v1alpha1.App, status v1alpha1.AppStatus, expiring bool) error {
+	if equality.Semantic.DeepEqual(*app.AppStatus(), status) {
+		return nil
+	}
+	before := app.DeepCopyObject().(v1alpha1.App)
+	*app.AppStatus() = status
+	if err := r.Status().Patch(ctx, app, client.MergeFrom(before)); err != nil {
+		return err
+	}
+	if r.Recorder != nil {
+		for _, ev := range appTransitionEvents(*before.AppStatus(), status, expiring) {
+			r.Recorder.Eventf(app, nil, ev.Type, ev.Reason, ev.Action, "%s", ev.Note)
+		}
+	}
+	return nil
+}
+
+// SetupWithManager registers the controller of r.Kind. It uses
+// manager.AppCredentialIndex, which manager.RegisterIndexes registers. Every event of the app itself is reconciled (status writes
+// included, which find nothing to change): apps are few, and a status someone else
+// edited is put right. Credential Secrets are watched as metadata only, and
+// ServiceAccounts in the cluster resource namespace only.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	b := ctrl.NewControllerManagedBy(mgr).
+		For(r.newApp()).
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.appsOfCredential("Secret")))
+	if r.Kind == v1alpha1.AppKindClusterDefenderApp {
+		inClusterResourceNamespace := predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetNamespace() == r.clusterResourceNamespace() })
+		b = b.Watches(&corev1.ServiceAccount{}, handler.EnqueueRequestsFromMapFunc(r.appsOfCredential("ServiceAccount")),
+			builder.WithPredicates(inClusterResourceNamespace))
+	}
+	return b.Complete(r)
+}
+
+// appsOfCredential maps a Secret or ServiceAccount to the apps of r.Kind whose
+// credential it is, through appCredentialIndex.
+func (r *Reconciler) appsOfCredential(kind string) handler.MapFunc {
+	return func(ctx context.Context, obj client.Object) []reconcile.Request {
+		field := client.MatchingFields{manager.AppCredentialIndex: kind + "/" + obj.GetName()}
+		var keys []types.NamespacedName
+		switch r.Kind {
+		case v1alpha1.AppKindClusterDefenderApp:
+			if obj.GetNamespace() != r.clusterResourceNamespace() {
+				return nil
+			}
+			var apps v1alpha1.ClusterDefenderAppList
+			if err := r.List(ctx, &apps, field); err != nil {
+				ctrl.LoggerFrom(ctx).Error(err, "Failed to list the ClusterDefenderApps of a credential", "kind", kind, "name", obj.GetName())
+				return nil
+			}
+			for i := range apps.Items {
+				keys = append(keys, client.ObjectKeyFromObject(&apps.Items[i]))
+			}
+		default:
+			var apps v1alpha1.DefenderAppList
+			if err := r.List(ctx, &apps, client.InNamespace(obj.GetNamespace()), field); err != nil {
+				ctrl.LoggerFrom(ctx).Error(err, "Failed to list the DefenderApps of a credential", "kind", kind, "namespace", obj.GetNamespace(), "name", obj.GetName())
+				return nil
+			}
+			for i := range apps.Items {
+				keys = append(keys, client.ObjectKeyFromObject(&apps.Items[i]))
+			}
+		}
+		requests := make([]reconcile.Request, 0, len(keys))
+		for _, k := range keys {
+			requests = append(requests, reconcile.Request{NamespacedName: k})
+		}
+		return requests
+	}
+}
