@@ -12,6 +12,7 @@ import (
 
 // Admission is the CRD schema and its CEL rules, enforced by the real API server.
 func TestAdmissionRejectsMalformedSpecs(t *testing.T) {
+	requireControlPlane(t)
 	t.Parallel()
 	ns := createNamespace(t)
 	tests := []struct {
@@ -60,6 +61,7 @@ func TestAdmissionRejectsMalformedSpecs(t *testing.T) {
 }
 
 func TestAdmissionAcceptsAndDefaultsAValidSpec(t *testing.T) {
+	requireControlPlane(t)
 	t.Parallel()
 	ns := createNamespace(t)
 	dt := newTenant(ns, tenantName, func(dt *v1alpha1.DefenderTenant) {

@@ -81,6 +81,7 @@ func redirect(uri string) func(map[string]any) {
 const redirectRule = "adminConsentRedirectURI must be an absolute https URL"
 
 func TestAdmissionRejectsMalformedApps(t *testing.T) {
+	requireControlPlane(t)
 	t.Parallel()
 	ns := createNamespace(t)
 	selector := map[string]any{"matchLabels": map[string]any{"defender.tenantcreds.io/customer": "contoso"}}
@@ -167,6 +168,7 @@ const (
 var bothKinds = []string{dappKind, cdappKind}
 
 func TestAdmissionAcceptsAndDefaultsValidApps(t *testing.T) {
+	requireControlPlane(t)
 	t.Parallel()
 	ns := createNamespace(t)
 	selector := map[string]any{"matchExpressions": []any{map[string]any{"key": "defender.tenantcreds.io/customer", "operator": "Exists"}}}
@@ -221,6 +223,7 @@ func TestAdmissionAcceptsAndDefaultsValidApps(t *testing.T) {
 }
 
 func TestAdmissionOfTenantAppRefAndInlineForms(t *testing.T) {
+	requireControlPlane(t)
 	t.Parallel()
 	ns := createNamespace(t)
 	appRef := map[string]any{"name": "partner"}
@@ -301,6 +304,7 @@ func TestAdmissionOfTenantAppRefAndInlineForms(t *testing.T) {
 // A typed client must be able to write the appRef form: an unset clientSecretRef is
 // left out of the request rather than sent as an empty object that fails the rules.
 func TestAdmissionAcceptsATypedAppRefTenant(t *testing.T) {
+	requireControlPlane(t)
 	t.Parallel()
 	ns := createNamespace(t)
 	dt := &v1alpha1.DefenderTenant{
@@ -343,6 +347,7 @@ func printerColumns(t *testing.T, plural string) (names, paths []string) {
 }
 
 func TestAdmissionPrinterColumnsOfAppsResolveOnASampleObject(t *testing.T) {
+	requireControlPlane(t)
 	t.Parallel()
 	ns := createNamespace(t)
 	apps := map[string]v1alpha1.App{
@@ -417,6 +422,7 @@ func TestAdmissionPrinterColumnsOfAppsResolveOnASampleObject(t *testing.T) {
 // The samples are what users copy; each must pass admission as written, and
 // config/samples/kustomization.yaml must list every one of them.
 func TestAdmissionAcceptsEverySample(t *testing.T) {
+	requireControlPlane(t)
 	t.Parallel()
 	ns := createNamespace(t)
 	dir := filepath.Join("..", "..", "..", "config", "samples")

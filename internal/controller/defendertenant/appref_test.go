@@ -179,6 +179,7 @@ func (h *harness) expectReady() {
 }
 
 func TestDefenderAppWithAClientSecretServesItsNamespace(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.createCredential(testClientSecret)
 	app := &v1alpha1.DefenderApp{
@@ -206,6 +207,7 @@ func TestDefenderAppWithAClientSecretServesItsNamespace(t *testing.T) {
 }
 
 func TestClusterDefenderAppWithACertificateSendsASignedAssertion(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.startCertificateApp()
 	h.reconcile()
@@ -245,6 +247,7 @@ func tokenClaims(t *testing.T, raw string) map[string]any {
 }
 
 func TestClusterDefenderAppCredentialIsNeverReadFromTheTenantNamespace(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	c := h.validCertificate()
 	h.entra.AddCertificate(testClientID, c.cert)
@@ -258,6 +261,7 @@ func TestClusterDefenderAppCredentialIsNeverReadFromTheTenantNamespace(t *testin
 }
 
 func TestUngrantedTenantsMakeNoTokenRequest(t *testing.T) {
+	requireControlPlane(t)
 	for _, tt := range []struct {
 		name  string
 		grant func(h *harness) v1alpha1.TenantGrant
@@ -285,6 +289,7 @@ func TestUngrantedTenantsMakeNoTokenRequest(t *testing.T) {
 }
 
 func TestWithdrawnGrantDeletesTheTokenSecret(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.startReadyCertificateTenant()
 	h.withdrawAndExpectRevoked()
@@ -292,6 +297,7 @@ func TestWithdrawnGrantDeletesTheTokenSecret(t *testing.T) {
 }
 
 func TestGrantBySelectorFollowsNamespaceLabels(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	c := h.validCertificate()
 	h.entra.AddCertificate(testClientID, c.cert)
@@ -327,6 +333,7 @@ func (h *harness) labelNamespace(labels map[string]string) {
 }
 
 func TestMissingAppIsReportedUntilItIsCreated(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	c := h.validCertificate()
 	h.entra.AddCertificate(testClientID, c.cert)
@@ -342,6 +349,7 @@ func TestMissingAppIsReportedUntilItIsCreated(t *testing.T) {
 }
 
 func TestUnregisteredCertificateIsAnInvalidClientAssertion(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	c := h.validCertificate()
 	h.storeCertificate(h.crn, c) // never uploaded to the app registration
@@ -356,6 +364,7 @@ func TestUnregisteredCertificateIsAnInvalidClientAssertion(t *testing.T) {
 }
 
 func TestUnusableCertificatesMakeNoTokenRequest(t *testing.T) {
+	requireControlPlane(t)
 	for _, tt := range []struct {
 		name   string
 		cert   func(h *harness) testCertificate
@@ -466,6 +475,7 @@ func serviceAccountSubject(namespace, name string) string {
 }
 
 func TestWorkloadIdentitySendsTheServiceAccountsToken(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.federate(h.workloadSubject())
 	h.createWorkloadSA()
@@ -477,6 +487,7 @@ func TestWorkloadIdentitySendsTheServiceAccountsToken(t *testing.T) {
 }
 
 func TestWorkloadIdentitySubjectMismatchIsAnInvalidClientAssertion(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.federate("system:serviceaccount:" + h.crn + ":someone-else")
 	h.createWorkloadSA()
@@ -489,6 +500,7 @@ func TestWorkloadIdentitySubjectMismatchIsAnInvalidClientAssertion(t *testing.T)
 }
 
 func TestMissingServiceAccountMakesNoTokenRequest(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.federate(h.workloadSubject())
 	h.createClusterApp(federatedCredential())
@@ -527,6 +539,7 @@ func newWithoutServiceAccountTokens(t *testing.T) withoutServiceAccountTokens {
 }
 
 func TestTokenRequestTheOperatorMayNotMakeStallsAsServiceAccountNotFound(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.r.Credentials.Client = newWithoutServiceAccountTokens(t)
 	h.federate(h.workloadSubject())
@@ -541,6 +554,7 @@ func TestTokenRequestTheOperatorMayNotMakeStallsAsServiceAccountNotFound(t *test
 }
 
 func TestRestartReusesTokensOfEveryCredentialKind(t *testing.T) {
+	requireControlPlane(t)
 	for _, tt := range []struct {
 		name  string
 		start func(h *harness)
@@ -569,6 +583,7 @@ func TestRestartReusesTokensOfEveryCredentialKind(t *testing.T) {
 }
 
 func TestCertificateRotationMintsANewToken(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.startCertificateApp()
 	h.reconcile()
@@ -592,6 +607,7 @@ func TestCertificateRotationMintsANewToken(t *testing.T) {
 }
 
 func TestOperatorThatMayNotWatchClusterAppsServesNoneOfThem(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.startCertificateApp()
 	h.r.ClusterApps = false

@@ -201,6 +201,7 @@ func countWithPrefix(evs []string, prefix string) int {
 }
 
 func TestAppCredentialReadyWithAClientSecret(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.createCredential(testClientSecret)
 	h.createApp(appClientSecretCredential())
@@ -217,6 +218,7 @@ func TestAppCredentialReadyWithAClientSecret(t *testing.T) {
 }
 
 func TestAppCredentialReadyWithACertificate(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	c := h.validCertificate()
 	h.storeCertificate(h.crn, c)
@@ -249,6 +251,7 @@ func TestAppCredentialReadyWithACertificate(t *testing.T) {
 }
 
 func TestAppCredentialReadyWithWorkloadIdentity(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	issuer, _ := apiServerIssuer(t, h.crn)
 	h.createWorkloadSA()
@@ -267,6 +270,7 @@ func TestAppCredentialReadyWithWorkloadIdentity(t *testing.T) {
 }
 
 func TestAppCredentialsNotFound(t *testing.T) {
+	requireControlPlane(t)
 	for _, tt := range []struct {
 		name  string
 		kind  v1alpha1.AppKind
@@ -310,6 +314,7 @@ func TestAppCredentialsNotFound(t *testing.T) {
 }
 
 func TestAppInvalidCertificate(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	c, other := h.validCertificate(), h.validCertificate()
 	c.keyPEM = other.keyPEM
@@ -325,6 +330,7 @@ func TestAppInvalidCertificate(t *testing.T) {
 }
 
 func TestAppCertificateExpired(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	now := h.clock.Now()
 	c := newTestCertificate(t, now.AddDate(-1, 0, 0), now.Add(-time.Minute))
@@ -344,6 +350,7 @@ func TestAppCertificateExpired(t *testing.T) {
 // The expiry window and the expiry itself come from requeues alone: nothing in
 // the cluster changes at notAfter.
 func TestAppCertificateTurnsExpiredOnTimeWithoutAnEvent(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	now := h.clock.Now()
 	c := newTestCertificate(t, now.Add(-time.Hour), now.Add(40*24*time.Hour))
@@ -367,6 +374,7 @@ func TestAppCertificateTurnsExpiredOnTimeWithoutAnEvent(t *testing.T) {
 }
 
 func TestAppServiceAccountNotFound(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.createClusterApp(federatedCredential())
 	r := h.appReconciler(v1alpha1.AppKindClusterDefenderApp, nil)
@@ -386,6 +394,7 @@ func TestAppServiceAccountNotFound(t *testing.T) {
 }
 
 func TestAppWhoseServiceAccountTheOperatorMayNotUseIsServiceAccountNotFound(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.createWorkloadSA()
 	h.createClusterApp(federatedCredential())
@@ -403,6 +412,7 @@ func TestAppWhoseServiceAccountTheOperatorMayNotUseIsServiceAccountNotFound(t *t
 }
 
 func TestAppCertificateExpiringEventIsRecordedOnce(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	now := h.clock.Now()
 	c := newTestCertificate(t, now.Add(-time.Hour), now.Add(31*24*time.Hour))
@@ -435,6 +445,7 @@ func TestAppCertificateExpiringEventIsRecordedOnce(t *testing.T) {
 }
 
 func TestAppCertificateExpiryMetric(t *testing.T) {
+	requireControlPlane(t)
 	t.Run("ClusterDefenderApp that stops using a certificate", func(t *testing.T) {
 		h := newHarness(t)
 		c := h.validCertificate()
@@ -482,6 +493,7 @@ func TestAppCertificateExpiryMetric(t *testing.T) {
 }
 
 func TestAppSecondReconcileWritesNothing(t *testing.T) {
+	requireControlPlane(t)
 	for _, tt := range []struct {
 		name  string
 		kind  v1alpha1.AppKind
@@ -545,6 +557,7 @@ func TestAppSecondReconcileWritesNothing(t *testing.T) {
 }
 
 func TestAppWorkloadIdentityAsksForANewTokenWhenItsInputsChange(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.createWorkloadSA()
 	h.createClusterApp(federatedCredential())
@@ -579,6 +592,7 @@ func TestAppWorkloadIdentityAsksForANewTokenWhenItsInputsChange(t *testing.T) {
 }
 
 func TestAppFailedTokenRequestLeavesTheGenerationUnhandled(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.createWorkloadSA()
 	h.createClusterApp(federatedCredential())
@@ -602,6 +616,7 @@ func TestAppFailedTokenRequestLeavesTheGenerationUnhandled(t *testing.T) {
 }
 
 func TestAppStatusAndEventsHoldNoTokenOrKeyMaterial(t *testing.T) {
+	requireControlPlane(t)
 	t.Run("certificate", func(t *testing.T) {
 		h := newHarness(t)
 		now := h.clock.Now()
@@ -664,6 +679,7 @@ func expectNoKeyMaterial(t *testing.T, app v1alpha1.App, evs []string, certs ...
 }
 
 func TestAppControllersFollowTheirCredentialsThroughWatches(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	// Only this test's apps: the others' are driven by their tests alone.

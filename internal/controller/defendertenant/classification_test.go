@@ -15,6 +15,7 @@ import (
 // contract's reason, through the real API server: none of them is retried as a
 // transient failure, and lastFailure keeps the code support knows them by.
 func TestRefusalsAreClassifiedAndStall(t *testing.T) {
+	requireControlPlane(t)
 	for _, tt := range []struct {
 		name        string
 		failure     entraemu.Failure
@@ -96,6 +97,7 @@ func TestRefusalsAreClassifiedAndStall(t *testing.T) {
 
 // A 408 is the endpoint, or a proxy in front of it, timing out: retried as transient.
 func TestRequestTimeoutIsTransient(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.startFailing(entraemu.Failure{Status: http.StatusRequestTimeout, Body: "Request Timeout"})
 

@@ -58,6 +58,7 @@ func (h *harness) tenantNamed(name string) *v1alpha1.DefenderTenant {
 }
 
 func TestPerCloudAuthoritiesKeepEachTenantOnItsCloud(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	publicURL, govURL := h.startTwoClouds()
 	authorities, err := entra.ParseAuthorities("Public=" + publicURL + ",USGovHigh=" + govURL)
@@ -85,6 +86,7 @@ func TestPerCloudAuthoritiesKeepEachTenantOnItsCloud(t *testing.T) {
 }
 
 func TestOneAuthorityForEveryCloudSendsGovTenantsAcrossClouds(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	publicURL, _ := h.startTwoClouds()
 	h.r.Authorities = entra.EveryCloud(publicURL)

@@ -34,6 +34,7 @@ func claimsOf(t *testing.T, s *corev1.Secret) tokencheck.Verdict {
 }
 
 func TestTokenReadyPublishesTokenSecret(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.createCredential(testClientSecret)
 	dt := h.createTenant()
@@ -110,6 +111,7 @@ func TestTokenReadyPublishesTokenSecret(t *testing.T) {
 }
 
 func TestSteadyStateMakesNoWritesAndNoTokenRequests(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.publishToken()
 	dtVersion, secretVersion := h.tenant().ResourceVersion, h.tokenSecret("contoso-token").ResourceVersion
@@ -130,6 +132,7 @@ func TestSteadyStateMakesNoWritesAndNoTokenRequests(t *testing.T) {
 }
 
 func TestRefreshHappensRefreshBeforeExpiryWithJitter(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.createCredential(testClientSecret)
 	h.createTenant(func(dt *v1alpha1.DefenderTenant) {
@@ -169,6 +172,7 @@ func TestRefreshHappensRefreshBeforeExpiryWithJitter(t *testing.T) {
 }
 
 func TestRefreshNeverMoreThanOnceAMinute(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.entra.SetLifetime(testTenantID, 70*time.Second)
 	h.createCredential(testClientSecret)
@@ -190,6 +194,7 @@ func TestRefreshNeverMoreThanOnceAMinute(t *testing.T) {
 }
 
 func TestOperatorRestartReusesFreshToken(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.publishToken()
 	before := h.tenant()
@@ -209,6 +214,7 @@ func TestOperatorRestartReusesFreshToken(t *testing.T) {
 }
 
 func TestOperatorRestartReplacesTokenMintedFromOtherCredential(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	cred := h.createCredential(testClientSecret)
 	h.createTenant()
@@ -230,6 +236,7 @@ func TestOperatorRestartReplacesTokenMintedFromOtherCredential(t *testing.T) {
 }
 
 func TestCredentialsNotFound(t *testing.T) {
+	requireControlPlane(t)
 	tests := []struct {
 		name   string
 		data   map[string][]byte // nil: no Secret at all
@@ -267,6 +274,7 @@ func TestCredentialsNotFound(t *testing.T) {
 }
 
 func TestEntraFailuresMapToContractReasons(t *testing.T) {
+	requireControlPlane(t)
 	tests := []struct {
 		name       string
 		setup      func(h *harness, dt *v1alpha1.DefenderTenant)
@@ -368,6 +376,7 @@ func TestEntraFailuresMapToContractReasons(t *testing.T) {
 }
 
 func TestMissingRolesIsNeverPublished(t *testing.T) {
+	requireControlPlane(t)
 	tests := []struct {
 		name    string
 		granted []string
@@ -409,6 +418,7 @@ func TestMissingRolesIsNeverPublished(t *testing.T) {
 }
 
 func TestSecretConflictLeavesForeignSecretUntouched(t *testing.T) {
+	requireControlPlane(t)
 	tests := []struct {
 		name   string
 		owners []metav1.OwnerReference
@@ -447,6 +457,7 @@ func TestSecretConflictLeavesForeignSecretUntouched(t *testing.T) {
 }
 
 func TestResourceNotAllowedMakesNoTokenRequest(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.createCredential(testClientSecret)
 	h.createTenant(func(dt *v1alpha1.DefenderTenant) { dt.Spec.Resource = "https://management.azure.com" })
@@ -463,6 +474,7 @@ func TestResourceNotAllowedMakesNoTokenRequest(t *testing.T) {
 // Microsoft is moving the Defender XDR incidents and advanced hunting APIs to the
 // Graph security API: a tenant may ask for a Graph token with the default allow-list.
 func TestMicrosoftGraphTokenWithSecurityRoles(t *testing.T) {
+	requireControlPlane(t)
 	const graph = "https://graph.microsoft.com"
 	h := newHarness(t)
 	h.entra.Grant(testTenantID, testClientID, graph, "SecurityIncident.Read.All", "ThreatHunting.Read.All")
@@ -486,6 +498,7 @@ func TestMicrosoftGraphTokenWithSecurityRoles(t *testing.T) {
 // Signatures are not verified, so a token that claims a far-future exp must not
 // stop refreshes: Entra issues app-only tokens for 60 to 90 minutes.
 func TestTokenValidForMoreThanADayIsNeverKept(t *testing.T) {
+	requireControlPlane(t)
 	t.Run("minted, it is InvalidToken and not published", func(t *testing.T) {
 		h := newHarness(t)
 		h.entra.SetLifetime(testTenantID, 48*time.Hour)
@@ -521,6 +534,7 @@ func TestTokenValidForMoreThanADayIsNeverKept(t *testing.T) {
 // Without a redirect_uri, an app with no registered reply address shows the admin
 // AADSTS500113 after consenting; --admin-consent-redirect-uri adds one.
 func TestAdminConsentURLCarriesTheRedirectURI(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.r.AdminConsentRedirectURI = "https://portal.azure.com"
 	h.createCredential(testClientSecret)
@@ -537,6 +551,7 @@ func TestAdminConsentURLCarriesTheRedirectURI(t *testing.T) {
 }
 
 func TestAllowedResourceWithTrailingSlashIsAccepted(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.createCredential(testClientSecret)
 	h.createTenant(func(dt *v1alpha1.DefenderTenant) { dt.Spec.Resource = defenderAPI + "/" })
@@ -545,6 +560,7 @@ func TestAllowedResourceWithTrailingSlashIsAccepted(t *testing.T) {
 }
 
 func TestFailedRefreshKeepsTokenUntilItExpires(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.publishToken()
 	published := h.tokenSecret("contoso-token")
@@ -595,6 +611,7 @@ func TestFailedRefreshKeepsTokenUntilItExpires(t *testing.T) {
 }
 
 func TestBackoffBetweenFailedRequests(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	res := h.startFailing(entraemu.ServerError(), entraemu.ServerError(), entraemu.ServerError())
 	if !withinBackoff(res.RequeueAfter, 5*time.Second) {
@@ -614,6 +631,7 @@ func TestBackoffBetweenFailedRequests(t *testing.T) {
 }
 
 func TestCredentialRotationMintsPromptly(t *testing.T) {
+	requireControlPlane(t)
 	t.Run("fixing a wrong secret skips the backoff", func(t *testing.T) {
 		h := newHarness(t)
 		cred := h.createCredential("wrong-secret")
@@ -648,6 +666,7 @@ func TestCredentialRotationMintsPromptly(t *testing.T) {
 }
 
 func TestSpecChangeMintsNewToken(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.publishToken()
 	h.updateTenant(func(dt *v1alpha1.DefenderTenant) { dt.Spec.Resource = "https://api.securitycenter.microsoft.com" })
@@ -666,6 +685,7 @@ func TestSpecChangeMintsNewToken(t *testing.T) {
 }
 
 func TestHandEditedTokenSecretIsRestored(t *testing.T) {
+	requireControlPlane(t)
 	t.Run("metadata and extra keys restored without a new token", func(t *testing.T) {
 		h := newHarness(t)
 		h.publishToken()
@@ -708,6 +728,7 @@ func TestHandEditedTokenSecretIsRestored(t *testing.T) {
 }
 
 func TestDeletedTokenSecretIsRecreated(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.publishToken()
 	if err := k8s.Delete(h.ctx, h.tokenSecret("contoso-token")); err != nil {
@@ -723,6 +744,7 @@ func TestDeletedTokenSecretIsRecreated(t *testing.T) {
 }
 
 func TestSuspendMakesNoRequestsAndLeavesSecretAlone(t *testing.T) {
+	requireControlPlane(t)
 	t.Run("suspended from the start", func(t *testing.T) {
 		h := newHarness(t)
 		h.createCredential(testClientSecret)
@@ -755,6 +777,7 @@ func TestSuspendMakesNoRequestsAndLeavesSecretAlone(t *testing.T) {
 }
 
 func TestTokenSecretRenameMovesTheToken(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.publishToken()
 	h.updateTenant(func(dt *v1alpha1.DefenderTenant) { dt.Spec.TokenSecretName = "contoso-defender" })
@@ -772,6 +795,7 @@ func TestTokenSecretRenameMovesTheToken(t *testing.T) {
 }
 
 func TestSecretsNeverReachStatusOrEvents(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.publishToken()
 	token := string(h.tokenSecret("contoso-token").Data["access_token"])
@@ -823,6 +847,7 @@ func expectEvents(t *testing.T, rec *events.FakeRecorder, want ...string) {
 }
 
 func TestCloudPicksConsentHostAndDefaultResource(t *testing.T) {
+	requireControlPlane(t)
 	tests := []struct {
 		cloud           v1alpha1.Cloud
 		consentHost     string

@@ -15,6 +15,7 @@ import (
 )
 
 func TestRestartKeepsTheBackoffOfAFailingTenant(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	first := h.startFailing(entraemu.ServerError(), entraemu.ServerError())
 
@@ -37,6 +38,7 @@ func TestRestartKeepsTheBackoffOfAFailingTenant(t *testing.T) {
 }
 
 func TestLastFailureIsRecordedAndClearedOnSuccess(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	res := h.startFailing(entraemu.ServerError())
 
@@ -81,6 +83,7 @@ func refuseSecretCreates(t *testing.T, h *harness) *corev1.ResourceQuota {
 }
 
 func TestSecretWriteRefusedByAQuotaStallsAndRetriesSlowly(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.createCredential(testClientSecret)
 	quota := refuseSecretCreates(t, h)
@@ -117,6 +120,7 @@ func TestSecretWriteRefusedByAQuotaStallsAndRetriesSlowly(t *testing.T) {
 }
 
 func TestFailedReconcileStillWritesStatusButNotTheGeneration(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.startWithFailingWrites(1)
 	h.reconcileFails()
@@ -155,6 +159,7 @@ func (s *staleTenantReads) Get(ctx context.Context, key client.ObjectKey, obj cl
 }
 
 func TestLaggingCacheDoesNotHideTheBackoff(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.createCredential(testClientSecret)
 	beforeFailure := h.createTenant()

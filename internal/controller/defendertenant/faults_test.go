@@ -19,6 +19,7 @@ import (
 )
 
 func TestMalformedCredentialValuesNeverReachEntra(t *testing.T) {
+	requireControlPlane(t)
 	tests := []struct {
 		name  string
 		value []byte
@@ -48,6 +49,7 @@ func TestMalformedCredentialValuesNeverReachEntra(t *testing.T) {
 }
 
 func TestCredentialIsOnlyReadFromTheTenantsNamespace(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	// The credential exists, but in another namespace: the spec has no way to point there.
 	other := createNamespace(t)
@@ -63,6 +65,7 @@ func TestCredentialIsOnlyReadFromTheTenantsNamespace(t *testing.T) {
 
 // Not parallel: it counts the process's goroutines.
 func TestHangingTokenEndpointTimesOutWithoutPileUp(t *testing.T) {
+	requireControlPlane(t)
 	h := newSerialHarness(t)
 	h.r.Entra = &entra.Client{Timeout: 200 * time.Millisecond}
 	h.createCredential(testClientSecret)
@@ -126,6 +129,7 @@ func TestHangingTokenEndpointTimesOutWithoutPileUp(t *testing.T) {
 }
 
 func TestThrottlingStormRespectsRetryAfterForEveryTenant(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.createCredential(testClientSecret)
 	const tenants = 200

@@ -340,6 +340,7 @@ func leakScenarios() []leakScenario {
 // path: every message is built from the reason, the spec and Entra ID's code and
 // description.
 func TestNothingSecretReachesStatusEventsOrLogs(t *testing.T) {
+	requireControlPlane(t)
 	for _, sc := range leakScenarios() {
 		t.Run(sc.name, func(t *testing.T) {
 			t.Parallel()

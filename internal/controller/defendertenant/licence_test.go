@@ -10,6 +10,7 @@ import (
 )
 
 func TestTenantWithoutDefenderNeedsConsentWhileOthersOfTheAppSucceed(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	const unlicensed = "unlicensed"
 	h.entra.Grant(otherTenantID, testClientID, defenderAPI, "Incident.Read.All", "AdvancedHunting.Read.All")

@@ -125,6 +125,7 @@ func liveHeap() uint64 {
 // less than 2 MiB of heap. It runs alone: no other test allocates meanwhile, and
 // the suite's manager does not watch its namespace.
 func TestHugeSecretMetadataCostsTheCacheNothing(t *testing.T) {
+	requireControlPlane(t)
 	ns := hugeSecretsNamespace
 	if err := k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); client.IgnoreAlreadyExists(err) != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 // Not parallel: the metrics registry is process-wide, and parallel tests would move
 // the counters this test reads.
 func TestMetricsFollowTokenRequestsAndReadiness(t *testing.T) {
+	requireControlPlane(t)
 	h := newSerialHarness(t)
 	successes := testutil.ToFloat64(metrics.TokenRequests.WithLabelValues("success", "TokenReady"))
 	throttled := testutil.ToFloat64(metrics.TokenRequests.WithLabelValues("failure", "Throttled"))

@@ -53,6 +53,7 @@ func (h *harness) expectForgedSecretUntouched(forged *corev1.Secret, wantRequest
 }
 
 func TestForgedOwnerReferenceIsASecretConflict(t *testing.T) {
+	requireControlPlane(t)
 	immutable := true
 	tests := []struct {
 		name   string
@@ -77,6 +78,7 @@ func TestForgedOwnerReferenceIsASecretConflict(t *testing.T) {
 }
 
 func TestSecretRecreatedByOthersAfterDeletionIsASecretConflict(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.publishToken()
 	dt := h.tenant()
@@ -91,6 +93,7 @@ func TestSecretRecreatedByOthersAfterDeletionIsASecretConflict(t *testing.T) {
 }
 
 func TestOwnershipOfTheTokenSecretSurvivesARestartAndARecreation(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.publishToken()
 	first := h.tokenSecret("contoso-token")
@@ -127,6 +130,7 @@ func TestOwnershipOfTheTokenSecretSurvivesARestartAndARecreation(t *testing.T) {
 // A token Secret published before UIDs were recorded has none in the status. It is
 // adopted only when its inputs digest proves it was written with the credential.
 func TestTokenSecretFromBeforeUIDsWereRecorded(t *testing.T) {
+	requireControlPlane(t)
 	forget := func(h *harness) {
 		dt := h.tenant()
 		dt.Status.TokenSecretUID = ""
@@ -161,6 +165,7 @@ func TestTokenSecretFromBeforeUIDsWereRecorded(t *testing.T) {
 // from before UIDs were recorded is never adopted by its digest: a namespace editor
 // could forge it and get the live token written into a Secret of their making.
 func TestForgedInputsDigestIsNotAdoptedForAppCredentials(t *testing.T) {
+	requireControlPlane(t)
 	tests := []struct {
 		name  string
 		start func(h *harness)
@@ -205,6 +210,7 @@ func TestForgedInputsDigestIsNotAdoptedForAppCredentials(t *testing.T) {
 // An adopted Secret is rebuilt: what others put there before the operator vouched
 // for it does not survive the adoption.
 func TestAdoptedTokenSecretKeepsNoForeignMetadata(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.publishToken()
 	dt := h.tenant()

@@ -69,6 +69,7 @@ func (h *harness) expectNoTokenSecrets() {
 }
 
 func TestWithdrawalAfterARenamedTokenSecretDeletesTheFormerOne(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.startReadyCertificateTenant()
 	// The new name is taken, so the token stays under the old one: SecretConflict.
@@ -87,6 +88,7 @@ func TestWithdrawalAfterARenamedTokenSecretDeletesTheFormerOne(t *testing.T) {
 }
 
 func TestSwitchedAppRefWithdrawsTheTokenOfTheFormerApp(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.startReadyCertificateTenant()
 	if app := h.tokenSecret(tenantName + "-token").Annotations[v1alpha1.AnnotationApp]; app != "ClusterDefenderApp/"+h.clusterAppName() {
@@ -106,6 +108,7 @@ func TestSwitchedAppRefWithdrawsTheTokenOfTheFormerApp(t *testing.T) {
 }
 
 func TestSwitchingToAnotherClusterAppMintsWithIt(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.startReadyCertificateTenant()
 	second := &v1alpha1.ClusterDefenderApp{}
@@ -130,6 +133,7 @@ func TestSwitchingToAnotherClusterAppMintsWithIt(t *testing.T) {
 }
 
 func TestWithdrawalReachesASuspendedTenant(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.startReadyCertificateTenant()
 	h.setSuspend(true)
@@ -140,6 +144,7 @@ func TestWithdrawalReachesASuspendedTenant(t *testing.T) {
 // The token Secret the cache has not seen recorded in the tenant's status (the
 // status write of the mint is still on its way) is withdrawn all the same.
 func TestWithdrawalDeletesATokenSecretTheStatusHasNotRecorded(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.startReadyCertificateTenant()
 	dt := h.tenant()
@@ -154,6 +159,7 @@ func TestWithdrawalDeletesATokenSecretTheStatusHasNotRecorded(t *testing.T) {
 // A grant withdrawn while the first token request is in flight: the emulator holds
 // its answer until the withdrawal is stored, so the run is the same every time.
 func TestWithdrawalDuringTheFirstMintDeletesTheToken(t *testing.T) {
+	requireControlPlane(t)
 	t.Parallel()
 	const runs = 20
 	for run := range runs {
@@ -189,6 +195,7 @@ func TestWithdrawalDuringTheFirstMintDeletesTheToken(t *testing.T) {
 }
 
 func TestGrantLimitedToOtherResourcesIsAppNotAllowed(t *testing.T) {
+	requireControlPlane(t)
 	const graph = "https://graph.microsoft.com"
 	h := newHarness(t)
 	c := h.validCertificate()
@@ -215,6 +222,7 @@ func TestGrantLimitedToOtherResourcesIsAppNotAllowed(t *testing.T) {
 // the annotation but without the operator's labels, is not a token to revoke:
 // revocation would not find it, and the tenant would be revoked every second.
 func TestForgedAppAnnotationStartsNoRevocationLoop(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	forged := h.forgeFormerAppsToken(nil)
 
@@ -230,6 +238,7 @@ func TestForgedAppAnnotationStartsNoRevocationLoop(t *testing.T) {
 // names the Secret; then it switches apps. The token of the former app is found all
 // the same, by the labels and controller reference the operator wrote.
 func TestTokenStashedUnderAFormerNameIsWithdrawnOnAnAppSwitch(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.startReadyCertificateTenant()
 	h.updateTenant(func(dt *v1alpha1.DefenderTenant) { dt.Spec.Suspend, dt.Spec.TokenSecretName = true, "stash" })
@@ -251,6 +260,7 @@ func TestTokenStashedUnderAFormerNameIsWithdrawnOnAnAppSwitch(t *testing.T) {
 
 // Deleting a ClusterDefenderApp withdraws every grant it had.
 func TestDeletedClusterAppWithdrawsItsTokens(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.startReadyCertificateTenant()
 	if err := k8s.Delete(h.ctx, &v1alpha1.ClusterDefenderApp{ObjectMeta: metav1.ObjectMeta{Name: h.clusterAppName()}}); err != nil {
@@ -267,6 +277,7 @@ func TestDeletedClusterAppWithdrawsItsTokens(t *testing.T) {
 // A token Secret held by a finalizer cannot be made to go; revoking it again every
 // second would only load the operator.
 func TestTokenSecretHeldByAFinalizerStartsNoRevocationLoop(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	forged := h.forgeFormerAppsToken(func(s *corev1.Secret) {
 		s.Labels = map[string]string{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue, v1alpha1.LabelTenant: tenantName}

@@ -54,6 +54,7 @@ func (unseenCache) List(context.Context, client.ObjectList, ...client.ListOption
 }
 
 func TestSharedCredentialIsReadOncePerVersion(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	reads := &countingReader{Reader: k8s}
 	h.r.APIReader, h.r.Credentials.APIReader = reads, reads
@@ -113,6 +114,7 @@ func TestSharedCredentialIsReadOncePerVersion(t *testing.T) {
 }
 
 func TestTokenSecretUnseenByTheCache(t *testing.T) {
+	requireControlPlane(t)
 	t.Run("a foreign Secret is left untouched", func(t *testing.T) {
 		h := newHarness(t)
 		h.r.SecretMetadata, h.r.Credentials.SecretMetadata = unseenCache{}, unseenCache{}
@@ -222,6 +224,7 @@ func (h *harness) reconcileFails() {
 }
 
 func TestFailedWriteOfAMintedTokenCostsNoSecondRequest(t *testing.T) {
+	requireControlPlane(t)
 	t.Run("the retry publishes the token already minted", func(t *testing.T) {
 		h := newHarness(t)
 		h.startWithFailingWrites(3)
@@ -265,6 +268,7 @@ func (d deletesTheTenantFirst) Create(ctx context.Context, obj client.Object, op
 }
 
 func TestTenantDeletedWhileItsTokenIsPublishedEndsTheReconcileQuietly(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.createCredential(testClientSecret)
 	dt := h.createTenant()

@@ -90,6 +90,7 @@ func tenantWithDataTemplate(ns, template string) *unstructured.Unstructured {
 // accept and refuse the same templates, so that admission catches what the
 // operator would refuse, and the operator refuses nothing admission let through.
 func TestSecretTemplateParseAndAdmissionAgree(t *testing.T) {
+	requireControlPlane(t)
 	t.Parallel()
 	ns := createNamespace(t)
 	for _, tt := range secretTemplateRules {
@@ -180,6 +181,7 @@ func servedWithoutDataTemplateRules(t *testing.T, ns string) (restore func()) {
 // operator refuses it as well: no token is requested, the render that would have
 // taken gigabytes never runs, and other tenants carry on.
 func TestSecretTemplateStoredBeforeTheRulesIsRefusedWithoutATokenRequest(t *testing.T) {
+	requireControlPlane(t)
 	h := newSerialHarness(t)
 	h.createCredential(testClientSecret)
 	stored := newTenant(h.ns, tenantName, withSecretTemplate(map[string]string{"authorization": wideVerbs}))
@@ -251,6 +253,7 @@ func TestSecretTemplateStoredBeforeTheRulesIsRefusedWithoutATokenRequest(t *test
 }
 
 func TestSecretTemplateAnnotationNeedsAnAllowedPrefix(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.createCredential(testClientSecret)
 	h.createTenant(withSecretTemplate(map[string]string{"authorization": "Bearer {{ .AccessToken }}"}), func(dt *v1alpha1.DefenderTenant) {
@@ -288,6 +291,7 @@ func TestSecretTemplateAnnotationNeedsAnAllowedPrefix(t *testing.T) {
 }
 
 func TestSecretTemplateRendersAllFiveFields(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.createCredential(testClientSecret)
 	h.createTenant(withSecretTemplate(map[string]string{

@@ -62,6 +62,7 @@ func expectRendered(t *testing.T, h *harness) {
 }
 
 func TestSecretTemplateKeysFollowEachRefresh(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.createCredential(testClientSecret)
 	h.createTenant(withSecretTemplate(map[string]string{"authorization": "Bearer {{ .AccessToken }}", "siem.json": siemTemplate}))
@@ -94,6 +95,7 @@ func TestSecretTemplateKeysFollowEachRefresh(t *testing.T) {
 }
 
 func TestSecretTemplateChangeRepublishesWithoutATokenRequest(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.createCredential(testClientSecret)
 	h.createTenant(withSecretTemplate(map[string]string{"authorization": "Bearer {{ .AccessToken }}", "siem.json": siemTemplate}))
@@ -140,6 +142,7 @@ func TestSecretTemplateChangeRepublishesWithoutATokenRequest(t *testing.T) {
 }
 
 func TestHandEditedSecretTemplateKeyIsRestored(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.createCredential(testClientSecret)
 	h.createTenant(withSecretTemplate(map[string]string{"authorization": "Bearer {{ .AccessToken }}", "siem.json": siemTemplate}))
@@ -164,6 +167,7 @@ func TestHandEditedSecretTemplateKeyIsRestored(t *testing.T) {
 }
 
 func TestAdmissionRefusesReservedSecretTemplateKeysAndLabels(t *testing.T) {
+	requireControlPlane(t)
 	t.Parallel()
 	ns := createNamespace(t)
 	many := map[string]any{}
@@ -209,6 +213,7 @@ func TestAdmissionRefusesReservedSecretTemplateKeysAndLabels(t *testing.T) {
 }
 
 func TestAdmissionAcceptsTheDocumentedSecretTemplates(t *testing.T) {
+	requireControlPlane(t)
 	t.Parallel()
 	ns := createNamespace(t)
 	dt := newTenant(ns, tenantName, func(dt *v1alpha1.DefenderTenant) {
@@ -225,6 +230,7 @@ func TestAdmissionAcceptsTheDocumentedSecretTemplates(t *testing.T) {
 
 // kubectl explain shows the CRD's descriptions, so each new field needs one.
 func TestSecretTemplateFieldsAreExplained(t *testing.T) {
+	requireControlPlane(t)
 	crd := &unstructured.Unstructured{}
 	crd.SetAPIVersion("apiextensions.k8s.io/v1")
 	crd.SetKind("CustomResourceDefinition")
@@ -252,6 +258,7 @@ func TestSecretTemplateFieldsAreExplained(t *testing.T) {
 // kubectl get -o wide asks the API server for a Table and shows every column;
 // the plain kubectl get shows those of priority 0.
 func TestWideColumnsShowAppGrantedRolesAndNextRefresh(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	h.publishToken()
 	withApp := newTenant(h.ns, "fabrikam", func(dt *v1alpha1.DefenderTenant) {

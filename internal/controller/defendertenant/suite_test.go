@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -67,47 +68,73 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(runSuite(m))
-}
-
-func runSuite(m *testing.M) int {
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is not set: run the tests with `make test`, which builds kube-apiserver and etcd once.")
-		return 1
-	}
 	logf.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapLevel())))
 	must(clientgoscheme.AddToScheme(testScheme))
 	must(v1alpha1.AddToScheme(testScheme))
+	code := m.Run()
+	controlPlane.stop()
+	os.Exit(code)
+}
 
-	env := &envtest.Environment{
+// controlPlane is the kube-apiserver and etcd, and the manager running on them,
+// that the tests against a real API server share. They start with the first test
+// that needs them (requireControlPlane), so the pure tests run without them.
+var controlPlane sharedControlPlane
+
+type sharedControlPlane struct {
+	once sync.Once
+	err  error
+	env  *envtest.Environment
+	// cancel stops the manager, which closes stopped once it has.
+	cancel  context.CancelFunc
+	stopped <-chan struct{}
+}
+
+// requireControlPlane starts the control plane on first use and fails the test
+// when it cannot: a missing KUBEBUILDER_ASSETS is a failure, never a skip.
+func requireControlPlane(t testing.TB) {
+	t.Helper()
+	controlPlane.once.Do(func() { controlPlane.err = startControlPlane() })
+	if controlPlane.err != nil {
+		t.Fatal(controlPlane.err)
+	}
+}
+
+func startControlPlane() error {
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		return errors.New("KUBEBUILDER_ASSETS is not set: run the tests with `make test`, which builds kube-apiserver and etcd once")
+	}
+	controlPlane.env = &envtest.Environment{
 		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "..", "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 	}
 	var err error
-	if restConfig, err = env.Start(); err != nil {
-		fmt.Fprintln(os.Stderr, "starting the test control plane:", err)
-		_ = env.Stop() // envtest leaves a half-started etcd or kube-apiserver running otherwise
-		return 1
+	if restConfig, err = controlPlane.env.Start(); err != nil {
+		return fmt.Errorf("starting the test control plane: %w", err)
 	}
-	defer func() { _ = env.Stop() }()
-	serviceAccountSigner = filepath.Join(env.ControlPlane.APIServer.CertDir, "sa-signer.crt")
+	serviceAccountSigner = filepath.Join(controlPlane.env.ControlPlane.APIServer.CertDir, "sa-signer.crt")
 	restConfig.QPS, restConfig.Burst = 200, 400
 	if k8s, err = client.New(restConfig, client.Options{Scheme: testScheme}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return err
 	}
-
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	stopped, err := startManager(ctx)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "starting the manager:", err)
-		return 1
+		cancel()
+		return fmt.Errorf("starting the manager: %w", err)
 	}
-	code := m.Run()
-	cancel()
-	<-stopped
-	return code
+	controlPlane.cancel, controlPlane.stopped = cancel, stopped
+	return nil
+}
+
+func (cp *sharedControlPlane) stop() {
+	if cp.cancel != nil {
+		cp.cancel()
+		<-cp.stopped
+	}
+	if cp.env != nil {
+		_ = cp.env.Stop() // also when it started only halfway, which leaves processes behind otherwise
+	}
 }
 
 // startManager runs the controller as the operator does, for tests about watches.
@@ -219,6 +246,7 @@ func newSerialHarness(t *testing.T) *harness {
 // middleware that sees every token request and answer; nil serves it directly.
 func newHarnessServedThrough(t *testing.T, through func(http.Handler) http.Handler) *harness {
 	t.Helper()
+	requireControlPlane(t)
 	clk := clocktesting.NewFakeClock(time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC))
 	emu, err := entraemu.New(entraemu.Options{Clock: clk})
 	if err != nil {
@@ -264,6 +292,7 @@ var notInALabel = regexp.MustCompile(`[^a-z0-9-]+`)
 
 func createNamespace(t *testing.T) string {
 	t.Helper()
+	requireControlPlane(t)
 	name := "t-" + notInALabel.ReplaceAllString(strings.ToLower(t.Name()), "-")
 	if len(name) > 50 {
 		name = name[:50]

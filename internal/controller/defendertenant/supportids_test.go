@@ -118,6 +118,7 @@ func checkSupportIDs(t *testing.T, h *harness, logs *logBuffer, conditionType, r
 }
 
 func TestLastFailureCarriesTheSupportIDs(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	logs := captureLogs(h)
 	res := h.startFailing(entraemu.ServerError(), entraemu.ServerError())
@@ -148,6 +149,7 @@ func TestLastFailureCarriesTheSupportIDs(t *testing.T) {
 }
 
 func TestStalledLastFailureCarriesTheSupportIDs(t *testing.T) {
+	requireControlPlane(t)
 	h := newHarness(t)
 	logs := captureLogs(h)
 	h.createCredential("not-the-secret-value")

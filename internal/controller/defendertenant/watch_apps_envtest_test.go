@@ -123,6 +123,7 @@ func grantThisNamespace(w *watchedApp) v1alpha1.TenantGrant {
 }
 
 func TestWatchWithdrawnGrantDeletesTheToken(t *testing.T) {
+	requireControlPlane(t)
 	w := newWatchedApp(t, grantThisNamespace)
 	w.waitFor("Ready", readyWithToken)
 
@@ -141,6 +142,7 @@ func TestWatchWithdrawnGrantDeletesTheToken(t *testing.T) {
 }
 
 func TestWatchNamespaceLabelGrantsAndWithdraws(t *testing.T) {
+	requireControlPlane(t)
 	w := newWatchedApp(t, func(w *watchedApp) v1alpha1.TenantGrant {
 		return v1alpha1.TenantGrant{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"defender.tenantcreds.io/customer": "contoso", "test": w.ns}}, TenantIDs: []string{"*"}}
 	})
@@ -163,6 +165,7 @@ func TestWatchNamespaceLabelGrantsAndWithdraws(t *testing.T) {
 }
 
 func TestWatchCertificateRotationMintsANewToken(t *testing.T) {
+	requireControlPlane(t)
 	w := newWatchedApp(t, grantThisNamespace)
 	w.waitFor("Ready", readyWithToken)
 	first := string(getSecret(t, w.ns, w.name+"-token").Data[v1alpha1.TokenSecretKeyAccessToken])

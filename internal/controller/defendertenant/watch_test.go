@@ -91,6 +91,7 @@ func (w *watched) waitForToken(differentFrom string) string {
 }
 
 func TestWatchCredentialCreatedLaterMakesTenantReady(t *testing.T) {
+	requireControlPlane(t)
 	w := newWatched(t)
 	w.createTenant()
 	w.waitForReason("Stalled", "CredentialsNotFound")
@@ -101,6 +102,7 @@ func TestWatchCredentialCreatedLaterMakesTenantReady(t *testing.T) {
 }
 
 func TestWatchRotatedCredentialMintsNewToken(t *testing.T) {
+	requireControlPlane(t)
 	w := newWatched(t)
 	cred := createCredentialIn(t, w.ns, credentialName, map[string][]byte{"client-secret": []byte(testClientSecret)})
 	w.createTenant()
@@ -120,6 +122,7 @@ func TestWatchRotatedCredentialMintsNewToken(t *testing.T) {
 }
 
 func TestWatchDeletedTokenSecretIsRecreated(t *testing.T) {
+	requireControlPlane(t)
 	w := newWatched(t)
 	createCredentialIn(t, w.ns, credentialName, map[string][]byte{"client-secret": []byte(testClientSecret)})
 	w.createTenant()
@@ -138,6 +141,7 @@ func TestWatchDeletedTokenSecretIsRecreated(t *testing.T) {
 }
 
 func TestWatchHandEditedTokenSecretIsRestored(t *testing.T) {
+	requireControlPlane(t)
 	w := newWatched(t)
 	createCredentialIn(t, w.ns, credentialName, map[string][]byte{"client-secret": []byte(testClientSecret)})
 	w.createTenant()
@@ -157,6 +161,7 @@ func TestWatchHandEditedTokenSecretIsRestored(t *testing.T) {
 }
 
 func TestWatchRemovedConflictingSecretUnblocksTenant(t *testing.T) {
+	requireControlPlane(t)
 	w := newWatched(t)
 	createCredentialIn(t, w.ns, credentialName, map[string][]byte{"client-secret": []byte(testClientSecret)})
 	foreign := createCredentialIn(t, w.ns, "contoso-token", map[string][]byte{"unrelated": []byte("data")})
@@ -170,6 +175,7 @@ func TestWatchRemovedConflictingSecretUnblocksTenant(t *testing.T) {
 }
 
 func TestWatchEventsAreRecordedOnTransitions(t *testing.T) {
+	requireControlPlane(t)
 	w := newWatched(t)
 	w.createTenant()
 	w.waitForReason("Stalled", "CredentialsNotFound")
@@ -195,6 +201,7 @@ func TestWatchEventsAreRecordedOnTransitions(t *testing.T) {
 }
 
 func TestWatchStatusIsNotRewrittenWhileIdle(t *testing.T) {
+	requireControlPlane(t)
 	w := newWatched(t)
 	createCredentialIn(t, w.ns, credentialName, map[string][]byte{"client-secret": []byte(testClientSecret)})
 	w.createTenant()

@@ -18,6 +18,7 @@ import (
 )
 
 func TestOperatorServiceAccountIsWhomTheAPIServerAuthenticates(t *testing.T) {
+	requireControlPlane(t)
 	t.Parallel()
 	asUser := func(user string) *rest.Config {
 		cfg := rest.CopyConfig(restConfig)
@@ -158,6 +159,7 @@ var refusedWorkloadIdentities = []refusedWorkloadIdentity{{
 // The app reports the refusal without asking the TokenRequest API for a token;
 // once fixed as its message says, the same reconciler asks once and is Ready.
 func TestAppWorkloadIdentityTheOperatorMayNotUseIsServiceAccountNotAllowed(t *testing.T) {
+	requireControlPlane(t)
 	for _, tt := range refusedWorkloadIdentities {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t)
@@ -195,6 +197,7 @@ func TestAppWorkloadIdentityTheOperatorMayNotUseIsServiceAccountNotAllowed(t *te
 // fix, and neither a ServiceAccount token nor an Entra ID token is requested;
 // once fixed, one of each is, and the token is published.
 func TestWorkloadIdentityTheOperatorMayNotUseMakesNoTokenRequest(t *testing.T) {
+	requireControlPlane(t)
 	for _, tt := range refusedWorkloadIdentities {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t)
