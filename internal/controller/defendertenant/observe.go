@@ -194,7 +194,7 @@ func (obs *observation) noteAppOf(secret metav1.Object) {
 
 func (r *Reconciler) observeTokenSecret(ctx context.Context, obs *observation) error {
 	key := keyOf(obs.tenant.Namespace, obs.secretName)
-	if _, exists, known := credential.CachedSecretVersion(ctx, r.SecretMetadata, key); known && !exists {
+	if _, exists, known := credential.CachedSecretVersion(ctx, r.SecretMetadata, key); known && !exists && !statusShowsPublished(obs.tenant, obs.secretName) {
 		return nil
 	}
 	secret := &corev1.Secret{}
@@ -217,6 +217,16 @@ func (r *Reconciler) observeTokenSecret(ctx context.Context, obs *observation) e
 		obs.published = publishedToken(secret, expectation(obs.tenant, obs.app.clientID), obs.now)
 	}
 	return nil
+}
+
+// statusShowsPublished: the last status written says a token is published in the
+// Secret of this name. When the watch cache does not know that Secret, either the
+// cache has not yet seen the operator create it, or someone deleted it; only a live
+// read tells which, and without it a fresh token would be minted again. Tenants
+// whose status shows no token, such as those that never published one, still cost
+// no read.
+func statusShowsPublished(tenant *v1alpha1.DefenderTenant, secretName string) bool {
+	return tenant.Status.TokenSecretUID != "" && tenant.Status.TokenSecretName == secretName
 }
 
 // labelledTokenSecretOf: the Secret carries the operator's labels for the tenant and
