@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
@@ -135,4 +136,70 @@ func TestTokenSecretReadsOfIdleTenants(t *testing.T) {
 			t.Errorf("token Secret read %d times although the cache knows it does not exist, want 0", n)
 		}
 	})
+}
+
+// TestTokenPublishedUnderLaggingCachesIsNotMintedAgain: the tenant's cache and
+// the Secrets' cache have both not seen the reconcile that published the token
+// (its status write and its Secret). The next reconcile must find the token all
+// the same, from what this process wrote, and not ask Entra ID again.
+func TestTokenPublishedUnderLaggingCachesIsNotMintedAgain(t *testing.T) {
+	h := newHarness(t)
+	cache := &laggingSecretCache{}
+	h.r.SecretMetadata = cache
+	h.createCredential(testClientSecret)
+	beforePublish := h.createTenant()
+	cache.catchUp(t, h.ns)
+	h.reconcile()
+	h.expectReady()
+
+	h.r.Client = &staleTenantReads{Client: k8s, stale: beforePublish}
+	h.reconcile()
+	h.expectRequests(1)
+}
+
+// statusWritesFailing fails the first status writes with 503, as an API server
+// that is briefly unavailable does.
+type statusWritesFailing struct {
+	client.Client
+	failures int
+}
+
+func (s *statusWritesFailing) Status() client.SubResourceWriter {
+	return failingStatusWriter{SubResourceWriter: s.Client.Status(), owner: s}
+}
+
+type failingStatusWriter struct {
+	client.SubResourceWriter
+	owner *statusWritesFailing
+}
+
+func (w failingStatusWriter) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+	if w.owner.failures > 0 {
+		w.owner.failures--
+		return apierrors.NewServiceUnavailable("status writes are failing")
+	}
+	return w.SubResourceWriter.Patch(ctx, obj, patch, opts...)
+}
+
+// TestFailedStatusWriteAfterPublishingKeepsTheTokenOfAnAppTenant: the status write
+// that was to record a just-created token Secret fails. A tenant of an app cannot
+// prove the Secret its own by the inputs digest (a namespace editor could forge
+// that), so without the UID this process remembers it would report SecretConflict
+// against its own Secret for good.
+func TestFailedStatusWriteAfterPublishingKeepsTheTokenOfAnAppTenant(t *testing.T) {
+	h := newHarness(t)
+	h.createCredential(testClientSecret)
+	h.createApp(appClientSecretCredential())
+	h.createAppTenant(v1alpha1.AppKindDefenderApp, appName)
+	h.r.Client = &statusWritesFailing{Client: k8s, failures: 1}
+	if _, err := h.r.Reconcile(h.ctx, ctrl.Request{NamespacedName: keyOf(h.ns, tenantName)}); err == nil {
+		t.Fatal("the reconcile whose status write failed reported no error")
+	}
+	if h.tokenSecret(tenantName+"-token") == nil {
+		t.Fatal("no token Secret was published before the status write")
+	}
+
+	h.reconcile()
+	h.expectReady()
+	h.expectRequests(1)
 }

@@ -67,7 +67,12 @@ type Reconciler struct {
 	MaxConcurrentReconciles int
 
 	leftovers perTenant[leftover]
-	failures  perTenant[writtenFailure]
+	// written is the status this process last wrote per tenant, until the watch
+	// cache shows it (see observeOwnStatusWrite).
+	written perTenant[writtenStatus]
+	// created is the UID of the token Secret this process created per tenant,
+	// until a status records it (see recordedTokenSecretUID).
+	created perTenant[types.UID]
 	// ownWrites holds, by token Secret, the resourceVersion this process's update of
 	// it started from, until the watch announces that update (see
 	// notOwnTokenSecretWrite).
@@ -97,10 +102,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 		// The token Secret is owned by the tenant; garbage collection removes it.
 		return ctrl.Result{}, nil
 	}
-	if w, ok := r.failures.get(req.NamespacedName); ok && w.over == tenant.ResourceVersion {
-		tenant.Status = *w.status.DeepCopy() // the cache has not seen our last write yet
-	}
-
 	// A failed read leaves nothing new to report: the status stays as it is and
 	// controller-runtime retries.
 	obs, err := r.observe(ctx, tenant)
@@ -160,7 +161,8 @@ func statusInputOf(obs *observation, out outcome) statusInput {
 // forget drops what the operator remembers of a deleted tenant.
 func (r *Reconciler) forget(key types.NamespacedName) {
 	r.leftovers.forget(key)
-	r.failures.forget(key)
+	r.written.forget(key)
+	r.created.forget(key)
 	metrics.Tenants.Forget(key)
 }
 
@@ -176,10 +178,9 @@ func (r *Reconciler) writeStatus(ctx context.Context, tenant *v1alpha1.DefenderT
 		return err
 	}
 	key := client.ObjectKeyFromObject(tenant)
-	if status.LastFailure != nil {
-		r.failures.set(key, writtenFailure{over: before.ResourceVersion, status: *status.DeepCopy()})
-	} else {
-		r.failures.forget(key)
+	r.written.set(key, writtenStatus{over: before.ResourceVersion, status: *status.DeepCopy()})
+	if uid, ok := r.created.get(key); ok && uid == status.TokenSecretUID {
+		r.created.forget(key)
 	}
 	r.recordTransition(tenant, before.Status, status)
 	return nil

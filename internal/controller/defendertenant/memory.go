@@ -9,10 +9,12 @@ import (
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 )
 
-// What the operator keeps in memory per tenant is a cache: losing it (a restart, a
-// new leader) costs at most one extra read or one extra token request, never a
-// changed decision. Everything that decides behaviour is in the status or the token
-// Secret.
+// What the operator keeps in memory per tenant are facts only this process knows:
+// a status it wrote that the watch cache has not shown yet, a token Secret it
+// created whose UID no status records yet, a token whose write failed. observe
+// reads them as facts like any other, and decide weighs them. Losing them (a
+// restart, a new leader) costs at most one extra read or one extra token request;
+// every lasting decision rests on the status and the token Secret.
 
 // leftover is a token that was minted but whose write failed. The next attempt
 // publishes it instead of asking Entra ID again, so an API server outage costs no
@@ -54,12 +56,11 @@ func (p *perTenant[V]) forget(key types.NamespacedName) {
 	delete(p.entries, key)
 }
 
-// writtenFailure is the status this process last wrote for a failing tenant, and the
-// resourceVersion it was written over. The watch cache may hand the next reconcile
-// the tenant as it was before that write; without this, that lag would hide the
-// backoff and cost a second token request. Only failing tenants are kept, so memory
-// grows with failures, not with tenants.
-type writtenFailure struct {
+// writtenStatus is the status this process last wrote for a tenant, and the
+// resourceVersion it was written over (see observeOwnStatusWrite). It is kept
+// until the cache shows a newer version of the tenant, so memory grows with the
+// writes in flight, not with tenants.
+type writtenStatus struct {
 	over   string
 	status v1alpha1.DefenderTenantStatus
 }

@@ -98,6 +98,7 @@ func (t *token) usable(now time.Time) bool {
 }
 
 func (r *Reconciler) observe(ctx context.Context, tenant *v1alpha1.DefenderTenant) (*observation, error) {
+	r.observeOwnStatusWrite(tenant)
 	app, err := r.observeApp(ctx, tenant)
 	if err != nil {
 		return nil, err
@@ -132,6 +133,24 @@ func (r *Reconciler) observe(ctx context.Context, tenant *v1alpha1.DefenderTenan
 	}
 	obs.leftover = r.leftoverToken(obs)
 	return obs, nil
+}
+
+// observeOwnStatusWrite puts into tenant the status this process last wrote, when
+// the watch cache handed over the version of the tenant that write replaced: the
+// status in the API server is then the one written, not the one cached. Without
+// it, a lagging cache would hide a backoff, or a token published a moment ago,
+// and cost a second token request. Once the cache shows a newer version, the
+// written status is in it, and memory lets it go.
+func (r *Reconciler) observeOwnStatusWrite(tenant *v1alpha1.DefenderTenant) {
+	key := client.ObjectKeyFromObject(tenant)
+	w, ok := r.written.get(key)
+	switch {
+	case !ok:
+	case w.over == tenant.ResourceVersion:
+		tenant.Status = *w.status.DeepCopy()
+	default:
+		r.written.forget(key)
+	}
 }
 
 // observeOtherTokenSecrets notes the app every other token Secret of the tenant
@@ -244,6 +263,11 @@ func labelledTokenSecretOf(secret metav1.Object, tenant *v1alpha1.DefenderTenant
 func (r *Reconciler) recordedTokenSecretUID(ctx context.Context, tenant *v1alpha1.DefenderTenant, secret *corev1.Secret) (types.UID, error) {
 	if recorded := tenant.Status.TokenSecretUID; recorded != "" || !metav1.IsControlledBy(secret, tenant) {
 		return recorded, nil
+	}
+	// This process created it, and the status write that was to record it failed:
+	// without this, an app's tenant would find its own token Secret taken.
+	if uid, ok := r.created.get(client.ObjectKeyFromObject(tenant)); ok && uid == secret.UID {
+		return uid, nil
 	}
 	live := &v1alpha1.DefenderTenant{}
 	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(tenant), live); err != nil {

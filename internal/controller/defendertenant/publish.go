@@ -128,6 +128,7 @@ func (r *Reconciler) writeTokenSecret(ctx context.Context, obs *observation, t *
 		if err != nil {
 			return "", fmt.Errorf("creating token Secret %s: %w", desired.Name, err)
 		}
+		r.created.set(keyOf(obs.tenant.Namespace, obs.tenant.Name), desired.UID)
 		return desired.UID, nil
 	}
 	if !tokenSecretDrifted(obs, t) {
