@@ -129,11 +129,28 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 		metrics.Tenants.Set(req.NamespacedName, status)
 	}()
 
-	out = r.act(ctx, obs, p)
+	acted := r.act(ctx, obs, p)
+	out = settle(obs, p, acted)
+	r.recordTokenRequest(ctx, obs, acted, out)
 	if out.err != nil {
 		return ctrl.Result{}, out.err
 	}
 	return ctrl.Result{RequeueAfter: requeueAfter(obs.now, out.recheck, out.published)}, nil
+}
+
+// recordTokenRequest counts a token request in the metrics, and logs a failed one
+// by the IDs Microsoft support and the customer's sign-in logs know it by; never
+// the credential or the token, which no outcome holds.
+func (r *Reconciler) recordTokenRequest(ctx context.Context, obs *observation, res result, out outcome) {
+	reason := requestReason(obs, res)
+	if reason == "" {
+		return
+	}
+	metrics.RecordTokenRequest(reason, res.took)
+	if f := out.failure; f != nil && reason != v1alpha1.ReasonTokenReady {
+		ctrl.LoggerFrom(ctx).Info("Token request failed", "tenantID", obs.tenant.Spec.TenantID, "reason", f.Reason, "code", f.Code,
+			"traceID", f.TraceID, "correlationID", f.CorrelationID, "clientRequestID", f.ClientRequestID)
+	}
 }
 
 // statusInputOf is what the status is computed from. The generation is stamped only

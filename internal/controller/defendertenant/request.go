@@ -9,11 +9,9 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
-	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 	"github.com/tenantcreds/defender-tenant-operator/internal/controller/conditions"
-	"github.com/tenantcreds/defender-tenant-operator/internal/controller/metrics"
 	"github.com/tenantcreds/defender-tenant-operator/internal/credential"
 	"github.com/tenantcreds/defender-tenant-operator/internal/entra"
 	"github.com/tenantcreds/defender-tenant-operator/internal/tokencheck"
@@ -35,46 +33,35 @@ type requestFailure struct {
 	traceID, correlationID, clientRequestID string
 }
 
-// requestToken asks Entra ID for a token once and checks it: a token comes back
-// only when it may be published.
-func (r *Reconciler) requestToken(ctx context.Context, obs *observation) (*token, *requestFailure) {
+// requestToken asks Entra ID for a token once, authenticating with the app's
+// credential (for a workload identity, after a fresh TokenRequest). It returns
+// what came back, unjudged: settle says what it means.
+func (r *Reconciler) requestToken(ctx context.Context, obs *observation, res *result) {
+	res.requested = true
 	start := r.Clock.Now()
-	t, failure := r.requestAndCheck(ctx, obs)
-	reason := v1alpha1.ReasonTokenReady
-	if failure != nil {
-		reason = failure.problem.Reason
-	}
-	metrics.RecordTokenRequest(reason, r.Clock.Since(start))
-	return t, failure
-}
-
-func (r *Reconciler) requestAndCheck(ctx context.Context, obs *observation) (*token, *requestFailure) {
-	spec := obs.tenant.Spec
-	cred, failure := r.entraCredential(ctx, obs)
-	if failure != nil {
-		ctrl.LoggerFrom(ctx).Info("Token request failed", "tenantID", spec.TenantID, "reason", failure.problem.Reason, "code", failure.code)
-		return nil, failure
+	defer func() { res.took = r.Clock.Since(start) }()
+	cred, err := r.Credentials.Entra(ctx, obs.credential)
+	if err != nil {
+		res.credentialErr = err
+		return
 	}
 	answer, err := r.Entra.RequestToken(ctx, entra.Request{
 		AuthorityHost: obs.authority,
-		TenantID:      spec.TenantID,
+		TenantID:      obs.tenant.Spec.TenantID,
 		ClientID:      obs.app.clientID,
 		Credential:    cred,
 		Resource:      obs.resource,
 	})
 	if err != nil {
-		var f *entra.Failure
-		if !errors.As(err, &f) {
-			f = entra.Classify(err, obs.now)
-		}
-		failure := &requestFailure{problem: conditions.NewProblem(f.Reason, f.Message), code: failureCode(f), retryAfter: f.RetryAfter,
-			traceID: f.TraceID, correlationID: f.CorrelationID, clientRequestID: f.ClientRequestID}
-		// Never the credential or the token: the Failure holds neither.
-		ctrl.LoggerFrom(ctx).Info("Token request failed", "tenantID", spec.TenantID, "reason", f.Reason, "code", failure.code,
-			"traceID", f.TraceID, "correlationID", f.CorrelationID, "clientRequestID", f.ClientRequestID)
-		return nil, failure
+		res.requestErr = err
+		return
 	}
+	res.answer = &answer
+}
 
+// tokenVerdict checks the token Entra ID answered with against the tenant: a
+// token comes back only when it may be published, else why not.
+func tokenVerdict(obs *observation, answer *entra.Token) (*token, *requestFailure) {
 	claims, err := tokencheck.Check(answer.AccessToken, expectation(obs.tenant, obs.app.clientID), obs.now)
 	if err != nil {
 		return nil, &requestFailure{problem: conditions.NewProblem(v1alpha1.ReasonInvalidToken,
@@ -93,6 +80,18 @@ func (r *Reconciler) requestAndCheck(ctx context.Context, obs *observation) (*to
 	return &token{raw: answer.AccessToken, claims: claims, mintedAt: obs.now.UTC().Truncate(time.Second), inputsHash: obs.inputsHash}, nil
 }
 
+// entraRequestFailed says what a failed token request means, from Entra ID's
+// answer (or the lack of one). The Failure holds neither the credential nor a
+// token.
+func entraRequestFailed(obs *observation, err error) *requestFailure {
+	var f *entra.Failure
+	if !errors.As(err, &f) {
+		f = entra.Classify(err, obs.now)
+	}
+	return &requestFailure{problem: conditions.NewProblem(f.Reason, f.Message), code: failureCode(f), retryAfter: f.RetryAfter,
+		traceID: f.TraceID, correlationID: f.CorrelationID, clientRequestID: f.ClientRequestID}
+}
+
 // failureCode is the code Microsoft support and sign-in logs know a failure by.
 func failureCode(f *entra.Failure) string {
 	switch {
@@ -107,16 +106,6 @@ func failureCode(f *entra.Failure) string {
 
 func rolesOf(claims tokencheck.Verdict) *roleFacts {
 	return &roleFacts{Granted: claims.GrantedRoles, Missing: claims.MissingRoles}
-}
-
-// entraCredential is the credential this request authenticates with. A workload
-// identity gets a fresh ServiceAccount token for each request.
-func (r *Reconciler) entraCredential(ctx context.Context, obs *observation) (entra.Credential, *requestFailure) {
-	cred, err := r.Credentials.Entra(ctx, obs.credential)
-	if err != nil {
-		return nil, serviceAccountTokenFailed(obs, obs.credential.Source.Object(), err)
-	}
-	return cred, nil
 }
 
 // serviceAccountTokenFailed reports a TokenRequest that failed. The error of the API
