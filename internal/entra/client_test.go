@@ -252,22 +252,38 @@ func TestClientRequestTokenRetryAfterDateUsesClock(t *testing.T) {
 }
 
 func TestClientRequestTokenHonoursTimeout(t *testing.T) {
+	// The endpoint answers only when the test ends: RequestToken can return before
+	// then only because the client gave up.
 	release := make(chan struct{})
+	var clientGaveUp atomic.Bool
 	srv, requests := tokenEndpoint(t, func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-r.Context().Done():
+			clientGaveUp.Store(true)
 		case <-release:
 		}
 	})
 	defer close(release) // runs before the server's Cleanup closes it
 
-	c := &entra.Client{Timeout: 200 * time.Millisecond}
+	const timeout = 200 * time.Millisecond
+	// The deadline the request is sent with says which timeout bounds it: at most
+	// timeout ahead when it is this one, DefaultTimeout ahead when it is not.
+	var sentWithin atomic.Int64
+	send := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		deadline, ok := req.Context().Deadline()
+		if !ok {
+			return nil, errors.New("the token request has no deadline")
+		}
+		sentWithin.Store(int64(time.Until(deadline)))
+		return http.DefaultTransport.RoundTrip(req)
+	})
+	c := &entra.Client{Timeout: timeout, HTTPClient: &http.Client{Transport: send}}
 	start := time.Now()
 	_, err := c.RequestToken(context.Background(), entra.Request{
 		AuthorityHost: srv.URL, TenantID: testTenant, ClientID: testClient,
 		Credential: entra.ClientSecret(testSecret), Resource: "https://api.security.microsoft.com",
 	})
-	elapsed := time.Since(start)
+	t.Logf("RequestToken returned after %v", time.Since(start))
 
 	var f *entra.Failure
 	if !errors.As(err, &f) {
@@ -279,13 +295,25 @@ func TestClientRequestTokenHonoursTimeout(t *testing.T) {
 	if !strings.Contains(f.Message, "timed out") {
 		t.Errorf("Message %q does not say the request timed out", f.Message)
 	}
-	if elapsed > 2*time.Second {
-		t.Errorf("RequestToken returned after %v, want about the 200ms timeout", elapsed)
+	if left := time.Duration(sentWithin.Load()); left <= 0 || left > timeout {
+		t.Errorf("the request was sent with its deadline %v ahead, want at most the %v timeout", left, timeout)
 	}
 	if n := len(requests()); n != 1 {
 		t.Errorf("token endpoint got %d requests, want 1", n)
 	}
+	// The endpoint sees the connection go once the client has given up.
+	deadline := time.Now().Add(10 * time.Second)
+	for !clientGaveUp.Load() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !clientGaveUp.Load() {
+		t.Error("the token endpoint never saw the client give up")
+	}
 }
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
 
 func TestClientRequestTokenConnectionRefused(t *testing.T) {
 	srv := httptest.NewServer(http.NotFoundHandler())

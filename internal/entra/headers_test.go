@@ -79,7 +79,7 @@ func paddedRequest(authority string) entra.Request {
 
 // A hostile endpoint (or proxy) sending ~10 MiB of headers, just under Go's own
 // default limit, with a valid token after them. The shared client must stop
-// reading at MaxResponseHeaderBytes and fail at once as TokenEndpointUnavailable,
+// reading at MaxResponseHeaderBytes and fail as TokenEndpointUnavailable,
 // without holding megabytes of headers.
 func TestClientRequestTokenRefusesHugeResponseHeaders(t *testing.T) {
 	const hostile = 10<<20 - 128<<10
@@ -94,6 +94,8 @@ func TestClientRequestTokenRefusesHugeResponseHeaders(t *testing.T) {
 	elapsed := time.Since(start)
 	runtime.ReadMemStats(&after)
 	allocated := after.TotalAlloc - before.TotalAlloc
+	// A figure, not a verdict: the reason and the allocation below show that it
+	// stopped at the limit rather than reading on or waiting for the timeout.
 	t.Logf("returned after %v, allocating %d KiB: %v", elapsed, allocated>>10, err)
 
 	var f *entra.Failure
@@ -105,9 +107,6 @@ func TestClientRequestTokenRefusesHugeResponseHeaders(t *testing.T) {
 	}
 	if want := fmt.Sprintf("server response headers exceeded %d bytes", entra.MaxResponseHeaderBytes); !strings.Contains(f.Message, want) {
 		t.Errorf("Message %q does not contain %q", f.Message, want)
-	}
-	if elapsed > 5*time.Second {
-		t.Errorf("RequestToken failed after %v, want promptly", elapsed)
 	}
 	// Reading the headers whole would allocate at least their 10 MiB.
 	if allocated > 4<<20 {

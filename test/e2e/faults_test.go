@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -83,11 +84,14 @@ func TestOperatorRecoversFromAnAPIServerRestartWithoutRestarting(t *testing.T) {
 	// kubelet to restart it. That is why this test does not run in parallel.
 	const pause = time.Second
 
-	// One more tenant whose token request Entra answers only 3s later, while the API
-	// server is down: its reconcile is in flight through the outage, and cannot
-	// publish what it minted until the API server is back.
+	// One more tenant whose token request Entra answers only once the API server is
+	// down: its reconcile is in flight through the outage, and cannot publish what
+	// it minted until the API server is back.
 	s.addConsentedTenant(tenantID(n + 1))
-	s.emu.InjectFailures(tenantID(n+1), entraemu.Failure{Delay: 3 * time.Second})
+	hold := make(chan struct{})
+	release := sync.OnceFunc(func() { close(hold) })
+	t.Cleanup(release)
+	s.emu.InjectFailures(tenantID(n+1), entraemu.Held(hold))
 	s.createTenant(t, ns, "in-flight", tenantID(n+1))
 	waitFor(t, 10*time.Second, "the in-flight tenant's token request reaches Entra", func() error {
 		if s.emu.Requests(tenantID(n+1)) == 0 {
@@ -102,6 +106,9 @@ func TestOperatorRecoversFromAnAPIServerRestartWithoutRestarting(t *testing.T) {
 		controlPlaneStarts.Unlock()
 		t.Fatal(err)
 	}
+	release()
+	// The outage itself: the in-flight tenant's write meets it. Nothing below
+	// depends on how long it lasted.
 	time.Sleep(pause)
 	err := s.cluster.StartAPIServer()
 	outage := time.Since(down)
@@ -333,6 +340,11 @@ func TestStandbyReplicaTakesOverWhenTheLeaderIsKilled(t *testing.T) {
 	if holder == "" {
 		t.Fatalf("%s leads but Lease %s has no holder", leader.name, leaseKey)
 	}
+	// The holder writes its LeaseDuration into the Lease: how long a standby waits
+	// for a dead leader's Lease comes from it.
+	if got := ptr.Deref(lease.Spec.LeaseDurationSeconds, 0); time.Duration(got)*time.Second != le.lease {
+		t.Errorf("Lease %s says leaseDurationSeconds %d, want the %s the replicas run with", leaseKey, got, le.lease)
+	}
 
 	const n = 6
 	names := make([]string, 0, n)
@@ -376,12 +388,12 @@ func TestStandbyReplicaTakesOverWhenTheLeaderIsKilled(t *testing.T) {
 		}
 		return nil
 	}, standby)
-	took := time.Since(killed)
-	bound := le.lease + le.maxRetry() + 5*time.Second
-	t.Logf("%s took the Lease %s after %s was killed (bound %s)", standby.name, took.Round(time.Millisecond), leader.name, bound)
-	if took > bound {
-		t.Errorf("%s took the Lease %s after the leader died, want within %s (LeaseDuration %s + jittered RetryPeriod %s + 5s)",
-			standby.name, took, bound, le.lease, le.maxRetry())
+	// A figure, not a verdict: the Lease's duration is checked above, and the wait's
+	// timeout is only a cutoff.
+	t.Logf("%s took the Lease %s after %s was killed (LeaseDuration %s, jittered RetryPeriod up to %s)",
+		standby.name, time.Since(killed).Round(time.Millisecond), leader.name, le.lease, le.maxRetry())
+	if got := ptr.Deref(lease.Spec.LeaseDurationSeconds, 0); time.Duration(got)*time.Second != le.lease {
+		t.Errorf("%s holds Lease %s with leaseDurationSeconds %d, want %s", standby.name, leaseKey, got, le.lease)
 	}
 
 	var added []string

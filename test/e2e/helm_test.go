@@ -64,8 +64,8 @@ watchNamespaces: [team-a, team-b]`)
 	}
 	op := s.startOperator(t, "operator")
 
-	// The one elsewhere first: by the time the others are Ready, an operator that
-	// watched every namespace would have served it too.
+	// The one elsewhere first: an operator that watched every namespace would take
+	// it in before the others.
 	s.addConsentedTenant(tenantID(2))
 	s.createTenant(t, other, "elsewhere", tenantID(2))
 	for i, ns := range []string{"team-a", "team-b"} {
@@ -76,7 +76,10 @@ watchNamespaces: [team-a, team-b]`)
 		waitFor(t, 30*time.Second, "the DefenderTenant in "+ns+" is Ready", func() error { return readyError(s.admin, ns, "contoso") }, op)
 		checkChartTokenSecret(t, s, ns, "contoso", tenantID(i))
 	}
-	time.Sleep(time.Second) // a little more time for a misbehaving operator to show itself
+	// An operator that watched every namespace got the one elsewhere from the same
+	// informer before the others, which it has served: once it is idle, it has
+	// finished with it too.
+	op.waitForIdle(t)
 	expectNothingServedIn(t, s, op, other, tenantID(2))
 }
 

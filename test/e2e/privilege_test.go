@@ -61,8 +61,8 @@ func TestNamespacedInstallCannotReadSecretsInOtherNamespaces(t *testing.T) {
 	createCredential(t, s.admin, ns, credentialSecret, sandboxClientSecret)
 	op := s.startOperator(t, "operator")
 
-	// The one elsewhere first: by the time the one here is Ready, an operator that
-	// watched every namespace would have served it too.
+	// The one elsewhere first: an operator that watched every namespace would take
+	// it in before the one here.
 	s.addConsentedTenant(tenantID(1))
 	s.createTenant(t, other, "elsewhere", tenantID(1))
 	s.addConsentedTenant(tenantID(0))
@@ -94,7 +94,10 @@ func TestNamespacedInstallCannotReadSecretsInOtherNamespaces(t *testing.T) {
 		t.Errorf("LIST Secrets cluster-wide as the ServiceAccount: %v, want Forbidden", err)
 	}
 
-	time.Sleep(time.Second) // a little more time for a misbehaving operator to show itself
+	// An operator that watched every namespace got the one elsewhere from the same
+	// informer before the one here, which it has served: once it is idle, it has
+	// finished with both.
+	op.waitForIdle(t)
 	elsewhere := &v1alpha1.DefenderTenant{}
 	if err := s.admin.Get(ctx, client.ObjectKey{Namespace: other, Name: "elsewhere"}, elsewhere); err != nil {
 		t.Fatal(err)

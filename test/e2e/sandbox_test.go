@@ -444,6 +444,21 @@ func (op *operator) isLeader(t *testing.T) bool {
 	return op.metric(t, "leader_election_master_status") == 1
 }
 
+// waitForIdle waits until the operator's DefenderTenant controller has no
+// reconcile running or queued: everything its informers had handed it so far is
+// done.
+func (op *operator) waitForIdle(t *testing.T) {
+	t.Helper()
+	waitFor(t, 30*time.Second, op.name+" is idle", func() error {
+		busy := op.metric(t, "controller_runtime_active_workers", `controller="defendertenant"`)
+		queued := op.metric(t, "workqueue_depth", `name="defendertenant"`)
+		if busy+queued > 0 {
+			return fmt.Errorf("%v reconciles running, %v queued", busy, queued)
+		}
+		return nil
+	}, op)
+}
+
 // waitFor retries check every 100ms until it returns nil, and fails the test with
 // its last error when timeout has passed or one of the operators has exited.
 func waitFor(t *testing.T, timeout time.Duration, what string, check func() error, running ...*operator) {

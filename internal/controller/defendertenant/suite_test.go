@@ -65,6 +65,8 @@ var (
 
 	// The manager's Entra emulator runs on the real clock; tests give it their own tenants.
 	managerEntra *entraemu.Emulator
+	// managerReconciler is the manager's: tests read what its reconciles remembered.
+	managerReconciler *DefenderTenantReconciler
 )
 
 func TestMain(m *testing.M) {
@@ -190,6 +192,7 @@ func startManager(ctx context.Context) (<-chan struct{}, error) {
 	if err := r.SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
+	managerReconciler = r
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)

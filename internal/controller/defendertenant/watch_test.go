@@ -207,8 +207,6 @@ func TestWatchStatusIsNotRewrittenWhileIdle(t *testing.T) {
 	w.createTenant()
 	w.waitForReason("Ready", "TokenReady")
 	w.waitForToken("")
-	// Let the reconcile triggered by our own token Secret write settle.
-	time.Sleep(time.Second)
 	before := w.tenant().ResourceVersion
 	requests := managerEntra.Requests(w.tenantID)
 
@@ -218,13 +216,44 @@ func TestWatchStatusIsNotRewrittenWhileIdle(t *testing.T) {
 	if err := k8s.Update(t.Context(), cred); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * time.Second)
+	// Its reconcile reads the new version of the credential: the event was not ignored.
+	eventually(t, watchTimeout, func() error {
+		if _, read := managerReconciler.credentials.get(keyOf(w.ns, credentialName), "client-secret", cred.ResourceVersion); !read {
+			return fmt.Errorf("no reconcile has read version %s of the credential Secret", cred.ResourceVersion)
+		}
+		return nil
+	})
+	// Two hand edits of the token Secret, each restored: reconciles of one tenant never
+	// overlap, so the second restore starts after the reconcile of the label change,
+	// status write included, has ended.
+	for range 2 {
+		w.editAndWaitForRestoredToken()
+	}
+
 	if after := w.tenant(); after.ResourceVersion != before {
 		t.Errorf("status written although nothing changed: %+v", after.Status)
 	}
 	if n := managerEntra.Requests(w.tenantID); n != requests {
 		t.Errorf("token requests = %d, want %d", n, requests)
 	}
+}
+
+// editAndWaitForRestoredToken hand-edits the token Secret and waits until the
+// operator has put it back: a reconcile of the tenant that started after the edit.
+func (w *watched) editAndWaitForRestoredToken() {
+	w.t.Helper()
+	s := getSecret(w.t, w.ns, "contoso-token")
+	want := string(s.Data["expires_at"])
+	s.Data["expires_at"] = []byte("2099-01-01T00:00:00Z")
+	if err := k8s.Update(w.t.Context(), s); err != nil {
+		w.t.Fatal(err)
+	}
+	eventually(w.t, watchTimeout, func() error {
+		if got := string(getSecret(w.t, w.ns, "contoso-token").Data["expires_at"]); got != want {
+			return fmt.Errorf("expires_at = %s, want %s restored", got, want)
+		}
+		return nil
+	})
 }
 
 func TestOwnTokenSecretUpdateWakesNoReconcileButOtherChangesDo(t *testing.T) {
