@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -65,8 +67,9 @@ var (
 
 	// The manager's Entra emulator runs on the real clock; tests give it their own tenants.
 	managerEntra *entraemu.Emulator
-	// managerReconciler is the manager's: tests read what its reconciles remembered.
-	managerReconciler *DefenderTenantReconciler
+	// managerSecretReads is what the manager's reconciles read of credential
+	// Secrets from the API server.
+	managerSecretReads = &versionsRead{}
 )
 
 func TestMain(m *testing.M) {
@@ -167,6 +170,7 @@ func startManager(ctx context.Context) (<-chan struct{}, error) {
 	if err != nil {
 		return nil, err
 	}
+	managerSecretReads.Reader = mgr.GetAPIReader()
 	r := &Reconciler{
 		Client:                           mgr.GetClient(),
 		APIReader:                        mgr.GetAPIReader(),
@@ -180,7 +184,7 @@ func startManager(ctx context.Context) (<-chan struct{}, error) {
 		MaxConcurrentReconciles:          4,
 		ClusterApps:                      true,
 		ClusterResourceNamespace:         credential.DefaultClusterResourceNamespace,
-		Credentials:                      &credential.Reader{APIReader: mgr.GetAPIReader(), SecretMetadata: mgr.GetCache(), Client: mgr.GetClient()},
+		Credentials:                      &credential.Reader{APIReader: managerSecretReads, SecretMetadata: mgr.GetCache(), Client: mgr.GetClient()},
 	}
 	crn := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: credential.DefaultClusterResourceNamespace}}
 	if err := k8s.Create(ctx, crn); err != nil {
@@ -192,7 +196,6 @@ func startManager(ctx context.Context) (<-chan struct{}, error) {
 	if err := r.SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
-	managerReconciler = r
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
@@ -448,3 +451,30 @@ func eventually(t *testing.T, timeout time.Duration, check func() error) {
 }
 
 var errNotYet = errors.New("not yet")
+
+// versionsRead records the resourceVersions of the Secrets read through it.
+type versionsRead struct {
+	client.Reader
+	mu   sync.Mutex
+	read map[types.NamespacedName][]string
+}
+
+func (v *versionsRead) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	err := v.Reader.Get(ctx, key, obj, opts...)
+	if _, ok := obj.(*corev1.Secret); ok && err == nil {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		if v.read == nil {
+			v.read = map[types.NamespacedName][]string{}
+		}
+		v.read[key] = append(v.read[key], obj.GetResourceVersion())
+	}
+	return err
+}
+
+// sawVersion: the Secret was read at this resourceVersion.
+func (v *versionsRead) sawVersion(key types.NamespacedName, resourceVersion string) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return slices.Contains(v.read[key], resourceVersion)
+}

@@ -218,7 +218,7 @@ func TestWatchStatusIsNotRewrittenWhileIdle(t *testing.T) {
 	}
 	// Its reconcile reads the new version of the credential: the event was not ignored.
 	eventually(t, watchTimeout, func() error {
-		if _, read := managerReconciler.credentials.get(keyOf(w.ns, credentialName), "client-secret", cred.ResourceVersion); !read {
+		if !managerSecretReads.sawVersion(keyOf(w.ns, credentialName), cred.ResourceVersion) {
 			return fmt.Errorf("no reconcile has read version %s of the credential Secret", cred.ResourceVersion)
 		}
 		return nil
