@@ -3,6 +3,7 @@ package v1alpha1
 import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // CredentialKind names how an app authenticates to Entra ID. It is what
@@ -293,6 +294,12 @@ type CertificateStatus struct {
 	// within 30 days of it; past it the app is CertificateExpired.
 	// +optional
 	NotAfter *metav1.Time `json:"notAfter,omitempty"`
+
+	// expiring is true while the certificate is usable and within 30 days of
+	// notAfter. The CertificateExpiring Event is recorded when it turns true for a
+	// certificate, once, also across restarts of the operator.
+	// +optional
+	Expiring bool `json:"expiring,omitempty"`
 }
 
 // FederatedCredentialStatus is what the app registration's federated credential must
@@ -309,6 +316,17 @@ type FederatedCredentialStatus struct {
 	// audience is the audience the ServiceAccount token is requested for.
 	// +optional
 	Audience string `json:"audience,omitempty"`
+
+	// serviceAccountUID is the ServiceAccount object the issuer, subject and
+	// audience were read from: a re-created ServiceAccount has them read again,
+	// from a new ServiceAccount token.
+	// +optional
+	ServiceAccountUID types.UID `json:"serviceAccountUID,omitempty"`
+
+	// observedGeneration is the app's generation they were read for: a changed
+	// spec has them read again.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 }
 
 // AppStatus is what the operator observed of an app's credential.

@@ -13,7 +13,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
@@ -78,16 +77,22 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	prev := *app.AppStatus()
 	defer func() {
-		status := computeAppStatus(*app.AppStatus(), in)
+		status := computeAppStatus(prev, in)
 		metrics.RecordAppCertificateExpiry(r.Kind, req.NamespacedName, status)
-		if werr := r.writeStatus(ctx, app, status, certificateExpiring(in)); werr != nil {
+		if werr := r.writeStatus(ctx, app, status); werr != nil {
 			res, err = ctrl.Result{}, errors.Join(err, werr)
 		}
 	}()
 
-	if err := r.observeFederatedCredential(ctx, app, &in); err != nil {
-		return ctrl.Result{}, err
+	if federatedCredentialDue(prev, in) {
+		in.Federated, in.FederatedErr = r.readFederatedCredential(ctx, in.Credential.Source.(credential.WorkloadIdentity))
+		if in.FederatedErr != nil {
+			return ctrl.Result{}, fmt.Errorf("requesting a token of ServiceAccount %s for status.federatedCredential: %w", in.Credential.Source.Object(), in.FederatedErr)
+		}
+	} else if in.Kind == v1alpha1.CredentialWorkloadIdentity {
+		in.Federated = prev.FederatedCredential
 	}
 	ctrl.LoggerFrom(ctx).V(2).Info("Checked the app's credential", "credential", in.Kind)
 	return ctrl.Result{RequeueAfter: appRequeueAfter(in.Now, in)}, nil
@@ -133,49 +138,26 @@ func (r *Reconciler) observe(ctx context.Context, app v1alpha1.App) (appStatusIn
 	return in, err
 }
 
-// observeFederatedCredential fills in the issuer, subject and audience of a
-// workload identity from a token the TokenRequest API issues, as Entra ID will see
-// them. A token is requested only when the status lacks them or they may have
-// changed: the spec's generation, or the ServiceAccount (its UID is in the Ready
-// message), differs from the status's. The token is dropped as soon as its claims
-// are read. After a failed request the generation is not stamped, so the next
-// reconcile asks again.
-func (r *Reconciler) observeFederatedCredential(ctx context.Context, app v1alpha1.App, in *appStatusInput) error {
+// federatedCredentialDue: a usable workload identity whose issuer, subject and
+// audience the status lacks, or shows for another generation of the app or
+// another ServiceAccount object. Only then is a ServiceAccount token requested.
+func federatedCredentialDue(prev v1alpha1.AppStatus, in appStatusInput) bool {
 	if in.Kind != v1alpha1.CredentialWorkloadIdentity || in.Credential.State != credential.Usable {
-		return nil
+		return false
 	}
-	prev := app.AppStatus()
-	if federatedCredentialCurrent(*prev, *in) {
-		in.Federated = prev.FederatedCredential
-		return nil
-	}
-	source := in.Credential.Source.(credential.WorkloadIdentity)
-	sa := source.ServiceAccount
-	token, err := r.Credentials.ServiceAccountToken(ctx, source)
-	if err == nil {
-		in.Federated, err = federatedCredentialOf(token, source.Audience)
-	}
-	switch {
-	case apierrors.IsForbidden(err):
-		// As for a tenant (see serviceAccountTokenFailed): a ServiceAccount the
-		// operator may not use is, to it, one it cannot find. That is this
-		// generation's status; not being CredentialReady, it is asked again.
-		in.Credential.State, in.Credential.Detail = credential.ServiceAccountMissing, credential.TokenRequestForbidden(sa, err)
-	case err != nil:
-		in.Generation = prev.ObservedGeneration
-	}
-	if err != nil {
-		return fmt.Errorf("requesting a token of ServiceAccount %s for status.federatedCredential: %w", sa, err)
-	}
-	return nil
+	f := prev.FederatedCredential
+	return f == nil || f.ObservedGeneration != in.Generation || string(f.ServiceAccountUID) != in.Credential.Version
 }
 
-// federatedCredentialCurrent: the status shows a federated credential taken for
-// this generation and this ServiceAccount object.
-func federatedCredentialCurrent(prev v1alpha1.AppStatus, in appStatusInput) bool {
-	ready := meta.FindStatusCondition(prev.Conditions, v1alpha1.ConditionReady)
-	return prev.FederatedCredential != nil && prev.ObservedGeneration == in.Generation &&
-		ready != nil && ready.Reason == v1alpha1.ReasonCredentialReady && ready.Message == appReadyMessage(in)
+// readFederatedCredential reads the issuer, subject and audience of a workload
+// identity from a token the TokenRequest API issues, as Entra ID will see them.
+// The token is dropped as soon as its claims are read.
+func (r *Reconciler) readFederatedCredential(ctx context.Context, source credential.WorkloadIdentity) (*v1alpha1.FederatedCredentialStatus, error) {
+	token, err := r.Credentials.ServiceAccountToken(ctx, source)
+	if err != nil {
+		return nil, err
+	}
+	return federatedCredentialOf(token, source.Audience)
 }
 
 // serviceAccountTokenAlgorithms are the algorithms kube-apiserver may sign
@@ -209,7 +191,7 @@ func federatedCredentialOf(token, audience string) (*v1alpha1.FederatedCredentia
 
 // writeStatus patches the status only when it changed, and records the Events of
 // the transition.
-func (r *Reconciler) writeStatus(ctx context.Context, app v1alpha1.App, status v1alpha1.AppStatus, expiring bool) error {
+func (r *Reconciler) writeStatus(ctx context.Context, app v1alpha1.App, status v1alpha1.AppStatus) error {
 	if equality.Semantic.DeepEqual(*app.AppStatus(), status) {
 		return nil
 	}
@@ -219,7 +201,7 @@ func (r *Reconciler) writeStatus(ctx context.Context, app v1alpha1.App, status v
 		return err
 	}
 	if r.Recorder != nil {
-		for _, ev := range appTransitionEvents(*before.AppStatus(), status, expiring) {
+		for _, ev := range appTransitionEvents(*before.AppStatus(), status) {
 			r.Recorder.Eventf(app, nil, ev.Type, ev.Reason, ev.Action, "%s", ev.Note)
 		}
 	}

@@ -4,9 +4,12 @@ import (
 	"fmt"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 	"github.com/tenantcreds/defender-tenant-operator/internal/controller/conditions"
@@ -38,13 +41,22 @@ type appStatusInput struct {
 	// why it does not parse.
 	Credential credential.Credential
 	// Federated is what status.federatedCredential shows for a workload identity;
-	// nil when no token was issued for it.
-	Federated *v1alpha1.FederatedCredentialStatus
+	// nil when no token was issued for it. FederatedErr is why the TokenRequest
+	// that was to read it failed.
+	Federated    *v1alpha1.FederatedCredentialStatus
+	FederatedErr error
 }
 
 // appProblem is why the credential cannot be used, as a tenant of the app would
 // be told it; nil when it can.
 func appProblem(in appStatusInput) *conditions.Problem {
+	if apierrors.IsForbidden(in.FederatedErr) {
+		// As for a tenant: the API server authorizes before it looks the
+		// ServiceAccount up, so one the operator may not use is, to it, one it
+		// cannot find; it is asked again on the next reconcile.
+		sa := in.Credential.Source.Object()
+		return conditions.NewProblem(v1alpha1.ReasonServiceAccountNotFound, credential.TokenRequestForbidden(sa, in.FederatedErr))
+	}
 	p := in.Credential.Problem("the app", in.Now)
 	if p == nil {
 		return nil
@@ -87,8 +99,13 @@ func appReadyMessage(in appStatusInput) string {
 // computeAppStatus derives the whole app status from the previous one and what was
 // observed. It is pure so that every combination can be table-tested.
 func computeAppStatus(prev v1alpha1.AppStatus, in appStatusInput) v1alpha1.AppStatus {
+	generation := in.Generation
+	if in.FederatedErr != nil && !apierrors.IsForbidden(in.FederatedErr) {
+		// Not fully handled: the next reconcile asks for the token again.
+		generation = prev.ObservedGeneration
+	}
 	next := v1alpha1.AppStatus{
-		ObservedGeneration: in.Generation,
+		ObservedGeneration: generation,
 		Conditions:         append([]metav1.Condition(nil), prev.Conditions...),
 		Credential:         in.Kind,
 	}
@@ -97,11 +114,13 @@ func computeAppStatus(prev v1alpha1.AppStatus, in appStatusInput) v1alpha1.AppSt
 			SHA1Thumbprint:   c.SHA1Thumbprint(),
 			SHA256Thumbprint: c.SHA256Thumbprint(),
 			NotAfter:         conditions.TimeOrNil(c.NotAfter()),
+			Expiring:         certificateExpiring(in),
 		}
 	}
 	p := appProblem(in)
 	if in.Kind == v1alpha1.CredentialWorkloadIdentity && p == nil && in.Federated != nil {
 		f := *in.Federated
+		f.ServiceAccountUID, f.ObservedGeneration = types.UID(in.Credential.Version), in.Generation
 		next.FederatedCredential = &f
 	}
 
@@ -112,12 +131,12 @@ func computeAppStatus(prev v1alpha1.AppStatus, in appStatusInput) v1alpha1.AppSt
 	} else {
 		ready = metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonCredentialReady, Message: appReadyMessage(in)}
 	}
-	conditions.Set(&next.Conditions, ready, in.Generation, now)
+	conditions.Set(&next.Conditions, ready, generation, now)
 	// Every app reason stalls: a human fixes the Secret, the certificate or the
 	// ServiceAccount. Reconciling is never set on an app.
 	stalled, _ := conditions.Progress(p)
 	if stalled != nil {
-		conditions.Set(&next.Conditions, *stalled, in.Generation, now)
+		conditions.Set(&next.Conditions, *stalled, generation, now)
 	} else {
 		meta.RemoveStatusCondition(&next.Conditions, v1alpha1.ConditionStalled)
 	}
@@ -127,13 +146,10 @@ func computeAppStatus(prev v1alpha1.AppStatus, in appStatusInput) v1alpha1.AppSt
 
 // appTransitionEvents are the Events a status change deserves: a new failure
 // reason (Warning), recovery from one (Normal), and a certificate entering the
-// expiry window (Warning CertificateExpiring). The last is told from the previous
-// status, not from memory, so a restart does not repeat it: the Ready message of
-// an expiring certificate names it and says it expires soon, so the Event is
-// recorded when that message first appears (the window entered, or a new
-// certificate already within it). Routine reconciles change nothing and record
-// nothing. expiring: the certificate is within the window now (certificateExpiring).
-func appTransitionEvents(before, after v1alpha1.AppStatus, expiring bool) []conditions.Event {
+// expiry window (Warning CertificateExpiring). The last is told from the persisted
+// status.certificate.expiring turning true for a certificate, so that neither a
+// restart nor a routine reconcile repeats it.
+func appTransitionEvents(before, after v1alpha1.AppStatus) []conditions.Event {
 	var evs []conditions.Event
 	oldReady := meta.FindStatusCondition(before.Conditions, v1alpha1.ConditionReady)
 	newReady := meta.FindStatusCondition(after.Conditions, v1alpha1.ConditionReady)
@@ -147,8 +163,8 @@ func appTransitionEvents(before, after v1alpha1.AppStatus, expiring bool) []cond
 	case changed && oldReady != nil:
 		evs = append(evs, conditions.Event{Type: corev1.EventTypeNormal, Reason: newReady.Reason, Action: appCheckAction, Note: newReady.Message})
 	}
-	if c := after.Certificate; expiring && c != nil && c.NotAfter != nil && newReady.Status == metav1.ConditionTrue &&
-		(oldReady == nil || oldReady.Message != newReady.Message) {
+	if c := after.Certificate; c != nil && c.Expiring && c.NotAfter != nil && newReady.Status == metav1.ConditionTrue &&
+		!alreadyExpiring(before.Certificate, c) {
 		evs = append(evs, conditions.Event{Type: corev1.EventTypeWarning, Reason: ReasonCertificateExpiring, Action: appCheckAction,
 			Note: fmt.Sprintf("The app's certificate (SHA-1 thumbprint %s) expires at %s. Renew it, put the new one in the credential Secret and register it on the app registration before then.",
 				c.SHA1Thumbprint, conditions.RFC3339(c.NotAfter.Time))})
@@ -170,4 +186,9 @@ func appRequeueAfter(now time.Time, in appStatusInput) time.Duration {
 		}
 	}
 	return 0
+}
+
+// alreadyExpiring: before shows the same certificate already in its expiry window.
+func alreadyExpiring(before, after *v1alpha1.CertificateStatus) bool {
+	return before != nil && before.Expiring && before.SHA256Thumbprint == after.SHA256Thumbprint
 }

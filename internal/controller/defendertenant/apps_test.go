@@ -260,7 +260,12 @@ func TestAppCredentialReadyWithWorkloadIdentity(t *testing.T) {
 
 	app := h.expectApp(v1alpha1.AppKindClusterDefenderApp, v1alpha1.ReasonCredentialReady, workloadSAName, h.crn)
 	st := app.AppStatus()
-	want := v1alpha1.FederatedCredentialStatus{Issuer: issuer, Subject: h.workloadSubject(), Audience: v1alpha1.DefaultWorkloadIdentityAudience}
+	sa := &corev1.ServiceAccount{}
+	if err := k8s.Get(h.ctx, keyOf(h.crn, workloadSAName), sa); err != nil {
+		t.Fatal(err)
+	}
+	want := v1alpha1.FederatedCredentialStatus{Issuer: issuer, Subject: h.workloadSubject(), Audience: v1alpha1.DefaultWorkloadIdentityAudience,
+		ServiceAccountUID: sa.UID, ObservedGeneration: app.GetGeneration()}
 	if st.FederatedCredential == nil || *st.FederatedCredential != want {
 		t.Errorf("federatedCredential = %+v, want %+v", st.FederatedCredential, want)
 	}
