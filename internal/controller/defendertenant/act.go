@@ -153,7 +153,7 @@ func (r *Reconciler) publish(ctx context.Context, obs *observation, t *token, re
 	}
 	r.leftovers.forget(key)
 	ctrl.LoggerFrom(ctx).V(1).Info("Published token", "expiresAt", conditions.RFC3339(t.expiresAt()))
-	res.staleErr = r.deleteStaleTokenSecret(ctx, obs.tenant, obs.secretName)
+	res.staleErr = r.deleteStaleTokenSecret(ctx, obs)
 }
 
 func leftoverOf(obs *observation, t *token) leftover {

@@ -230,10 +230,12 @@ func backingOff(obs *observation) (plan, bool) {
 // leftoverToken: a token minted from the current inputs is still in memory because
 // its write failed; publishing it costs no token request.
 func leftoverToken(obs *observation) (plan, bool) {
-	if obs.leftover == nil {
+	t := obs.leftover
+	if t == nil || obs.inputsHash == "" || t.inputsHash != obs.inputsHash || obs.leftoverGeneration != obs.tenant.Generation ||
+		!t.usable(obs.now) || !obs.now.Before(refreshAt(obs.tenant, t)) {
 		return plan{}, false
 	}
-	return plan{action: actionPublishLeftover, token: obs.leftover}, true
+	return plan{action: actionPublishLeftover, token: t}, true
 }
 
 // stalledOn holds for a problem that a fix in the cluster resolves.

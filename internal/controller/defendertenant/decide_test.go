@@ -88,7 +88,10 @@ func TestDecisionChain(t *testing.T) {
 	implausible := func(obs *observation) {
 		obs.credential, obs.inputsHash = credential.Credential{State: credential.Implausible, Source: inlineSecretSource, Version: "uid/3"}, ""
 	}
-	leftoverInMemory := func(obs *observation) { obs.leftover = tokenMinted(time.Minute, "current-inputs") }
+	leftoverFrom := func(t *token, generation int64) func(*observation) {
+		return func(obs *observation) { obs.leftover, obs.leftoverGeneration = t, generation }
+	}
+	leftoverInMemory := leftoverFrom(tokenMinted(time.Minute, "current-inputs"), 3)
 	publish := publishedIntact
 	clusterApp := &v1alpha1.ClusterDefenderApp{}
 	ungranted := func(obs *observation) {
@@ -161,6 +164,10 @@ func TestDecisionChain(t *testing.T) {
 		}}, "BackingOff", actionHold, v1alpha1.ReasonThrottled},
 		{"usable token: a failed refresh waits at least a minute", []func(*observation){publish(tokenMinted(50*time.Minute, "current-inputs")), failedAgo(v1alpha1.ReasonTokenEndpointUnavailable, 30*time.Second, 1)}, "BackingOff", actionHold, v1alpha1.ReasonTokenEndpointUnavailable},
 		{"leftover of a failed write", []func(*observation){leftoverInMemory}, "LeftoverToken", actionPublishLeftover, ""},
+		{"leftover of a former generation: minted again", []func(*observation){leftoverFrom(tokenMinted(time.Minute, "current-inputs"), 2)}, mintCheck, actionMint, ""},
+		{"leftover of former inputs: minted again", []func(*observation){leftoverFrom(tokenMinted(time.Minute, "former-inputs"), 3)}, mintCheck, actionMint, ""},
+		{"leftover due for refresh: minted again", []func(*observation){leftoverFrom(tokenMinted(55*time.Minute, "current-inputs"), 3)}, mintCheck, actionMint, ""},
+		{"leftover expired: minted again", []func(*observation){leftoverFrom(tokenMinted(2*time.Hour, "current-inputs"), 3)}, mintCheck, actionMint, ""},
 		{"app grants nothing, nothing seen published: revoke, what the cache has not seen included", []func(*observation){ungranted}, "AppNotAllowed", actionRevoke, v1alpha1.ReasonAppNotAllowed},
 		{"token of a former ClusterDefenderApp: revoke", []func(*observation){freshToken, mintedUnderFormerApp}, "MintedUnderAnotherApp", actionRevoke, ""},
 		{"withdrawn grant beats a former app's token", []func(*observation){ungranted, mintedUnderFormerApp}, "AppNotAllowed", actionRevoke, v1alpha1.ReasonAppNotAllowed},
@@ -203,6 +210,32 @@ func TestDecisionChain(t *testing.T) {
 		{"missing credential beats a leftover", []func(*observation){leftoverInMemory, noCredential}, "CredentialUnusable", actionHold, v1alpha1.ReasonCredentialsNotFound},
 		{"fresh token beats an old backoff", []func(*observation){freshToken, failedAgo(v1alpha1.ReasonInvalidClientSecret, 30*time.Second, 1)}, "FreshAndCurrent", actionKeep, ""},
 		{"backing off beats publishing a leftover", []func(*observation){leftoverInMemory, failedAgo(v1alpha1.ReasonSecretWriteFailed, 30*time.Second, 1)}, "BackingOff", actionHold, v1alpha1.ReasonSecretWriteFailed},
+	}
+	// A withdrawn grant beats every check of what the cluster can fix, and every
+	// state of the published token: the token goes whatever else is wrong.
+	for name, fact := range map[string]func(*observation){
+		"suspension":                 suspend,
+		"a disallowed resource":      disallowed,
+		"an invalid template":        templateUnparsable,
+		"a disallowed annotation":    annotationNotAllowed,
+		"a Secret of another owner":  foreignSecret,
+		"a missing credential":       noCredential,
+		"an implausible secret":      implausible,
+		"an expired certificate":     certificateExpired,
+		"an invalid certificate":     certificateInvalid,
+		"a missing ServiceAccount":   noServiceAccount,
+		"a refused ServiceAccount":   serviceAccountNotAllowed,
+		"a backoff":                  failedAgo(v1alpha1.ReasonTokenEndpointUnavailable, 30*time.Second, 1),
+		"a leftover":                 leftoverInMemory,
+		"a fresh, hand-edited token": func(obs *observation) { freshToken(obs); handEdited(obs) },
+	} {
+		tests = append(tests, struct {
+			name   string
+			facts  []func(*observation)
+			check  string
+			action action
+			reason string
+		}{"withdrawn grant beats " + name, []func(*observation){ungranted, fact}, "AppNotAllowed", actionRevoke, v1alpha1.ReasonAppNotAllowed})
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -305,5 +338,54 @@ func TestDesignDocListsTheDecisionChain(t *testing.T) {
 	code = append(code, mintCheck)
 	if !slices.Equal(documented, code) {
 		t.Errorf("docs/design.md lists the checks\n  %v\nthe decision chain runs\n  %v", documented, code)
+	}
+}
+
+// TestDecisionChainSchedules: when each plan looks again, and when the next token
+// request is due, from the contract's rules rather than from the code's helpers:
+// needs-a-human problems are looked at again within 15 minutes; a revocation of a
+// former app's token looks again at once; a fresh one-hour token is refreshed a
+// third of its lifetime before it expires, up to a fifth of that earlier; a
+// backoff ends after the failure and within 15 minutes of it.
+func TestDecisionChainSchedules(t *testing.T) {
+	minted := decideNow.Add(-5 * time.Minute)
+	failed := decideNow.Add(-30 * time.Second)
+	for _, tt := range []struct {
+		name  string
+		facts []func(*observation)
+		check string
+		// recheck and nextRefresh must lie in [from, to]; zero bounds: must be zero.
+		recheckFrom, recheckTo time.Time
+		refreshFrom, refreshTo time.Time
+	}{
+		{name: "stalled on the cluster", facts: []func(*observation){func(obs *observation) { obs.resourceAllowed = false }}, check: "ResourceNotAllowed",
+			recheckFrom: decideNow.Add(15 * time.Minute), recheckTo: decideNow.Add(15 * time.Minute)},
+		{name: "suspended: on events only", facts: []func(*observation){func(obs *observation) { obs.tenant.Spec.Suspend = true }}, check: "Suspended"},
+		{name: "a former app's token: at once", facts: []func(*observation){func(obs *observation) { obs.otherAppTokens = []string{"ClusterDefenderApp/former"} }},
+			check: "MintedUnderAnotherApp", recheckFrom: decideNow, recheckTo: decideNow},
+		{name: "fresh token: refreshed 20 to 24 minutes before expiry", facts: []func(*observation){publishedIntact(tokenMinted(5*time.Minute, "current-inputs"))}, check: "FreshAndCurrent",
+			recheckFrom: minted.Add(36 * time.Minute), recheckTo: minted.Add(40 * time.Minute),
+			refreshFrom: minted.Add(36 * time.Minute), refreshTo: minted.Add(40 * time.Minute)},
+		{name: "backing off", facts: []func(*observation){failedAgo(v1alpha1.ReasonInvalidClientSecret, 30*time.Second, 1)}, check: "BackingOff",
+			recheckFrom: decideNow.Add(time.Nanosecond), recheckTo: failed.Add(15 * time.Minute),
+			refreshFrom: decideNow.Add(time.Nanosecond), refreshTo: failed.Add(15 * time.Minute)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			obs := healthyObservation()
+			for _, f := range tt.facts {
+				f(obs)
+			}
+			p := decide(obs)
+			if p.check != tt.check {
+				t.Fatalf("check %s, want %s", p.check, tt.check)
+			}
+			within := func(what string, got, from, to time.Time) {
+				if from.IsZero() && !got.IsZero() || !from.IsZero() && (got.Before(from) || got.After(to)) {
+					t.Errorf("%s = %s, want within [%s, %s]", what, got, from, to)
+				}
+			}
+			within("recheck", p.recheck, tt.recheckFrom, tt.recheckTo)
+			within("nextRefresh", p.nextRefresh, tt.refreshFrom, tt.refreshTo)
+		})
 	}
 }

@@ -75,9 +75,12 @@ type observation struct {
 	// LastFailure.InputsHash); it holds no secret material.
 	failureInputs string
 
-	// leftover is a token minted from the current inputs whose write failed, still
-	// good to publish; nil when there is none.
-	leftover *token
+	// leftover is the token a failed write left in memory, checked to be a token
+	// of this tenant (expired or not), and leftoverGeneration the spec generation
+	// it was minted for; nil when there is none. Whether it is still good to
+	// publish is decide's (leftoverToken).
+	leftover           *token
+	leftoverGeneration int64
 }
 
 // token is a checked token, wherever it was found: in the token Secret, left over
@@ -131,7 +134,7 @@ func (r *Reconciler) observe(ctx context.Context, tenant *v1alpha1.DefenderTenan
 	if err := r.observeOtherTokenSecrets(ctx, obs); err != nil {
 		return nil, err
 	}
-	obs.leftover = r.leftoverToken(obs)
+	obs.leftover, obs.leftoverGeneration = r.leftoverToken(obs)
 	return obs, nil
 }
 
@@ -399,20 +402,18 @@ func inputsHash(parts ...string) string {
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
-// leftoverToken is the token a failed write left in memory, if it was minted from
-// the current inputs and is still good to publish: usable and not yet due.
-func (r *Reconciler) leftoverToken(obs *observation) *token {
+// leftoverToken is the token a failed write left in memory, when it is a token
+// of this tenant, and the generation it was minted for.
+func (r *Reconciler) leftoverToken(obs *observation) (*token, int64) {
 	t, ok := r.leftovers.get(keyOf(obs.tenant.Namespace, obs.tenant.Name))
-	if !ok || obs.inputsHash == "" || t.inputsHash != obs.inputsHash || t.generation != obs.tenant.Generation {
-		return nil
+	if !ok {
+		return nil, 0
 	}
-	claims, err := tokencheck.Check(t.raw, expectation(obs.tenant, obs.app.clientID), obs.now)
+	// Checked without a time, so that an expired token is still recognised; decide
+	// tells whether it may be published.
+	claims, err := tokencheck.Check(t.raw, expectation(obs.tenant, obs.app.clientID), time.Time{})
 	if err != nil {
-		return nil
+		return nil, 0
 	}
-	checked := &token{raw: t.raw, claims: claims, mintedAt: t.mintedAt, inputsHash: t.inputsHash}
-	if !checked.usable(obs.now) || !obs.now.Before(refreshAt(obs.tenant, checked)) {
-		return nil
-	}
-	return checked
+	return &token{raw: t.raw, claims: claims, mintedAt: t.mintedAt, inputsHash: t.inputsHash}, t.generation
 }

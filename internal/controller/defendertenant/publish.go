@@ -170,17 +170,20 @@ func (r *Reconciler) writeOverUnseen(ctx context.Context, obs *observation, t *t
 }
 
 // deleteStaleTokenSecret removes the Secret published under a previous
-// spec.tokenSecretName, once the token lives under the new name.
-func (r *Reconciler) deleteStaleTokenSecret(ctx context.Context, tenant *v1alpha1.DefenderTenant, current string) error {
+// spec.tokenSecretName, once the token lives under the new name, if the tenant
+// owns it as observe would tell (ownsTokenSecret): status.tokenSecretUID still
+// names it.
+func (r *Reconciler) deleteStaleTokenSecret(ctx context.Context, obs *observation) error {
+	tenant := obs.tenant
 	old := tenant.Status.TokenSecretName
-	if old == "" || old == current {
+	if old == "" || old == obs.secretName {
 		return nil
 	}
 	secret := &corev1.Secret{}
 	if err := r.APIReader.Get(ctx, keyOf(tenant.Namespace, old), secret); err != nil {
 		return client.IgnoreNotFound(err)
 	}
-	if !metav1.IsControlledBy(secret, tenant) || (tenant.Status.TokenSecretUID != "" && secret.UID != tenant.Status.TokenSecretUID) {
+	if !ownsTokenSecret(secret, tenant, tenant.Status.TokenSecretUID, obs.app.inline(), obs.inputsHash) {
 		return nil
 	}
 	err := r.Delete(ctx, secret, client.Preconditions{UID: &secret.UID})

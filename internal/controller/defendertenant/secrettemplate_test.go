@@ -166,68 +166,6 @@ func TestHandEditedSecretTemplateKeyIsRestored(t *testing.T) {
 	}
 }
 
-func TestAdmissionRefusesReservedSecretTemplateKeysAndLabels(t *testing.T) {
-	requireControlPlane(t)
-	t.Parallel()
-	ns := createNamespace(t)
-	many := map[string]any{}
-	for i := range 33 {
-		many[fmt.Sprintf("k%d", i)] = "x"
-	}
-	tests := []struct {
-		name     string
-		template map[string]any
-		inText   string
-	}{
-		{"data key access_token", map[string]any{"data": map[string]any{"access_token": "x"}}, "data keys may not be access_token"},
-		{"data key tenant_id", map[string]any{"data": map[string]any{"tenant_id": "x"}}, "data keys may not be access_token"},
-		{"data key not a Secret key", map[string]any{"data": map[string]any{"config/file": "x"}}, "data keys must be valid Secret keys"},
-		{"data key too long", map[string]any{"data": map[string]any{strings.Repeat("k", 254): "x"}}, "data keys must be valid Secret keys"},
-		{"data template too long", map[string]any{"data": map[string]any{"k": strings.Repeat("x", 4097)}}, "4096"},
-		{"too many data keys", map[string]any{"data": many}, "spec.secretTemplate.data"},
-		{"label managed-by", map[string]any{"labels": map[string]any{"app.kubernetes.io/managed-by": "argocd"}}, "labels may not set app.kubernetes.io/managed-by"},
-		{"label tenant", map[string]any{"labels": map[string]any{"defender.tenantcreds.io/tenant": "other"}}, "labels may not set"},
-		{"label key invalid", map[string]any{"labels": map[string]any{"team name": "soc"}}, "label keys must be"},
-		{"label value invalid", map[string]any{"labels": map[string]any{"team": "soc team"}}, "spec.secretTemplate.labels.team"},
-		{"label value too long", map[string]any{"labels": map[string]any{"team": strings.Repeat("s", 64)}}, "spec.secretTemplate.labels.team"},
-		{"annotation key invalid", map[string]any{"annotations": map[string]any{"/reloader": "true"}}, "annotation keys must be"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			obj := &unstructured.Unstructured{Object: map[string]any{
-				"apiVersion": v1alpha1.GroupVersion.String(),
-				"kind":       "DefenderTenant",
-				"metadata":   map[string]any{"generateName": "bad-", "namespace": ns},
-				"spec": map[string]any{
-					"tenantID":        testTenantID,
-					"clientID":        testClientID,
-					"clientSecretRef": map[string]any{"name": credentialName},
-					"secretTemplate":  tt.template,
-				},
-			}}
-			err := k8s.Create(t.Context(), obj)
-			expectRejected(t, err, tt.inText)
-		})
-	}
-}
-
-func TestAdmissionAcceptsTheDocumentedSecretTemplates(t *testing.T) {
-	requireControlPlane(t)
-	t.Parallel()
-	ns := createNamespace(t)
-	dt := newTenant(ns, tenantName, func(dt *v1alpha1.DefenderTenant) {
-		dt.Spec.SecretTemplate = &v1alpha1.SecretTemplate{
-			Labels:      map[string]v1alpha1.LabelValue{"team": "soc", "example.com/tier": "gold", "empty": ""},
-			Annotations: map[string]string{"reloader.stakater.com/match": "true", "secret.reloader.stakater.com/reload": "contoso-token"},
-			Data:        map[string]v1alpha1.DataTemplate{"authorization": "Bearer {{ .AccessToken }}", "siem.json": siemTemplate, ".env": "TOKEN={{ .AccessToken }}"},
-		}
-	})
-	if err := k8s.Create(t.Context(), dt); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // kubectl explain shows the CRD's descriptions, so each new field needs one.
 func TestSecretTemplateFieldsAreExplained(t *testing.T) {
 	requireControlPlane(t)

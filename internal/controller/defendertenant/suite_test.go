@@ -7,10 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
-	"regexp"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -23,7 +20,6 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/uuid"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/events"
@@ -32,7 +28,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -42,6 +37,7 @@ import (
 	"github.com/tenantcreds/defender-tenant-operator/internal/credential"
 	"github.com/tenantcreds/defender-tenant-operator/internal/entra"
 	"github.com/tenantcreds/defender-tenant-operator/internal/entraemu"
+	"github.com/tenantcreds/defender-tenant-operator/internal/testenv"
 )
 
 const (
@@ -77,69 +73,29 @@ func TestMain(m *testing.M) {
 	must(clientgoscheme.AddToScheme(testScheme))
 	must(v1alpha1.AddToScheme(testScheme))
 	code := m.Run()
-	controlPlane.stop()
+	controlPlane.Stop()
 	os.Exit(code)
 }
 
 // controlPlane is the kube-apiserver and etcd, and the manager running on them,
 // that the tests against a real API server share. They start with the first test
 // that needs them (requireControlPlane), so the pure tests run without them.
-var controlPlane sharedControlPlane
-
-type sharedControlPlane struct {
-	once sync.Once
-	err  error
-	env  *envtest.Environment
-	// cancel stops the manager, which closes stopped once it has.
-	cancel  context.CancelFunc
-	stopped <-chan struct{}
-}
+var controlPlane = &testenv.ControlPlane{Scheme: testScheme, Started: func(cp *testenv.ControlPlane) (func(), error) {
+	restConfig, k8s, serviceAccountSigner = cp.Config, cp.Client, cp.ServiceAccountSigner
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped, err := startManager(ctx)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("starting the manager: %w", err)
+	}
+	return func() { cancel(); <-stopped }, nil
+}}
 
 // requireControlPlane starts the control plane on first use and fails the test
 // when it cannot: a missing KUBEBUILDER_ASSETS is a failure, never a skip.
 func requireControlPlane(t testing.TB) {
 	t.Helper()
-	controlPlane.once.Do(func() { controlPlane.err = startControlPlane() })
-	if controlPlane.err != nil {
-		t.Fatal(controlPlane.err)
-	}
-}
-
-func startControlPlane() error {
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		return errors.New("KUBEBUILDER_ASSETS is not set: run the tests with `make test`, which builds kube-apiserver and etcd once")
-	}
-	controlPlane.env = &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "..", "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-	}
-	var err error
-	if restConfig, err = controlPlane.env.Start(); err != nil {
-		return fmt.Errorf("starting the test control plane: %w", err)
-	}
-	serviceAccountSigner = filepath.Join(controlPlane.env.ControlPlane.APIServer.CertDir, "sa-signer.crt")
-	restConfig.QPS, restConfig.Burst = 200, 400
-	if k8s, err = client.New(restConfig, client.Options{Scheme: testScheme}); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	stopped, err := startManager(ctx)
-	if err != nil {
-		cancel()
-		return fmt.Errorf("starting the manager: %w", err)
-	}
-	controlPlane.cancel, controlPlane.stopped = cancel, stopped
-	return nil
-}
-
-func (cp *sharedControlPlane) stop() {
-	if cp.cancel != nil {
-		cp.cancel()
-		<-cp.stopped
-	}
-	if cp.env != nil {
-		_ = cp.env.Stop() // also when it started only halfway, which leaves processes behind otherwise
-	}
+	controlPlane.Require(t)
 }
 
 // startManager runs the controller as the operator does, for tests about watches.
@@ -292,23 +248,9 @@ func (h *harness) newReconciler(authorities entra.Authorities) *Reconciler {
 	}
 }
 
-// notInALabel matches what a namespace name cannot hold, such as a test name's
-// slashes, underscores and punctuation.
-var notInALabel = regexp.MustCompile(`[^a-z0-9-]+`)
-
 func createNamespace(t *testing.T) string {
 	t.Helper()
-	requireControlPlane(t)
-	name := "t-" + notInALabel.ReplaceAllString(strings.ToLower(t.Name()), "-")
-	if len(name) > 50 {
-		name = name[:50]
-	}
-	name = strings.TrimRight(name, "-") + "-" + string(uuid.NewUUID())[:5]
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
-	if err := k8s.Create(context.Background(), ns); err != nil {
-		t.Fatal(err)
-	}
-	return name
+	return controlPlane.Namespace(t)
 }
 
 func (h *harness) createCredential(value string) *corev1.Secret {

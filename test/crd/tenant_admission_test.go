@@ -1,4 +1,4 @@
-package defendertenant
+package crd
 
 import (
 	"testing"

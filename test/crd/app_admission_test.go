@@ -1,4 +1,4 @@
-package defendertenant
+package crd
 
 import (
 	"bytes"
@@ -325,7 +325,7 @@ func TestAdmissionAcceptsATypedAppRefTenant(t *testing.T) {
 // printerColumns reads the additionalPrinterColumns of the CRD file for plural.
 func printerColumns(t *testing.T, plural string) (names, paths []string) {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join("..", "..", "..", "config", "crd", "bases", v1alpha1.GroupVersion.Group+"_"+plural+".yaml"))
+	data, err := os.ReadFile(filepath.Join("..", "..", "config", "crd", "bases", v1alpha1.GroupVersion.Group+"_"+plural+".yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -425,7 +425,7 @@ func TestAdmissionAcceptsEverySample(t *testing.T) {
 	requireControlPlane(t)
 	t.Parallel()
 	ns := createNamespace(t)
-	dir := filepath.Join("..", "..", "..", "config", "samples")
+	dir := filepath.Join("..", "..", "config", "samples")
 	kustomization := struct {
 		Resources []string `json:"resources"`
 	}{}
