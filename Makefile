@@ -15,8 +15,12 @@ CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
 KUSTOMIZE ?= $(LOCALBIN)/kustomize
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint
 
-# Go test flags; CI may add -race or -count=1.
+# Go test flags; CI adds -count=1.
 GOTESTFLAGS ?=
+# The packages whose tests `make test` runs with the race detector (which needs cgo):
+# the controllers and the libraries they run concurrently. Every other package runs
+# without it, and no package runs twice.
+RACE_PACKAGES ?= ./internal/...
 
 .DEFAULT_GOAL := help
 
@@ -82,10 +86,23 @@ envtest: ## Build (once, cached outside the clone) the kube-apiserver, etcd and 
 # even under -j (GNU make 4.4 and later; older ones then run everything serially).
 .NOTPARALLEL: test
 .PHONY: test
-test: verify-generated vet lint envtest test-rules test-e2e fuzz ## Check generated code, vet, lint, test the alerts with promtool, and run every test against a real kube-apiserver + etcd and the Entra ID emulator.
-	KUBEBUILDER_ASSETS="$$(K8S_VERSION=$(K8S_VERSION) hack/envtest-binaries.sh)" \
-	PROMQL_CHECK="$$(PROMETHEUS_VERSION=$(PROMETHEUS_VERSION) hack/promtool.sh promql-check)" \
-	go test $(GOTESTFLAGS) ./...
+test: verify-generated vet lint envtest test-rules test-e2e fuzz ## Check generated code, vet, lint, test the alerts with promtool, and run every test against a real kube-apiserver + etcd and the Entra ID emulator (RACE_PACKAGES with -race).
+	@set -e; \
+	KUBEBUILDER_ASSETS="$$(K8S_VERSION=$(K8S_VERSION) hack/envtest-binaries.sh)"; \
+	PROMQL_CHECK="$$(PROMETHEUS_VERSION=$(PROMETHEUS_VERSION) hack/promtool.sh promql-check)"; \
+	export KUBEBUILDER_ASSETS PROMQL_CHECK; \
+	race=""; [ -z "$(strip $(RACE_PACKAGES))" ] || race="$$(go list $(RACE_PACKAGES))"; \
+	others="$$(go list ./... | grep -vxF -e "$$race" || true)"; \
+	status=0; \
+	if [ -n "$$race" ]; then \
+		echo "go test $(GOTESTFLAGS) -race $(RACE_PACKAGES)"; \
+		go test $(GOTESTFLAGS) -race $$race || status=1; \
+	fi; \
+	if [ -n "$$others" ]; then \
+		echo "go test $(GOTESTFLAGS) <the other packages of ./...>"; \
+		go test $(GOTESTFLAGS) $$others || status=1; \
+	fi; \
+	exit $$status
 
 .PHONY: promtool
 promtool: ## Build (once, cached outside the clone) promtool and hack/promql-check, Prometheus's PromQL parser for the dashboard test.

@@ -63,32 +63,37 @@ type options struct {
 	burst                            int
 }
 
-func main() {
-	var o options
-	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":8443", "Address the metrics endpoint binds to; \"0\" disables it. Use :8080 with --metrics-secure=false for plain HTTP.")
-	flag.BoolVar(&o.metricsSecure, "metrics-secure", true, "Serve metrics over HTTPS, with authentication and authorization by the API server.")
-	flag.StringVar(&o.metricsCertPath, "metrics-cert-path", "", "Directory with the metrics serving certificate (for example cert-manager's Secret, mounted); empty serves a self-signed one.")
-	flag.StringVar(&o.metricsCertName, "metrics-cert-name", "tls.crt", "Certificate file in --metrics-cert-path.")
-	flag.StringVar(&o.metricsCertKey, "metrics-cert-key", "tls.key", "Private key file in --metrics-cert-path.")
-	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
-	flag.BoolVar(&o.leaderElect, "leader-elect", false, "Elect a leader so that only one replica mints tokens.")
-	flag.StringVar(&o.leaderElectNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease; defaults to the operator's own namespace when running in a cluster.")
-	flag.DurationVar(&o.leaseDuration, "leader-elect-lease-duration", 15*time.Second, "How long a standby waits before taking over a Lease that is not renewed.")
-	flag.DurationVar(&o.renewDeadline, "leader-elect-renew-deadline", 10*time.Second, "How long the leader keeps trying to renew before it gives up leading (and exits).")
-	flag.DurationVar(&o.retryPeriod, "leader-elect-retry-period", 2*time.Second, "How often leader election clients retry.")
-	flag.StringVar(&o.authorityHost, "authority-host", "", "Replace the Entra ID authority host (air-gapped proxies, emulators): one URL for every cloud, or CLOUD=URL,CLOUD=URL to replace clouds one by one (Public, USGov, USGovHigh, DoD). Plain http is accepted only for loopback hosts.")
-	flag.StringVar(&o.adminConsentRedirectURI, "admin-consent-redirect-uri", "", "redirect_uri of the admin consent links in status.adminConsentURL; it must be a Web redirect URI registered on the app (Microsoft's partner guide uses https://portal.azure.com).")
-	flag.StringVar(&o.allowedResources, "allowed-resources", strings.Join(entra.DefaultAllowedResources, ","), "Comma list of resources a DefenderTenant may request tokens for.")
-	flag.StringVar(&o.secretTemplateAnnotationPrefixes, "secret-template-annotation-prefixes", strings.Join(defendertenant.DefaultSecretTemplateAnnotationPrefixes, ","), "Comma list of prefixes that the annotation keys of a DefenderTenant's spec.secretTemplate must start with; empty allows none.")
-	flag.StringVar(&o.workloadIDAudiences, "workload-identity-audiences", strings.Join(credential.DefaultWorkloadIdentityAudiences, ","), "Comma list of audiences a ClusterDefenderApp's workload identity may request ServiceAccount tokens for; never add the API server's own.")
-	flag.StringVar(&o.watchNamespaces, "watch-namespaces", "", "Comma list of namespaces to watch; empty watches all.")
-	flag.StringVar(&o.clusterResourceNS, "cluster-resource-namespace", "", "Namespace where ClusterDefenderApp credentials (Secrets, ServiceAccounts) live; default the operator's own namespace (POD_NAMESPACE), else "+credential.DefaultClusterResourceNamespace+".")
-	flag.IntVar(&o.maxConcurrentReconciles, "max-concurrent-reconciles", 10, "DefenderTenants reconciled (and token requests made) in parallel.")
+// bindFlags defines the manager's flags on fs, to be parsed into o.
+func bindFlags(fs *flag.FlagSet, o *options) {
+	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8443", "Address the metrics endpoint binds to; \"0\" disables it. Use :8080 with --metrics-secure=false for plain HTTP.")
+	fs.BoolVar(&o.metricsSecure, "metrics-secure", true, "Serve metrics over HTTPS, with authentication and authorization by the API server.")
+	fs.StringVar(&o.metricsCertPath, "metrics-cert-path", "", "Directory with the metrics serving certificate (for example cert-manager's Secret, mounted); empty serves a self-signed one.")
+	fs.StringVar(&o.metricsCertName, "metrics-cert-name", "tls.crt", "Certificate file in --metrics-cert-path.")
+	fs.StringVar(&o.metricsCertKey, "metrics-cert-key", "tls.key", "Private key file in --metrics-cert-path.")
+	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
+	fs.BoolVar(&o.leaderElect, "leader-elect", false, "Elect a leader so that only one replica mints tokens.")
+	fs.StringVar(&o.leaderElectNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease; defaults to the operator's own namespace when running in a cluster.")
+	fs.DurationVar(&o.leaseDuration, "leader-elect-lease-duration", 15*time.Second, "How long a standby waits before taking over a Lease that is not renewed.")
+	fs.DurationVar(&o.renewDeadline, "leader-elect-renew-deadline", 10*time.Second, "How long the leader keeps trying to renew before it gives up leading (and exits).")
+	fs.DurationVar(&o.retryPeriod, "leader-elect-retry-period", 2*time.Second, "How often leader election clients retry.")
+	fs.StringVar(&o.authorityHost, "authority-host", "", "Replace the Entra ID authority host (air-gapped proxies, emulators): one URL for every cloud, or CLOUD=URL,CLOUD=URL to replace clouds one by one (Public, USGov, USGovHigh, DoD). Plain http is accepted only for loopback hosts.")
+	fs.StringVar(&o.adminConsentRedirectURI, "admin-consent-redirect-uri", "", "redirect_uri of the admin consent links in status.adminConsentURL; it must be a Web redirect URI registered on the app (Microsoft's partner guide uses https://portal.azure.com).")
+	fs.StringVar(&o.allowedResources, "allowed-resources", strings.Join(entra.DefaultAllowedResources, ","), "Comma list of resources a DefenderTenant may request tokens for.")
+	fs.StringVar(&o.secretTemplateAnnotationPrefixes, "secret-template-annotation-prefixes", strings.Join(defendertenant.DefaultSecretTemplateAnnotationPrefixes, ","), "Comma list of prefixes that the annotation keys of a DefenderTenant's spec.secretTemplate must start with; empty allows none.")
+	fs.StringVar(&o.workloadIDAudiences, "workload-identity-audiences", strings.Join(credential.DefaultWorkloadIdentityAudiences, ","), "Comma list of audiences a ClusterDefenderApp's workload identity may request ServiceAccount tokens for; never add the API server's own.")
+	fs.StringVar(&o.watchNamespaces, "watch-namespaces", "", "Comma list of namespaces to watch; empty watches all.")
+	fs.StringVar(&o.clusterResourceNS, "cluster-resource-namespace", "", "Namespace where ClusterDefenderApp credentials (Secrets, ServiceAccounts) live; default the operator's own namespace (POD_NAMESPACE), else "+credential.DefaultClusterResourceNamespace+".")
+	fs.IntVar(&o.maxConcurrentReconciles, "max-concurrent-reconciles", 10, "DefenderTenants reconciled (and token requests made) in parallel.")
 	// A burst of new tenants costs about five requests each; with client-go's usual
 	// limits the rate limiter, not the API server, sets how long they wait (docs/performance.md).
 	// The API server's priority and fairness still protects it.
-	flag.Float64Var(&o.qps, "kube-api-qps", 500, "Queries per second to the Kubernetes API server.")
-	flag.IntVar(&o.burst, "kube-api-burst", 1000, "Burst of queries to the Kubernetes API server.")
+	fs.Float64Var(&o.qps, "kube-api-qps", 500, "Queries per second to the Kubernetes API server.")
+	fs.IntVar(&o.burst, "kube-api-burst", 1000, "Burst of queries to the Kubernetes API server.")
+}
+
+func main() {
+	var o options
+	bindFlags(flag.CommandLine, &o)
 	zapOpts := zap.Options{Development: false}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -103,29 +108,11 @@ func main() {
 
 func run(o options) error {
 	log := ctrl.Log.WithName("setup")
-	allowed, err := entra.ParseAllowList(o.allowedResources)
+	config, err := newConfig(o, os.Getenv)
 	if err != nil {
-		return fmt.Errorf("--allowed-resources: %w", err)
+		return err
 	}
-	var authorities entra.Authorities
-	if o.adminConsentRedirectURI != "" {
-		if _, err := entra.ParseRedirectURI(o.adminConsentRedirectURI); err != nil {
-			return fmt.Errorf("--admin-consent-redirect-uri: %w", err)
-		}
-	}
-	if o.authorityHost != "" {
-		if authorities, err = entra.ParseAuthorities(o.authorityHost); err != nil {
-			return fmt.Errorf("--authority-host: %w", err)
-		}
-	}
-
-	annotationPrefixes := splitList(o.secretTemplateAnnotationPrefixes)
-	workloadIDAudiences := splitList(o.workloadIDAudiences)
-	if len(workloadIDAudiences) == 0 {
-		return errors.New("--workload-identity-audiences: list at least one audience")
-	}
-
-	clusterResourceNS := cmp.Or(o.clusterResourceNS, os.Getenv("POD_NAMESPACE"), credential.DefaultClusterResourceNamespace)
+	clusterResourceNS := config.ClusterResourceNamespace
 
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
@@ -139,8 +126,8 @@ func run(o options) error {
 	if err != nil {
 		return fmt.Errorf("asking the API server who the operator is: %w", err)
 	}
-	clusterApps := missing == ""
-	if !clusterApps {
+	config.ClusterApps, config.OperatorServiceAccount = missing == "", operatorSA
+	if !config.ClusterApps {
 		log.Info("Not serving ClusterDefenderApps: this operator may not "+missing+
 			" (a namespaced install, or config/rbac/cluster_resources_role.yaml is not bound in the cluster resource namespace)",
 			"clusterResourceNamespace", clusterResourceNS)
@@ -192,20 +179,7 @@ func run(o options) error {
 	}
 
 	ctx := ctrl.SetupSignalHandler()
-	if _, err := controller.Setup(ctx, mgr, controller.Config{
-		Clock:                            clock.RealClock{},
-		Entra:                            &entra.Client{},
-		Authorities:                      authorities,
-		AllowedResources:                 allowed,
-		SecretTemplateAnnotationPrefixes: annotationPrefixes,
-		AdminConsentRedirectURI:          o.adminConsentRedirectURI,
-		ClusterApps:                      clusterApps,
-		ClusterResourceNamespace:         clusterResourceNS,
-		WorkloadIdentityAudiences:        workloadIDAudiences,
-		OperatorServiceAccount:           operatorSA,
-		MaxConcurrentReconciles:          o.maxConcurrentReconciles,
-		EventSource:                      "defender-tenant-operator",
-	}); err != nil {
+	if _, err := controller.Setup(ctx, mgr, config); err != nil {
 		return err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
@@ -214,9 +188,45 @@ func run(o options) error {
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return err
 	}
-	log.Info("Starting operator", "authorityOverrides", authorities.String(), "allowedResources", allowed.String(), "secretTemplateAnnotationPrefixes", annotationPrefixes, "watchNamespaces", o.watchNamespaces,
-		"clusterResourceNamespace", clusterResourceNS, "workloadIdentityAudiences", workloadIDAudiences, "operatorServiceAccount", operatorSA.String())
+	log.Info("Starting operator", "authorityOverrides", config.Authorities.String(), "allowedResources", config.AllowedResources.String(), "secretTemplateAnnotationPrefixes", config.SecretTemplateAnnotationPrefixes, "watchNamespaces", o.watchNamespaces,
+		"clusterResourceNamespace", clusterResourceNS, "workloadIdentityAudiences", config.WorkloadIdentityAudiences, "operatorServiceAccount", operatorSA.String())
 	return mgr.Start(ctx)
+}
+
+// newConfig is what the flags and the environment (read through getenv) decide
+// for the controllers; run adds what it learns from the API server.
+func newConfig(o options, getenv func(string) string) (controller.Config, error) {
+	allowed, err := entra.ParseAllowList(o.allowedResources)
+	if err != nil {
+		return controller.Config{}, fmt.Errorf("--allowed-resources: %w", err)
+	}
+	var authorities entra.Authorities
+	if o.adminConsentRedirectURI != "" {
+		if _, err := entra.ParseRedirectURI(o.adminConsentRedirectURI); err != nil {
+			return controller.Config{}, fmt.Errorf("--admin-consent-redirect-uri: %w", err)
+		}
+	}
+	if o.authorityHost != "" {
+		if authorities, err = entra.ParseAuthorities(o.authorityHost); err != nil {
+			return controller.Config{}, fmt.Errorf("--authority-host: %w", err)
+		}
+	}
+	workloadIDAudiences := splitList(o.workloadIDAudiences)
+	if len(workloadIDAudiences) == 0 {
+		return controller.Config{}, errors.New("--workload-identity-audiences: list at least one audience")
+	}
+	return controller.Config{
+		Clock:                            clock.RealClock{},
+		Entra:                            &entra.Client{},
+		Authorities:                      authorities,
+		AllowedResources:                 allowed,
+		SecretTemplateAnnotationPrefixes: splitList(o.secretTemplateAnnotationPrefixes),
+		AdminConsentRedirectURI:          o.adminConsentRedirectURI,
+		ClusterResourceNamespace:         cmp.Or(o.clusterResourceNS, getenv("POD_NAMESPACE"), credential.DefaultClusterResourceNamespace),
+		WorkloadIdentityAudiences:        workloadIDAudiences,
+		MaxConcurrentReconciles:          o.maxConcurrentReconciles,
+		EventSource:                      "defender-tenant-operator",
+	}, nil
 }
 
 func splitList(csv string) []string {

@@ -61,6 +61,7 @@ func smokeRun(t *testing.T, c config) *report {
 // TestBenchSmoke runs the whole harness at N=5 to prove that it works. It checks
 // counts only: timings belong to `make bench`, not to tests.
 func TestBenchSmoke(t *testing.T) {
+	t.Parallel()
 	r := smokeRun(t, config{N: 5, Idle: time.Second, Unrelated: 20, Workers: 10, Settle: time.Second})
 	expectValues(t, r, map[string]string{
 		"run_token_requests":                   "5",
@@ -87,13 +88,12 @@ func TestBenchSmoke(t *testing.T) {
 }
 
 // TestBenchSmokeApp runs the app mode (-app) at N=6 over 3 namespaces, without the
-// rotation (its re-mints are spread over a minute whatever N). Counts only. It
-// takes as long as TestBenchSmoke (a control plane and three operator pairs, 25 s on
-// a busy 2-core machine), so `make test` leaves it out: BENCH_SMOKE_APP=1 runs it.
+// rotation (its re-mints are spread over a minute whatever N). Counts only. Most of
+// its time is a control plane's start and three operator pairs, like
+// TestBenchSmoke's, so the two run in parallel: the package takes little longer than
+// either alone.
 func TestBenchSmokeApp(t *testing.T) {
-	if os.Getenv("BENCH_SMOKE_APP") == "" {
-		t.Skip("set BENCH_SMOKE_APP=1 to run the app mode's smoke test")
-	}
+	t.Parallel()
 	r := smokeRun(t, config{N: 6, Idle: time.Second, Workers: 10, App: true, Namespaces: 3, SkipRotation: true})
 	expectValues(t, r, map[string]string{
 		"mode":                                 "app",

@@ -27,6 +27,13 @@ type Process struct {
 // children in order: the operator before the API server it talks to. envtest does
 // the same for etcd and kube-apiserver (and, like envtest, this needs a Unix).
 func StartProcess(logPath, path string, args ...string) (*Process, error) {
+	return StartProcessWithEnv(logPath, path, nil, args...)
+}
+
+// StartProcessWithEnv is StartProcess with env ("NAME=value") added to this
+// process's environment, replacing variables of the same name, as a pod's env
+// replaces the image's.
+func StartProcessWithEnv(logPath, path string, env []string, args ...string) (*Process, error) {
 	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
 	if err != nil {
 		return nil, err
@@ -35,6 +42,10 @@ func StartProcess(logPath, path string, args ...string) (*Process, error) {
 	defer func() { _ = log.Close() }()
 
 	cmd := exec.Command(path, args...)
+	if len(env) > 0 {
+		// Of duplicate names, exec keeps the last.
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {

@@ -4,9 +4,11 @@ package e2e
 
 // The Helm chart, installed as `helm install` installs it: the objects it renders
 // (with Helm's own engine, test/helm) go into a sandbox's API server, and the
-// manager runs as the chart's ServiceAccount with the chart Deployment's arguments.
+// manager runs as the chart's ServiceAccount with the chart Deployment's environment
+// and arguments.
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,8 +16,10 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 	"github.com/tenantcreds/defender-tenant-operator/test/helm"
 )
 
@@ -25,18 +29,53 @@ import (
 // in a namespace of its own becomes TokenReady with a valid token, with the
 // ClusterRole, leader election Role and admission policy the chart installs, and
 // that the operator is never denied anything.
+//
+// A second DefenderTenant uses a ClusterDefenderApp whose client secret is in the
+// release namespace, which is not the operator's built-in default: it becomes
+// Ready only if the POD_NAMESPACE the chart's Deployment sets makes that namespace
+// the cluster resource namespace, where the chart binds the operator's Role.
 func TestHelmChartDefaultInstallServesATenant(t *testing.T) {
 	t.Parallel()
-	s := newChartSandbox(t, helm.Release{Name: "dto", Namespace: "dto-system"}, "")
+	release := helm.Release{Name: "dto", Namespace: "dto-system"}
+	s := newChartSandbox(t, release, "")
+	if s.operatorNamespace != release.Namespace {
+		t.Fatalf("the chart's Deployment is in namespace %q, not the release's %q", s.operatorNamespace, release.Namespace)
+	}
 	const ns = "customer"
 	s.createNamespace(t, ns)
 	createCredential(t, s.admin, ns, credentialSecret, sandboxClientSecret)
+	createCredential(t, s.admin, release.Namespace, credentialSecret, sandboxClientSecret)
+	ctx := context.Background()
+	if err := s.admin.Create(ctx, &v1alpha1.ClusterDefenderApp{
+		ObjectMeta: metav1.ObjectMeta{Name: "partner"},
+		Spec: v1alpha1.ClusterDefenderAppSpec{
+			AppSpec: v1alpha1.AppSpec{ClientID: sandboxClientID, Credential: v1alpha1.AppCredential{
+				ClientSecret: &v1alpha1.ClientSecretCredential{SecretRef: v1alpha1.AppSecretKeyReference{Name: credentialSecret}},
+			}},
+			TenantGrants: []v1alpha1.TenantGrant{{Namespaces: []string{ns}, TenantIDs: []string{tenantID(1)}}},
+		},
+	}); err != nil {
+		t.Fatal(err)
+	}
 	op := s.startOperator(t, "operator")
 
 	s.addConsentedTenant(tenantID(0))
 	s.createTenant(t, ns, "contoso", tenantID(0))
+	s.addConsentedTenant(tenantID(1))
+	if err := s.admin.Create(ctx, &v1alpha1.DefenderTenant{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "fabrikam"},
+		Spec: v1alpha1.DefenderTenantSpec{
+			TenantID:      tenantID(1),
+			AppRef:        &v1alpha1.AppReference{Kind: v1alpha1.AppKindClusterDefenderApp, Name: "partner"},
+			RequiredRoles: grantedRoles,
+		},
+	}); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, 30*time.Second, "the DefenderTenant is Ready", func() error { return readyError(s.admin, ns, "contoso") }, op)
 	checkChartTokenSecret(t, s, ns, "contoso", tenantID(0))
+	waitFor(t, 30*time.Second, "the DefenderTenant of the ClusterDefenderApp is Ready", func() error { return readyError(s.admin, ns, "fabrikam") }, op)
+	checkChartTokenSecret(t, s, ns, "fabrikam", tenantID(1))
 	if !op.isLeader(t) {
 		t.Error("the operator serves tenants but does not hold the Lease")
 	}

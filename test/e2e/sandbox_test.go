@@ -111,11 +111,13 @@ type sandbox struct {
 	emu    *entraemu.Emulator
 	emuURL string
 
-	// From the rendered Deployment: where and as whom the manager runs, and with
-	// which arguments ($(POD_NAMESPACE) and the like expanded, as the kubelet does).
+	// From the rendered Deployment: where and as whom the manager runs, with
+	// which arguments ($(POD_NAMESPACE) and the like expanded, as the kubelet does)
+	// and which environment (NAME=value, POD_NAMESPACE among them).
 	operatorNamespace string
 	serviceAccount    string
 	deploymentArgs    []string
+	deploymentEnv     []string
 
 	operatorConfig     *rest.Config // the ServiceAccount's identity, with a TokenRequest token
 	operatorKubeconfig string
@@ -131,7 +133,7 @@ func newSandbox(t *testing.T, overlay string) *sandbox {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.operatorNamespace, s.serviceAccount, s.deploymentArgs = r.namespace, r.serviceAccount, r.args
+	s.operatorNamespace, s.serviceAccount, s.deploymentArgs, s.deploymentEnv = r.namespace, r.serviceAccount, r.args, r.env
 
 	controlPlaneStarts.Lock()
 	s.cluster, err = localcluster.Start()
@@ -205,6 +207,7 @@ type rendered struct {
 	namespace      string
 	serviceAccount string
 	args           []string
+	env            []string // NAME=value
 }
 
 // renderOverlay renders config/<overlay> with kustomize's library, as
@@ -233,7 +236,8 @@ func renderOverlay(overlay string) (*rendered, error) {
 	return r, nil
 }
 
-// readDeployment takes the manager container's args, with $(VAR) references to its
+// readDeployment takes the manager container's environment, with the downward API's
+// metadata.namespace resolved, and its args, with $(VAR) references to that
 // environment expanded as the kubelet expands them.
 func (r *rendered) readDeployment(u *unstructured.Unstructured) error {
 	var d struct {
@@ -265,6 +269,7 @@ func (r *rendered) readDeployment(u *unstructured.Unstructured) error {
 		default:
 			return fmt.Errorf("env %s: only values and metadata.namespace are supported here", e.Name)
 		}
+		r.env = append(r.env, e.Name+"="+env[e.Name])
 	}
 	for _, a := range pod.Containers[0].Args {
 		for name, value := range env {
@@ -324,8 +329,8 @@ func managerHelp(t *testing.T) string {
 	return managerHelpText
 }
 
-// startOperator starts a manager with the rendered Deployment's arguments, then
-// the ones a process outside a pod needs, and waits until it serves /readyz. It
+// startOperator starts a manager with the rendered Deployment's environment and
+// arguments, then the arguments a process outside a pod needs, and waits until it serves /readyz. It
 // is stopped with SIGTERM when the test ends, if it still runs; its log is shown
 // if the test failed.
 func (s *sandbox) startOperator(t *testing.T, name string, extraArgs ...string) *operator {
@@ -349,7 +354,7 @@ func (s *sandbox) startOperator(t *testing.T, name string, extraArgs ...string) 
 	)
 	args = append(args, extraArgs...)
 	op := &operator{name: name, log: filepath.Join(s.dir, name+".log"), metricsURL: "http://" + metricsAddr + "/metrics"}
-	if op.Process, err = localcluster.StartProcess(op.log, managerBinary(t), args...); err != nil {
+	if op.Process, err = localcluster.StartProcessWithEnv(op.log, managerBinary(t), s.deploymentEnv, args...); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
