@@ -6,6 +6,7 @@ package credential
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
@@ -62,6 +63,15 @@ type Credential struct {
 
 	clientSecret string
 }
+
+// String and GoString print the credential without its client secret, for any
+// %v that reaches a message or a log line.
+func (c Credential) String() string {
+	return fmt.Sprintf("credential.Credential{State: %d, Source: %+v, Version: %q}", c.State, c.Source, c.Version)
+}
+
+// GoString is String, for %#v.
+func (c Credential) GoString() string { return c.String() }
 
 // Material is what a token minted with this credential depends on, for the
 // inputs digest: the client secret, or the public identity of a certificate or

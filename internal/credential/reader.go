@@ -46,6 +46,10 @@ type Reader struct {
 	entries map[types.NamespacedName]map[string]cachedCredential
 }
 
+// maxKeysPerSecret bounds what one Secret version costs in memory: each spec that
+// names another key of it adds one entry, and whoever edits specs chooses keys.
+const maxKeysPerSecret = 8
+
 type cachedCredential struct {
 	resourceVersion string
 	Credential
@@ -98,6 +102,9 @@ func (r *Reader) readSecret(ctx context.Context, source Source, cacheKey string,
 	key := source.Object()
 	if rv, exists, known := CachedSecretVersion(ctx, r.SecretMetadata, key); known && exists {
 		if c, ok := r.get(key, cacheKey, rv); ok {
+			// The value is the Secret's; where to fix it is the caller's (an inline
+			// tenant and an app may share a Secret but name its key differently).
+			c.Source = source
 			return c, nil
 		}
 	}
@@ -135,7 +142,7 @@ func (r *Reader) put(secret types.NamespacedName, key, resourceVersion string, c
 		r.entries = map[types.NamespacedName]map[string]cachedCredential{}
 	}
 	byKey := r.entries[secret]
-	if byKey == nil || heldAtOtherVersion(byKey, resourceVersion) {
+	if byKey == nil || heldAtOtherVersion(byKey, resourceVersion) || len(byKey) >= maxKeysPerSecret {
 		// Values read at another version of the Secret are stale; drop them with it.
 		byKey = map[string]cachedCredential{}
 		r.entries[secret] = byKey

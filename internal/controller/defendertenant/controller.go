@@ -5,6 +5,7 @@ package defendertenant
 import (
 	"context"
 	"errors"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -195,7 +196,8 @@ func (r *Reconciler) writeStatus(ctx context.Context, tenant *v1alpha1.DefenderT
 		return err
 	}
 	key := client.ObjectKeyFromObject(tenant)
-	r.written.set(key, writtenStatus{over: before.ResourceVersion, status: *status.DeepCopy()})
+	prev, hadPrev := r.written.get(key)
+	r.written.set(key, writtenOver(prev, hadPrev, before.ResourceVersion, tenant.ResourceVersion, *status.DeepCopy()))
 	if uid, ok := r.created.get(key); ok && uid == status.TokenSecretUID {
 		r.created.forget(key)
 	}
@@ -207,7 +209,7 @@ func (r *Reconciler) writeStatus(ctx context.Context, tenant *v1alpha1.DefenderT
 // which is enough to notice credential rotation and deleted or edited token Secrets.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).
-		For(&v1alpha1.DefenderTenant{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		For(&v1alpha1.DefenderTenant{}, builder.WithPredicates(predicate.Funcs{UpdateFunc: r.forgetCaughtUpWrite}, predicate.GenerationChangedPredicate{})).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.tenantsForSecret),
 			builder.WithPredicates(ignoreCreatedTokenSecrets, predicate.Funcs{
 				UpdateFunc: r.notOwnTokenSecretWrite,
@@ -232,6 +234,17 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 // DefenderTenant is queued anyway. Updates and deletions still wake the tenant.
 var ignoreCreatedTokenSecrets = predicate.Funcs{
 	CreateFunc: func(e event.CreateEvent) bool { return manager.TenantControllerOf(e.Object) == nil },
+}
+
+// forgetCaughtUpWrite drops the status this process wrote for a tenant once the
+// watch shows a version of the tenant that write did not replace: the cache has
+// caught up, and memory holds only writes in flight. It lets every event through.
+func (r *Reconciler) forgetCaughtUpWrite(e event.UpdateEvent) bool {
+	key := client.ObjectKeyFromObject(e.ObjectNew)
+	if w, ok := r.written.get(key); ok && !slices.Contains(w.replaced, e.ObjectNew.GetResourceVersion()) {
+		r.written.forget(key)
+	}
+	return true
 }
 
 // notOwnTokenSecretWrite drops the Update event of the token Secret update this

@@ -1,6 +1,7 @@
 package defendertenant
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -56,11 +57,29 @@ func (p *perTenant[V]) forget(key types.NamespacedName) {
 	delete(p.entries, key)
 }
 
-// writtenStatus is the status this process last wrote for a tenant, and the
-// resourceVersion it was written over (see observeOwnStatusWrite). It is kept
-// until the cache shows a newer version of the tenant, so memory grows with the
-// writes in flight, not with tenants.
+// writtenStatus is the status this process last wrote for a tenant: the
+// resourceVersions of the tenant it replaced, which the watch cache may still hand
+// over (the version it was written over and, when that was a write of this
+// process the cache had not shown yet, those that write replaced and produced),
+// and the version it produced. It is dropped as soon as the watch shows another
+// version (see forgetCaughtUpWrite), so memory grows with the writes the cache
+// has not caught up with, not with tenants.
 type writtenStatus struct {
-	over   string
-	status v1alpha1.DefenderTenantStatus
+	replaced []string
+	produced string
+	status   v1alpha1.DefenderTenantStatus
+}
+
+// writtenOver is the entry of a status written over the tenant version before,
+// producing version after, given the entry of the write before it, if any.
+func writtenOver(prev writtenStatus, hadPrev bool, before, after string, status v1alpha1.DefenderTenantStatus) writtenStatus {
+	w := writtenStatus{replaced: []string{before}, produced: after, status: status}
+	if hadPrev && slices.Contains(prev.replaced, before) {
+		// Written over a version the previous write had replaced too: the cache
+		// has shown neither write, and the version the previous one produced is
+		// older than this one.
+		w.replaced = append(w.replaced, prev.replaced...)
+		w.replaced = append(w.replaced, prev.produced)
+	}
+	return w
 }

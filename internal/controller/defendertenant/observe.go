@@ -139,17 +139,17 @@ func (r *Reconciler) observe(ctx context.Context, tenant *v1alpha1.DefenderTenan
 }
 
 // observeOwnStatusWrite puts into tenant the status this process last wrote, when
-// the watch cache handed over the version of the tenant that write replaced: the
+// the watch cache handed over a version of the tenant that write replaced: the
 // status in the API server is then the one written, not the one cached. Without
 // it, a lagging cache would hide a backoff, or a token published a moment ago,
-// and cost a second token request. Once the cache shows a newer version, the
-// written status is in it, and memory lets it go.
+// and cost a second token request. Once the cache shows any other version, the
+// written status is in it (or was overwritten since), and memory lets it go.
 func (r *Reconciler) observeOwnStatusWrite(tenant *v1alpha1.DefenderTenant) {
 	key := client.ObjectKeyFromObject(tenant)
 	w, ok := r.written.get(key)
 	switch {
 	case !ok:
-	case w.over == tenant.ResourceVersion:
+	case slices.Contains(w.replaced, tenant.ResourceVersion):
 		tenant.Status = *w.status.DeepCopy()
 	default:
 		r.written.forget(key)

@@ -171,8 +171,7 @@ func (r *Reconciler) writeOverUnseen(ctx context.Context, obs *observation, t *t
 
 // deleteStaleTokenSecret removes the Secret published under a previous
 // spec.tokenSecretName, once the token lives under the new name, if the tenant
-// owns it as observe would tell (ownsTokenSecret): status.tokenSecretUID still
-// names it.
+// owns it as observe would tell (recordedTokenSecretUID and ownsTokenSecret).
 func (r *Reconciler) deleteStaleTokenSecret(ctx context.Context, obs *observation) error {
 	tenant := obs.tenant
 	old := tenant.Status.TokenSecretName
@@ -183,10 +182,14 @@ func (r *Reconciler) deleteStaleTokenSecret(ctx context.Context, obs *observatio
 	if err := r.APIReader.Get(ctx, keyOf(tenant.Namespace, old), secret); err != nil {
 		return client.IgnoreNotFound(err)
 	}
-	if !ownsTokenSecret(secret, tenant, tenant.Status.TokenSecretUID, obs.app.inline(), obs.inputsHash) {
+	recorded, err := r.recordedTokenSecretUID(ctx, tenant, secret)
+	if err != nil {
+		return err
+	}
+	if !ownsTokenSecret(secret, tenant, recorded, obs.app.inline(), obs.inputsHash) {
 		return nil
 	}
-	err := r.Delete(ctx, secret, client.Preconditions{UID: &secret.UID})
+	err = r.Delete(ctx, secret, client.Preconditions{UID: &secret.UID})
 	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
 		return nil
 	}
