@@ -23,9 +23,14 @@ const DefaultClusterResourceNamespace = "defender-tenant-operator-system"
 type State int
 
 // The states of a credential. Each kind's problem method maps them to a reason.
+// The zero State is NotRead, so that a Credential nobody filled in is never one a
+// token is requested with.
 const (
+	// NotRead is nothing read, because the app is missing or may not serve the
+	// tenant (or, were it ever to happen, because nothing said what to read).
+	NotRead State = iota
 	// Usable is a credential a token may be requested with.
-	Usable State = iota
+	Usable
 	// SecretMissing is a Secret that does not exist.
 	SecretMissing
 	// KeyEmpty is a Secret without the key, or tls.crt and tls.key, it should hold.
@@ -41,9 +46,6 @@ const (
 	// ServiceAccountNotAllowed is a workload identity whose ServiceAccount tokens
 	// the operator will not request for its audience; Detail says why.
 	ServiceAccountNotAllowed
-	// NotRead is nothing read, because the app is missing or may not serve the
-	// tenant.
-	NotRead
 )
 
 // Credential is one read of a Source. It never prints its secret: the client
@@ -89,7 +91,9 @@ func (c Credential) Material() string {
 // quotes a credential.
 func (c Credential) Problem(app string, now time.Time) *Problem {
 	if c.State == NotRead || c.Source == nil {
-		return nil
+		// Checks before this one (a missing or ungranted app) say why nothing was
+		// read; should none have, no token is requested with nothing.
+		return &Problem{v1alpha1.ReasonCredentialsNotFound, fmt.Sprintf("No credential of %s was read: check that its spec names one.", app)}
 	}
 	return c.Source.problem(c, app, now)
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 	fakeclient "sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	corev1 "k8s.io/api/core/v1"
@@ -79,5 +80,15 @@ func TestReaderKeepsFewKeysPerSecret(t *testing.T) {
 	}
 	if n := len(r.entries[secret]); n > maxKeysPerSecret {
 		t.Errorf("%d keys of one Secret held, want at most %d", n, maxKeysPerSecret)
+	}
+}
+
+// TestCredentialNobodyFilledInIsNeverUsable: the zero Credential, or one without a
+// Source, reports a problem rather than passing for usable.
+func TestCredentialNobodyFilledInIsNeverUsable(t *testing.T) {
+	for _, c := range []Credential{{}, {State: Usable}} {
+		if p := c.Problem("the app", time.Now()); p == nil || p.Reason != v1alpha1.ReasonCredentialsNotFound {
+			t.Errorf("%v: problem %+v, want CredentialsNotFound", c, p)
+		}
 	}
 }

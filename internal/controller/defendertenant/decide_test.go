@@ -164,6 +164,7 @@ func TestDecisionChain(t *testing.T) {
 		}}, "BackingOff", actionHold, v1alpha1.ReasonThrottled},
 		{"usable token: a failed refresh waits at least a minute", []func(*observation){publish(tokenMinted(50*time.Minute, "current-inputs")), failedAgo(v1alpha1.ReasonTokenEndpointUnavailable, 30*time.Second, 1)}, "BackingOff", actionHold, v1alpha1.ReasonTokenEndpointUnavailable},
 		{"leftover of a failed write", []func(*observation){leftoverInMemory}, "LeftoverToken", actionPublishLeftover, ""},
+		{"a credential nothing was read of, for a granted app: held, never minted with", []func(*observation){func(obs *observation) { obs.credential = credential.Credential{} }}, "CredentialUnusable", actionHold, v1alpha1.ReasonCredentialsNotFound},
 		{"leftover of a former generation: minted again", []func(*observation){leftoverFrom(tokenMinted(time.Minute, "current-inputs"), 2)}, mintCheck, actionMint, ""},
 		{"leftover of former inputs: minted again", []func(*observation){leftoverFrom(tokenMinted(time.Minute, "former-inputs"), 3)}, mintCheck, actionMint, ""},
 		{"leftover due for refresh: minted again", []func(*observation){leftoverFrom(tokenMinted(55*time.Minute, "current-inputs"), 3)}, mintCheck, actionMint, ""},
