@@ -204,6 +204,11 @@ const (
 	// a ClusterDefenderApp is withdrawn when the tenant stops using that app, so a
 	// tenant cannot keep it out of its grant's reach by switching spec.appRef.
 	AnnotationApp = "defender.tenantcreds.io/app"
+	// AnnotationRequestedAt on a DefenderTenant (any value; `kubectl defender
+	// refresh` writes the current time), when it differs from
+	// status.lastHandledRequestedAt, asks for a token at once, fresh token or
+	// backoff notwithstanding, as Flux's reconcile.fluxcd.io/requestedAt does.
+	AnnotationRequestedAt = "defender.tenantcreds.io/requested-at"
 )
 
 // DefaultClientSecretKey is the key read from the credential Secret when clientSecretRef.key is empty.

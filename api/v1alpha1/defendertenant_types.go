@@ -258,6 +258,12 @@ type DefenderTenantStatus struct {
 	// +optional
 	NextRefreshTime *metav1.Time `json:"nextRefreshTime,omitempty"`
 
+	// lastHandledRequestedAt is the value of the annotation
+	// defender.tenantcreds.io/requested-at whose token request was made: each
+	// request is handled once.
+	// +optional
+	LastHandledRequestedAt string `json:"lastHandledRequestedAt,omitempty"`
+
 	// grantedRoles are the roles of the last minted token, sorted.
 	// +optional
 	// +listType=atomic

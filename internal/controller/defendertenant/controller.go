@@ -173,6 +173,7 @@ func statusInputOf(obs *observation, out outcome) statusInput {
 		Suspended:       obs.tenant.Spec.Suspend,
 		Roles:           out.roles,
 		NextRefresh:     out.nextRefresh,
+		HandledRequest:  out.handledRequest,
 	}
 }
 
@@ -209,7 +210,8 @@ func (r *Reconciler) writeStatus(ctx context.Context, tenant *v1alpha1.DefenderT
 // which is enough to notice credential rotation and deleted or edited token Secrets.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).
-		For(&v1alpha1.DefenderTenant{}, builder.WithPredicates(predicate.Funcs{UpdateFunc: r.forgetCaughtUpWrite}, predicate.GenerationChangedPredicate{})).
+		For(&v1alpha1.DefenderTenant{}, builder.WithPredicates(predicate.Funcs{UpdateFunc: r.forgetCaughtUpWrite},
+			predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, refreshRequestChanged))).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.tenantsForSecret),
 			builder.WithPredicates(ignoreCreatedTokenSecrets, predicate.Funcs{
 				UpdateFunc: r.notOwnTokenSecretWrite,
@@ -235,6 +237,12 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 var ignoreCreatedTokenSecrets = predicate.Funcs{
 	CreateFunc: func(e event.CreateEvent) bool { return manager.TenantControllerOf(e.Object) == nil },
 }
+
+// refreshRequestChanged lets through the updates that change
+// AnnotationRequestedAt, which the generation does not count.
+var refreshRequestChanged = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+	return e.ObjectOld.GetAnnotations()[v1alpha1.AnnotationRequestedAt] != e.ObjectNew.GetAnnotations()[v1alpha1.AnnotationRequestedAt]
+}}
 
 // forgetCaughtUpWrite drops the status this process wrote for a tenant once the
 // watch shows a version of the tenant that write did not replace: the cache has

@@ -77,6 +77,7 @@ var decisionChain = []check{
 	{"AppNotFound", appNotFound},
 	{"SecretConflict", secretConflict},
 	{"CredentialUnusable", credentialUnusable},
+	{"RefreshRequested", refreshRequested},
 	{"FreshAndCurrent", freshAndCurrent},
 	{"BackingOff", backingOff},
 	{"LeftoverToken", leftoverToken},
@@ -190,6 +191,38 @@ func credentialUnusable(obs *observation) (plan, bool) {
 		return plan{}, false
 	}
 	return stalledOn(obs, p.Reason, p.Message), true
+}
+
+// refreshRequested: someone asked for a token now (AnnotationRequestedAt), say
+// after a customer consented or granted a missing role. Neither a fresh token nor
+// a backoff makes the request wait; the once-a-minute rule does, and the request
+// is served when the minute is over.
+func refreshRequested(obs *observation) (plan, bool) {
+	if obs.refreshRequest == "" {
+		return plan{}, false
+	}
+	if earliest := lastTokenRequest(obs.tenant).Add(minRefreshInterval); obs.now.Before(earliest) {
+		p := plan{action: actionHold, nextRefresh: earliest, recheck: earliest}
+		if last := obs.tenant.Status.LastFailure; last != nil && last.InputsHash == obs.failureInputs {
+			p.problem = &conditions.Problem{Reason: last.Reason, Message: last.Message, Stalled: v1alpha1.Stalls(last.Reason)}
+		}
+		return p, true
+	}
+	return plan{action: actionMint}, true
+}
+
+// lastTokenRequest is when the tenant last asked Entra ID for a token, as its
+// status records: the published token's minting or the last failure, whichever
+// is later; zero when neither is recorded.
+func lastTokenRequest(tenant *v1alpha1.DefenderTenant) time.Time {
+	var last time.Time
+	if t := tenant.Status.LastRefreshTime; t != nil {
+		last = t.Time
+	}
+	if f := tenant.Status.LastFailure; f != nil && f.Time.After(last) {
+		last = f.Time.Time
+	}
+	return last
 }
 
 // freshAndCurrent: the published token is usable, was minted from the current

@@ -164,6 +164,14 @@ func TestDecisionChain(t *testing.T) {
 		}}, "BackingOff", actionHold, v1alpha1.ReasonThrottled},
 		{"usable token: a failed refresh waits at least a minute", []func(*observation){publish(tokenMinted(50*time.Minute, "current-inputs")), failedAgo(v1alpha1.ReasonTokenEndpointUnavailable, 30*time.Second, 1)}, "BackingOff", actionHold, v1alpha1.ReasonTokenEndpointUnavailable},
 		{"leftover of a failed write", []func(*observation){leftoverInMemory}, "LeftoverToken", actionPublishLeftover, ""},
+		{"refresh requested over a fresh token: mint", []func(*observation){freshToken, requested("2026-11-21T12:00:00Z")}, "RefreshRequested", actionMint, ""},
+		{"refresh requested during a backoff: mint", []func(*observation){failedAgo(v1alpha1.ReasonConsentRequired, 2*time.Minute, 3), requested("now")}, "RefreshRequested", actionMint, ""},
+		{"refresh requested within a minute of a failed request: held, the failure still reported", []func(*observation){failedAgo(v1alpha1.ReasonConsentRequired, 30*time.Second, 1), requested("now")}, "RefreshRequested", actionHold, v1alpha1.ReasonConsentRequired},
+		{"a handled request asks nothing: the fresh token is kept", []func(*observation){freshToken, requested("")}, "FreshAndCurrent", actionKeep, ""},
+		{"suspension beats a refresh request", []func(*observation){suspend, requested("now")}, "Suspended", actionHold, ""},
+		{"a missing credential beats a refresh request", []func(*observation){noCredential, requested("now")}, "CredentialUnusable", actionHold, v1alpha1.ReasonCredentialsNotFound},
+		{"a disallowed resource beats a refresh request", []func(*observation){disallowed, requested("now")}, "ResourceNotAllowed", actionHold, v1alpha1.ReasonResourceNotAllowed},
+		{"a withdrawn grant beats a refresh request", []func(*observation){ungranted, requested("now")}, "AppNotAllowed", actionRevoke, v1alpha1.ReasonAppNotAllowed},
 		{"a credential nothing was read of, for a granted app: held, never minted with", []func(*observation){func(obs *observation) { obs.credential = credential.Credential{} }}, "CredentialUnusable", actionHold, v1alpha1.ReasonCredentialsNotFound},
 		{"leftover of a former generation: minted again", []func(*observation){leftoverFrom(tokenMinted(time.Minute, "current-inputs"), 2)}, mintCheck, actionMint, ""},
 		{"leftover of former inputs: minted again", []func(*observation){leftoverFrom(tokenMinted(time.Minute, "former-inputs"), 3)}, mintCheck, actionMint, ""},
@@ -389,4 +397,9 @@ func TestDecisionChainSchedules(t *testing.T) {
 			within("nextRefresh", p.nextRefresh, tt.refreshFrom, tt.refreshTo)
 		})
 	}
+}
+
+// requested is a pending AnnotationRequestedAt, as observe records it.
+func requested(value string) func(*observation) {
+	return func(obs *observation) { obs.refreshRequest = value }
 }

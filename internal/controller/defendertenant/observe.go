@@ -75,6 +75,11 @@ type observation struct {
 	// LastFailure.InputsHash); it holds no secret material.
 	failureInputs string
 
+	// refreshRequest is the value of AnnotationRequestedAt when it asks for a token
+	// that was not requested yet (it differs from status.lastHandledRequestedAt);
+	// empty otherwise.
+	refreshRequest string
+
 	// leftover is the token a failed write left in memory, checked to be a token
 	// of this tenant (expired or not), and leftoverGeneration the spec generation
 	// it was minted for; nil when there is none. Whether it is still good to
@@ -117,6 +122,9 @@ func (r *Reconciler) observe(ctx context.Context, tenant *v1alpha1.DefenderTenan
 		allowedResources: r.AllowedResources.String(),
 	}
 	obs.resourceAllowed = r.AllowedResources.Allows(obs.resource)
+	if requested := tenant.Annotations[v1alpha1.AnnotationRequestedAt]; requested != tenant.Status.LastHandledRequestedAt {
+		obs.refreshRequest = requested
+	}
 	obs.secretTemplate, obs.secretTemplateRefused = checkSecretTemplate(tenant.Spec.SecretTemplate, r.SecretTemplateAnnotationPrefixes)
 	// Admins consent in a browser against the real cloud, never through an override.
 	if app.clientID != "" {

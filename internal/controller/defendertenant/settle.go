@@ -21,6 +21,16 @@ import (
 // means and when it is retried, which write failures stall, and what the status
 // reports. It is table-tested like decide (TestSettle).
 func settle(obs *observation, p plan, res result) outcome {
+	out := settleResult(obs, p, res)
+	if res.requested {
+		// A request for a token is handled by any token request, whatever it
+		// came to: each is served once.
+		out.handledRequest = obs.refreshRequest
+	}
+	return out
+}
+
+func settleResult(obs *observation, p plan, res result) outcome {
 	switch {
 	case p.action == actionKeep:
 		return outcome{published: p.token, secretUID: ownedSecretUID(obs), roles: rolesOf(p.token.claims), nextRefresh: p.nextRefresh, recheck: p.recheck}
@@ -125,6 +135,9 @@ type outcome struct {
 	roles       *roleFacts
 	nextRefresh time.Time
 	recheck     time.Time
+	// handledRequest is the AnnotationRequestedAt value this reconcile's token
+	// request served; empty: none.
+	handledRequest string
 	// err is an API error that the next reconcile may not see; it is returned, so
 	// that controller-runtime retries with its backoff, and the spec counts as not
 	// fully handled.

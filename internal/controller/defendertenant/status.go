@@ -1,6 +1,7 @@
 package defendertenant
 
 import (
+	"cmp"
 	"fmt"
 	"time"
 
@@ -31,19 +32,23 @@ type statusInput struct {
 	Suspended       bool
 	Roles           *roleFacts // nil: unchanged since the last minted token
 	NextRefresh     time.Time  // zero: no token request is scheduled
+	// HandledRequest is the AnnotationRequestedAt value a token request served in
+	// this reconcile; empty: the recorded one stays.
+	HandledRequest string
 }
 
 // computeStatus derives the whole status from the previous one and this reconcile's
 // outcome. It is pure so that every combination can be table-tested.
 func computeStatus(prev v1alpha1.DefenderTenantStatus, obs statusInput) v1alpha1.DefenderTenantStatus {
 	next := v1alpha1.DefenderTenantStatus{
-		ObservedGeneration: obs.Generation,
-		Conditions:         append([]metav1.Condition(nil), prev.Conditions...),
-		TokenSecretUID:     prev.TokenSecretUID,
-		AdminConsentURL:    obs.AdminConsentURL,
-		GrantedRoles:       prev.GrantedRoles,
-		MissingRoles:       prev.MissingRoles,
-		NextRefreshTime:    conditions.TimeOrNil(obs.NextRefresh),
+		ObservedGeneration:     obs.Generation,
+		Conditions:             append([]metav1.Condition(nil), prev.Conditions...),
+		TokenSecretUID:         prev.TokenSecretUID,
+		AdminConsentURL:        obs.AdminConsentURL,
+		GrantedRoles:           prev.GrantedRoles,
+		MissingRoles:           prev.MissingRoles,
+		NextRefreshTime:        conditions.TimeOrNil(obs.NextRefresh),
+		LastHandledRequestedAt: cmp.Or(obs.HandledRequest, prev.LastHandledRequestedAt),
 	}
 	if obs.SecretUID != "" {
 		next.TokenSecretUID = obs.SecretUID
