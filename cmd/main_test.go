@@ -151,7 +151,7 @@ func TestMaxConcurrentReconcilesReachesTheController(t *testing.T) {
 	err = wait.PollUntilContextTimeout(t.Context(), 50*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
 		select {
 		case <-stopped:
-			return false, fmt.Errorf("the manager stopped before the %s controller started: %v", controllerName, stopErr)
+			return false, fmt.Errorf("the manager stopped before the %s controller started: %w", controllerName, stopErr)
 		default:
 		}
 		got, found := gauge(t, "controller_runtime_max_concurrent_reconciles", "controller", controllerName)
