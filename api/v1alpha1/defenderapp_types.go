@@ -99,6 +99,46 @@ type CertificateCredential struct {
 	// rotation, for example by cert-manager) gives every tenant a new token promptly.
 	// +required
 	SecretRef AppSecretReference `json:"secretRef"`
+
+	// rotation lets the operator own the certificate: it generates the key pair in
+	// the cluster (the private key never leaves it), creates the Secret when it is
+	// missing, and replaces each certificate before it expires through Microsoft
+	// Graph's addKey and removeKey on the app registration. Without it, the Secret
+	// is read as it is and rotated by whoever writes it.
+	// +optional
+	Rotation *CertificateRotation `json:"rotation,omitempty"`
+}
+
+// CertificateRotation says which app registration the operator rolls keys on, and
+// how long each certificate lives.
+// +kubebuilder:validation:XValidation:rule="!has(self.validity) || !has(self.renewBefore) || duration(self.renewBefore) < duration(self.validity)",message="renewBefore must be shorter than validity"
+type CertificateRotation struct {
+	// applicationObjectID is the Object ID of the app registration (not its client
+	// ID): the {id} of Graph's /applications/{id}/addKey.
+	// +required
+	// +kubebuilder:validation:Pattern=`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`
+	ApplicationObjectID string `json:"applicationObjectID"`
+
+	// homeTenantID is the partner's tenant, where the app is registered: Graph
+	// tokens for addKey and removeKey, and the checks of a new key, are asked there.
+	// +required
+	// +kubebuilder:validation:Pattern=`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`
+	HomeTenantID string `json:"homeTenantID"`
+
+	// validity is the lifetime of each certificate the operator generates; default
+	// 2160h (90 days).
+	// +optional
+	Validity *metav1.Duration `json:"validity,omitempty"`
+
+	// renewBefore is how long before a certificate's notAfter its replacement
+	// starts; default a third of validity.
+	// +optional
+	RenewBefore *metav1.Duration `json:"renewBefore,omitempty"`
+
+	// retireAfter is how long a replaced key stays registered on the app
+	// registration, for workloads still holding tokens minted with it; default 24h.
+	// +optional
+	RetireAfter *metav1.Duration `json:"retireAfter,omitempty"`
 }
 
 // WorkloadIdentityCredential authenticates with workload identity federation: a
@@ -300,6 +340,89 @@ type CertificateStatus struct {
 	// certificate, once, also across restarts of the operator.
 	// +optional
 	Expiring bool `json:"expiring,omitempty"`
+
+	// pem is the public certificate in use, in PEM (never a key): with managed
+	// rotation, what to upload to the app registration for the first key.
+	// +optional
+	PEM string `json:"pem,omitempty"`
+
+	// keyID is the certificate's keyCredential keyId on the app registration, when
+	// known (managed rotation records it from addKey).
+	// +optional
+	KeyID string `json:"keyID,omitempty"`
+}
+
+// RotationPhase is the step a managed certificate rotation has reached; each is
+// persisted before the next starts, so that a restarted operator resumes there.
+// +kubebuilder:validation:Enum=Idle;KeyGenerated;KeyAdded;Promoted
+type RotationPhase string
+
+const (
+	// RotationIdle: no rotation runs; the next starts at nextRotationTime.
+	RotationIdle RotationPhase = "Idle"
+	// RotationKeyGenerated: the next key and certificate are in the Secret
+	// (next.crt, next.key), not yet registered.
+	RotationKeyGenerated RotationPhase = "KeyGenerated"
+	// RotationKeyAdded: addKey registered the next certificate; the operator waits
+	// until Entra ID accepts it.
+	RotationKeyAdded RotationPhase = "KeyAdded"
+	// RotationPromoted: the next certificate is in use; the previous key is removed
+	// after retireAfter.
+	RotationPromoted RotationPhase = "Promoted"
+)
+
+// RotationStatus is the persisted state of managed certificate rotation.
+type RotationStatus struct {
+	// phase is the step reached: Idle, KeyGenerated, KeyAdded or Promoted.
+	// +optional
+	Phase RotationPhase `json:"phase,omitempty"`
+
+	// nextRotationTime is when the next rotation starts (notAfter - renewBefore).
+	// +optional
+	NextRotationTime *metav1.Time `json:"nextRotationTime,omitempty"`
+
+	// lastRotationTime is when a certificate was last promoted.
+	// +optional
+	LastRotationTime *metav1.Time `json:"lastRotationTime,omitempty"`
+
+	// pendingThumbprint is the SHA-1 thumbprint of the next certificate while a
+	// rotation runs.
+	// +optional
+	PendingThumbprint string `json:"pendingThumbprint,omitempty"`
+
+	// pendingKeyID is the keyId addKey returned for the next certificate, until it
+	// is promoted.
+	// +optional
+	PendingKeyID string `json:"pendingKeyID,omitempty"`
+
+	// previousKeyID is the keyId of the replaced certificate, until removeKey
+	// removed it.
+	// +optional
+	PreviousKeyID string `json:"previousKeyID,omitempty"`
+}
+
+// TenantsSummary counts the DefenderTenants that use an app, by state: the fleet
+// at a glance, and who needs attention.
+type TenantsSummary struct {
+	// total is the number of DefenderTenants whose spec.appRef names this app.
+	Total int32 `json:"total"`
+
+	// ready counts those with Ready=True.
+	Ready int32 `json:"ready"`
+
+	// stalled counts those with Stalled=True.
+	Stalled int32 `json:"stalled"`
+
+	// reasons counts the tenants needing attention by the reason of their Stalled
+	// condition or, for those neither Ready nor Stalled, of their Ready condition.
+	// Only the contract's reasons are counted.
+	// +optional
+	Reasons map[string]int32 `json:"reasons,omitempty"`
+
+	// retiringResource counts the tenants whose effective resource is a retiring
+	// Defender API (status.resourceRetiresAt is set).
+	// +optional
+	RetiringResource int32 `json:"retiringResource,omitempty"`
 }
 
 // FederatedCredentialStatus is what the app registration's federated credential must
@@ -360,6 +483,16 @@ type AppStatus struct {
 	// registration.
 	// +optional
 	FederatedCredential *FederatedCredentialStatus `json:"federatedCredential,omitempty"`
+
+	// rotation is the state of managed certificate rotation
+	// (spec.credential.certificate.rotation).
+	// +optional
+	Rotation *RotationStatus `json:"rotation,omitempty"`
+
+	// tenants summarises the DefenderTenants that use this app. It is written at
+	// most once every 10 seconds, and only when it changed.
+	// +optional
+	Tenants *TenantsSummary `json:"tenants,omitempty"`
 }
 
 // DefenderApp is a partner's multi-tenant Entra ID app and its credential, for the
@@ -373,6 +506,9 @@ type AppStatus struct {
 // +kubebuilder:printcolumn:name="Credential",type=string,JSONPath=`.status.credential`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Tenants",type=integer,JSONPath=`.status.tenants.total`
+// +kubebuilder:printcolumn:name="Ready Tenants",type=integer,JSONPath=`.status.tenants.ready`
+// +kubebuilder:printcolumn:name="Stalled",type=integer,JSONPath=`.status.tenants.stalled`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type DefenderApp struct {
 	metav1.TypeMeta `json:",inline"`
@@ -410,6 +546,9 @@ type DefenderAppList struct {
 // +kubebuilder:printcolumn:name="Credential",type=string,JSONPath=`.status.credential`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Tenants",type=integer,JSONPath=`.status.tenants.total`
+// +kubebuilder:printcolumn:name="Ready Tenants",type=integer,JSONPath=`.status.tenants.ready`
+// +kubebuilder:printcolumn:name="Stalled",type=integer,JSONPath=`.status.tenants.stalled`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type ClusterDefenderApp struct {
 	metav1.TypeMeta `json:",inline"`

@@ -264,6 +264,13 @@ type DefenderTenantStatus struct {
 	// +optional
 	LastHandledRequestedAt string `json:"lastHandledRequestedAt,omitempty"`
 
+	// resourceRetiresAt is when the tenant's effective resource (spec.resource, or
+	// the cloud's default) stops working: set for the Defender XDR and Defender for
+	// Endpoint APIs, which Microsoft retires on 2027-02-01 in favour of Microsoft
+	// Graph (docs/migrating-to-graph.md). Absent for a resource with no announced end.
+	// +optional
+	ResourceRetiresAt *metav1.Time `json:"resourceRetiresAt,omitempty"`
+
 	// grantedRoles are the roles of the last minted token, sorted.
 	// +optional
 	// +listType=atomic

@@ -373,7 +373,7 @@ func TestAdmissionPrinterColumnsOfAppsResolveOnASampleObject(t *testing.T) {
 	for plural, app := range apps {
 		t.Run(plural, func(t *testing.T) {
 			names, paths := printerColumns(t, plural)
-			if want := []string{"Client", "Cloud", "Credential", "Ready", "Reason", "Age"}; !slices.Equal(names, want) {
+			if want := []string{"Client", "Cloud", "Credential", "Ready", "Reason", "Tenants", "Ready Tenants", "Stalled", "Age"}; !slices.Equal(names, want) {
 				t.Errorf("printer columns %v, want %v", names, want)
 			}
 			if err := k8s.Create(t.Context(), app); err != nil {
@@ -388,6 +388,7 @@ func TestAdmissionPrinterColumnsOfAppsResolveOnASampleObject(t *testing.T) {
 				Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonCredentialReady,
 				Message: "The credential can be used.", LastTransitionTime: metav1.Now(),
 			}}
+			status.Tenants = &v1alpha1.TenantsSummary{Total: 130, Ready: 121, Stalled: 7}
 			if err := k8s.Status().Update(t.Context(), app); err != nil {
 				t.Fatal(err)
 			}
@@ -400,6 +401,7 @@ func TestAdmissionPrinterColumnsOfAppsResolveOnASampleObject(t *testing.T) {
 			want := map[string]string{
 				"Client": testClientID, "Cloud": string(app.AppSpec().CloudOrDefault()), "Credential": string(status.Credential),
 				"Ready": "True", "Reason": v1alpha1.ReasonCredentialReady,
+				"Tenants": "130", "Ready Tenants": "121", "Stalled": "7",
 			}
 			for i, path := range paths {
 				jp := jsonpath.New(names[i])
