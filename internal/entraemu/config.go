@@ -38,6 +38,17 @@ type AppConfig struct {
 	// FederatedCredentials are federated identity credentials, as
 	// Emulator.AddFederatedCredential adds them.
 	FederatedCredentials []FederatedCredential `json:"federatedCredentials,omitempty"`
+	// Permissions are the application permissions the registration requests, per
+	// resource, as Emulator.SetAppPermissions sets them: what an admin who opens
+	// the consent link grants.
+	Permissions []PermissionConfig `json:"permissions,omitempty"`
+}
+
+// PermissionConfig is the application roles an app registration requests on a
+// resource.
+type PermissionConfig struct {
+	Resource string   `json:"resource"`
+	Roles    []string `json:"roles,omitempty"`
 }
 
 // IssuerConfig is a federated token issuer and its verification keys, as
@@ -183,6 +194,9 @@ func (e *Emulator) Load(cfg Config) {
 		}
 		for _, fc := range a.FederatedCredentials {
 			e.AddFederatedCredential(a.ClientID, fc)
+		}
+		for _, p := range a.Permissions {
+			e.SetAppPermissions(a.ClientID, p.Resource, p.Roles...)
 		}
 	}
 	for _, is := range cfg.Issuers {

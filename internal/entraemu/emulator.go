@@ -152,6 +152,7 @@ func New(opts Options) (*Emulator, error) {
 		mux.HandleFunc("POST /{tenant}/oauth2/v2.0/token", e.tokenHandler(host, v2Endpoint))
 		mux.HandleFunc("GET /{tenant}/discovery/keys", e.serveKeys)
 		mux.HandleFunc("GET /{tenant}/discovery/v2.0/keys", e.serveKeys)
+		mux.HandleFunc("GET /{tenant}/v2.0/adminconsent", e.serveAdminConsent(host))
 		e.hosts[host] = mux
 	}
 	return e, nil
@@ -160,7 +161,8 @@ func New(opts Options) (*Emulator, error) {
 // ServeHTTP answers as login.microsoftonline.com, the sign-in host of the Public and
 // USGov clouds. It serves the token endpoints POST /{tenant}/oauth2/token (v1) and
 // POST /{tenant}/oauth2/v2.0/token (v2), and the signing keys at
-// GET /{tenant}/discovery/keys and GET /{tenant}/discovery/v2.0/keys.
+// GET /{tenant}/discovery/keys and GET /{tenant}/discovery/v2.0/keys, and the admin
+// consent link GET /{tenant}/v2.0/adminconsent (see serveAdminConsent).
 func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e.hosts[entra.AuthorityHost(v1alpha1.CloudPublic)].ServeHTTP(w, r)
 }
