@@ -2,13 +2,11 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -61,23 +59,13 @@ func emulatorConfigWith(dir string, cert selfsigned.Certificate) (string, error)
 	return path, os.WriteFile(path, out, 0o600)
 }
 
-// partnerTenants are the DefenderTenants of the second part: two customers served by
-// the app, and a namespace asking for a tenant its grant does not cover.
-var partnerTenants = []struct{ namespace, name, tenantID, reason string }{
-	{"customer-contoso", "contoso", contosoTenantID, v1alpha1.ReasonTokenReady},
-	{"customer-fabrikam", "fabrikam", fabrikamTenantID, v1alpha1.ReasonTokenReady},
-	{"customer-fabrikam", "contoso-from-fabrikam", contosoTenantID, v1alpha1.ReasonAppNotAllowed},
-}
-
 // partnerApp shows a ClusterDefenderApp with a certificate credential: the key
 // stays in the operator's namespace, and each customer namespace gets tokens for
-// its own tenant only.
+// its own tenant only. fleetTour then puts customers on it.
 func (d *demo) partnerApp(ctx context.Context, cert selfsigned.Certificate) error {
 	step("A partner app defined once: a ClusterDefenderApp with a certificate (no shared secret)")
-	for _, ns := range []string{clusterResourceNamespace, "customer-contoso", "customer-fabrikam"} {
-		if err := d.client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); client.IgnoreAlreadyExists(err) != nil {
-			return err
-		}
+	if err := d.createNamespaces(ctx, append([]string{clusterResourceNamespace}, fleetNamespaces()...)...); err != nil {
+		return err
 	}
 	secret := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: clusterResourceNamespace, Name: partnerCertSecret},
@@ -88,6 +76,12 @@ func (d *demo) partnerApp(ctx context.Context, cert selfsigned.Certificate) erro
 		return err
 	}
 	detail("certificate and key: Secret %s/%s (kubernetes.io/tls), in the operator's namespace only", clusterResourceNamespace, partnerCertSecret)
+	var grants []v1alpha1.TenantGrant
+	for _, ft := range append(fleet, woodgrove) {
+		if ft.reason != v1alpha1.ReasonAppNotAllowed {
+			grants = append(grants, v1alpha1.TenantGrant{Namespaces: []string{ft.namespace}, TenantIDs: []string{ft.tenantID}})
+		}
+	}
 	app := &v1alpha1.ClusterDefenderApp{
 		ObjectMeta: metav1.ObjectMeta{Name: partnerAppName},
 		Spec: v1alpha1.ClusterDefenderAppSpec{
@@ -96,44 +90,20 @@ func (d *demo) partnerApp(ctx context.Context, cert selfsigned.Certificate) erro
 				Credential:              v1alpha1.AppCredential{Certificate: &v1alpha1.CertificateCredential{SecretRef: v1alpha1.AppSecretReference{Name: partnerCertSecret}}},
 				AdminConsentRedirectURI: "https://portal.azure.com",
 			},
-			TenantGrants: []v1alpha1.TenantGrant{
-				{Namespaces: []string{"customer-contoso"}, TenantIDs: []string{contosoTenantID}},
-				{Namespaces: []string{"customer-fabrikam"}, TenantIDs: []string{fabrikamTenantID}},
-			},
+			TenantGrants: grants,
 		},
 	}
 	if err := d.client.Create(ctx, app); err != nil {
 		return err
 	}
-	for _, pt := range partnerTenants {
-		dt := &v1alpha1.DefenderTenant{
-			ObjectMeta: metav1.ObjectMeta{Namespace: pt.namespace, Name: pt.name},
-			Spec: v1alpha1.DefenderTenantSpec{
-				TenantID:      pt.tenantID,
-				AppRef:        &v1alpha1.AppReference{Kind: v1alpha1.AppKindClusterDefenderApp, Name: partnerAppName},
-				RequiredRoles: []string{"Incident.Read.All"},
-			},
-		}
-		if err := d.client.Create(ctx, dt); err != nil {
-			return err
-		}
-	}
-	if err := d.waitForPartnerTenants(ctx); err != nil {
-		return err
-	}
-	if err := d.kubectl(ctx, "get", "clusterdefenderapps"); err != nil {
-		return err
-	}
-	if err := d.kubectl(ctx, "get", "defendertenants", "-n", "customer-contoso"); err != nil {
-		return err
-	}
-	if err := d.kubectl(ctx, "get", "defendertenants", "-n", "customer-fabrikam"); err != nil {
+	if err := d.fleetTour(ctx); err != nil {
 		return err
 	}
 	refused := &v1alpha1.DefenderTenant{}
 	if err := d.client.Get(ctx, client.ObjectKey{Namespace: "customer-fabrikam", Name: "contoso-from-fabrikam"}, refused); err != nil {
 		return err
 	}
+	step("A namespace asking for a tenant its grant does not cover")
 	printProblem(refused)
 
 	step("The app's status: what to register on the app registration")
@@ -151,29 +121,4 @@ func (d *demo) partnerApp(ctx context.Context, cert selfsigned.Certificate) erro
 	detail("  kubectl -n %s get secret %s -o jsonpath='{.data.tls\\.crt}' | base64 -d > partner-app.crt", clusterResourceNamespace, partnerCertSecret)
 	detail("  az ad app credential reset --id %s --cert @partner-app.crt --append", demoClientID)
 	return nil
-}
-
-func (d *demo) waitForPartnerTenants(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, d.timeout)
-	defer cancel()
-	for {
-		settled := true
-		for _, pt := range partnerTenants {
-			t := &v1alpha1.DefenderTenant{}
-			if err := d.client.Get(ctx, client.ObjectKey{Namespace: pt.namespace, Name: pt.name}, t); err != nil {
-				return err
-			}
-			if ready := apimeta.FindStatusCondition(t.Status.Conditions, v1alpha1.ConditionReady); ready == nil || ready.Reason != pt.reason {
-				settled = false
-			}
-		}
-		if settled {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("the partner app's tenants did not settle (see %s): %w", rel(d.operatorLog), ctx.Err())
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
 }

@@ -46,6 +46,7 @@ import (
 const (
 	managerBin     = "bin/manager"
 	emulatorBin    = "bin/entra-emulator"
+	pluginBin      = "bin/kubectl-defender"
 	emulatorConfig = "cmd/entra-emulator/demo.yaml"
 	crdDir         = "config/crd/bases"
 	samplesDir     = "config/samples"
@@ -89,7 +90,7 @@ func main() {
 }
 
 func run(o options) (err error) {
-	for _, p := range []string{managerBin, emulatorBin, emulatorConfig, crdDir, samplesDir} {
+	for _, p := range []string{managerBin, emulatorBin, pluginBin, emulatorConfig, crdDir, samplesDir} {
 		if _, err := os.Stat(p); err != nil {
 			return fmt.Errorf("%w: run the demo from the repository root with `make demo`, which builds the binaries", err)
 		}
@@ -348,10 +349,7 @@ func (d *demo) unsettled(ctx context.Context) ([]string, error) {
 // who exported KUBECONFIG would type it.
 func (d *demo) kubectl(ctx context.Context, args ...string) error {
 	fmt.Printf("$ kubectl %s\n", strings.Join(args, " "))
-	cmd := exec.CommandContext(ctx, "kubectl", args...)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+d.kubeconfig)
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	if err := cmd.Run(); err != nil {
+	if err := d.kubectlCommand(ctx, args...).Run(); err != nil {
 		return fmt.Errorf("kubectl %s: %w", strings.Join(args, " "), err)
 	}
 	return nil
