@@ -1,6 +1,8 @@
 // Command entra-emulator serves the Entra ID token endpoint emulator of package
 // entraemu over HTTP, for demos and scripts that need a stand-in for
-// login.microsoftonline.com.
+// login.microsoftonline.com: the token endpoints, the signing keys, and each
+// tenant's OpenID discovery documents, by tenant ID or by a domain of the tenant's
+// `domains` in --config.
 //
 // It loads apps (secrets, certificates, federated credentials), issuer keys,
 // tenants and consents from --config, answers as the sign-in host of

@@ -29,6 +29,9 @@ type result struct {
 	credentialErr error
 	requestErr    error
 	answer        *entra.Token
+	// discoveredCloud is where OpenID discovery places a tenant the request did
+	// not find (TenantNotFound); empty otherwise, or when discovery did not say.
+	discoveredCloud v1alpha1.Cloud
 	// minted is the answer's token when tokenVerdict let it be published;
 	// refused is why not, otherwise.
 	minted  *token

@@ -66,6 +66,9 @@ type Reconciler struct {
 	Recorder                events.EventRecorder
 	// MaxConcurrentReconciles bounds parallel reconciles, and so parallel token requests.
 	MaxConcurrentReconciles int
+	// Discover asks OpenID discovery where a tenant Entra ID did not find lives
+	// (see discovery.go); nil means entra.DiscoverTenant over the shared client.
+	Discover func(ctx context.Context, authorityHost, tenantID string) (entra.TenantDiscovery, error)
 
 	leftovers perTenant[leftover]
 	// written is the status this process last wrote per tenant, until the watch
@@ -78,6 +81,9 @@ type Reconciler struct {
 	// it started from, until the watch announces that update (see
 	// notOwnTokenSecretWrite).
 	ownWrites perTenant[string]
+	// discovered is what OpenID discovery said of a tenant in its current
+	// TenantNotFound episode (see discoverCloud).
+	discovered perTenant[discoveryMemo]
 }
 
 // +kubebuilder:rbac:groups=defender.tenantcreds.io,resources=defendertenants,verbs=get;list;watch
@@ -182,6 +188,7 @@ func (r *Reconciler) forget(key types.NamespacedName) {
 	r.leftovers.forget(key)
 	r.written.forget(key)
 	r.created.forget(key)
+	r.discovered.forget(key)
 	metrics.Tenants.Forget(key)
 }
 

@@ -54,8 +54,14 @@ func (r *Reconciler) requestToken(ctx context.Context, obs *observation, res *re
 	})
 	if err != nil {
 		res.requestErr = err
+		if entraRequestFailed(obs, err).problem.Reason == v1alpha1.ReasonTenantNotFound {
+			res.discoveredCloud = r.discoverCloud(ctx, obs)
+			return
+		}
+		r.endDiscoveryEpisode(obs)
 		return
 	}
+	r.endDiscoveryEpisode(obs)
 	res.answer = &answer
 }
 

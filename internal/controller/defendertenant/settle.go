@@ -41,7 +41,7 @@ func settleResult(obs *observation, p plan, res result) outcome {
 	case res.credentialErr != nil:
 		return requestFailed(obs, serviceAccountTokenFailed(obs, obs.credential.Source.Object(), res.credentialErr))
 	case res.requestErr != nil:
-		return requestFailed(obs, entraRequestFailed(obs, res.requestErr))
+		return requestFailed(obs, namingDiscoveredCloud(obs, entraRequestFailed(obs, res.requestErr), res.discoveredCloud))
 	case res.refused != nil:
 		return requestFailed(obs, res.refused)
 	case res.grantErr != nil:
