@@ -70,7 +70,7 @@ func retirementEvents(before, after v1alpha1.DefenderTenantStatus, r retirement)
 	if graph == "" {
 		graph = "https://graph.microsoft.com (https://graph.microsoft.us in GCC High, https://dod-graph.microsoft.us in DoD)"
 	}
-	note := fmt.Sprintf("Resource %s is a Defender API that Microsoft retires: it stops working on %s (message center MC1220762). "+
+	note := fmt.Sprintf("Resource %s is a Defender API that Microsoft retires on %s (message center MC1220762): it no longer works after that. "+
 		"Move this tenant to Microsoft Graph: spec.resource %s with the Graph security roles (docs/migrating-to-graph.md, kubectl defender migrate --to graph).",
 		r.resource, after.ResourceRetiresAt.UTC().Format(time.DateOnly), graph)
 	return []conditions.Event{{Type: corev1.EventTypeWarning, Reason: ReasonResourceRetiring, Action: "CheckResource", Note: note}}
