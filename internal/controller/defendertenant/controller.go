@@ -120,7 +120,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	out := held(obs, p)
 	defer func() {
 		status := computeStatus(tenant.Status, statusInputOf(obs, out))
-		if werr := r.writeStatus(ctx, tenant, status); werr != nil {
+		if werr := r.writeStatus(ctx, tenant, status, retirementOf(obs)); werr != nil {
 			if apierrors.IsNotFound(werr) {
 				// Deleted while this reconcile acted: there is no one to report to, and
 				// a token Secret just written goes with the tenant (garbage
@@ -167,19 +167,22 @@ func statusInputOf(obs *observation, out outcome) statusInput {
 	if out.err != nil {
 		generation = obs.tenant.Status.ObservedGeneration
 	}
+	retiresAt, _ := entra.RetiresAt(obs.resource) // zero when it does not retire
 	return statusInput{
-		Generation:      generation,
-		Now:             obs.now,
-		AdminConsentURL: obs.adminConsentURL,
-		SecretName:      obs.secretName,
-		Published:       out.published,
-		SecretUID:       out.secretUID,
-		Problem:         out.problem,
-		Failure:         out.failure,
-		Suspended:       obs.tenant.Spec.Suspend,
-		Roles:           out.roles,
-		NextRefresh:     out.nextRefresh,
-		HandledRequest:  out.handledRequest,
+		Generation:        generation,
+		Now:               obs.now,
+		AdminConsentURL:   obs.adminConsentURL,
+		SecretName:        obs.secretName,
+		Published:         out.published,
+		SecretUID:         out.secretUID,
+		Problem:           out.problem,
+		Failure:           out.failure,
+		Suspended:         obs.tenant.Spec.Suspend,
+		Roles:             out.roles,
+		NextRefresh:       out.nextRefresh,
+		HandledRequest:    out.handledRequest,
+		ResourceKnown:     obs.resourceKnown,
+		ResourceRetiresAt: retiresAt,
 	}
 }
 
@@ -194,7 +197,7 @@ func (r *Reconciler) forget(key types.NamespacedName) {
 
 // writeStatus patches the status only when it changed, and records an Event for
 // transitions (never for a routine refresh).
-func (r *Reconciler) writeStatus(ctx context.Context, tenant *v1alpha1.DefenderTenant, status v1alpha1.DefenderTenantStatus) error {
+func (r *Reconciler) writeStatus(ctx context.Context, tenant *v1alpha1.DefenderTenant, status v1alpha1.DefenderTenantStatus, retiring retirement) error {
 	if equality.Semantic.DeepEqual(tenant.Status, status) {
 		return nil
 	}
@@ -209,7 +212,7 @@ func (r *Reconciler) writeStatus(ctx context.Context, tenant *v1alpha1.DefenderT
 	if uid, ok := r.created.get(key); ok && uid == status.TokenSecretUID {
 		r.created.forget(key)
 	}
-	r.recordTransition(tenant, before.Status, status)
+	r.recordTransition(tenant, before.Status, status, retiring)
 	return nil
 }
 

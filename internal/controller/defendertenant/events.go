@@ -1,6 +1,9 @@
 package defendertenant
 
 import (
+	"fmt"
+	"time"
+
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -8,7 +11,28 @@ import (
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 	"github.com/tenantcreds/defender-tenant-operator/internal/controller/conditions"
+	"github.com/tenantcreds/defender-tenant-operator/internal/entra"
 )
+
+// ReasonResourceRetiring is the reason of the Warning Event a tenant gets when
+// status.resourceRetiresAt first appears: its resource is a Defender API that
+// Microsoft retires (see docs/migrating-to-graph.md).
+const ReasonResourceRetiring = "ResourceRetiring"
+
+// retirement names, for the ResourceRetiring Event, the resource a tenant's tokens
+// are for and the Microsoft Graph resource of its cloud ("" when the cloud is not
+// known, because the app cannot be read).
+type retirement struct {
+	resource, graphResource string
+}
+
+func retirementOf(obs *observation) retirement {
+	r := retirement{resource: obs.resource}
+	if obs.app.inline() || obs.app.object != nil {
+		r.graphResource = entra.GraphResource(obs.app.cloud)
+	}
+	return r
+}
 
 // transitionEvents are the Events a status change deserves. A new failure
 // reason, recovery and expiry record one. Routine refreshes change only times, and a
@@ -34,11 +58,29 @@ func transitionEvents(before, after v1alpha1.DefenderTenantStatus) []conditions.
 	return evs
 }
 
-func (r *Reconciler) recordTransition(tenant *v1alpha1.DefenderTenant, before, after v1alpha1.DefenderTenantStatus) {
+// retirementEvents warn once that the tenant's resource retires: when
+// status.resourceRetiresAt appears in the stored status. The stored status decides,
+// so neither the next reconcile nor a restarted operator warns again; a tenant
+// that moved away and back warns anew.
+func retirementEvents(before, after v1alpha1.DefenderTenantStatus, r retirement) []conditions.Event {
+	if before.ResourceRetiresAt != nil || after.ResourceRetiresAt == nil {
+		return nil
+	}
+	graph := r.graphResource
+	if graph == "" {
+		graph = "https://graph.microsoft.com (https://graph.microsoft.us in GCC High, https://dod-graph.microsoft.us in DoD)"
+	}
+	note := fmt.Sprintf("Resource %s is a Defender API that Microsoft retires on %s (message center MC1220762): it no longer works after that. "+
+		"Move this tenant to Microsoft Graph: spec.resource %s with the Graph security roles (docs/migrating-to-graph.md, kubectl defender migrate --to graph).",
+		r.resource, after.ResourceRetiresAt.UTC().Format(time.DateOnly), graph)
+	return []conditions.Event{{Type: corev1.EventTypeWarning, Reason: ReasonResourceRetiring, Action: "CheckResource", Note: note}}
+}
+
+func (r *Reconciler) recordTransition(tenant *v1alpha1.DefenderTenant, before, after v1alpha1.DefenderTenantStatus, retiring retirement) {
 	if r.Recorder == nil {
 		return
 	}
-	for _, ev := range transitionEvents(before, after) {
+	for _, ev := range append(transitionEvents(before, after), retirementEvents(before, after, retiring)...) {
 		r.Recorder.Eventf(tenant, nil, ev.Type, ev.Reason, ev.Action, "%s", ev.Note)
 	}
 }

@@ -33,8 +33,11 @@ type observation struct {
 	// app is what the tokens are requested with: the inline pair or the appRef's app.
 	app appFacts
 
-	authority       string
-	resource        string
+	authority string
+	resource  string
+	// resourceKnown: resource is what the tokens are for. It is not when spec.resource
+	// is empty and the app, whose cloud picks the default, cannot be read.
+	resourceKnown   bool
 	adminConsentURL string
 	// resourceAllowed: resource is in the operator's --allowed-resources, which
 	// allowedResources lists for the message.
@@ -118,6 +121,7 @@ func (r *Reconciler) observe(ctx context.Context, tenant *v1alpha1.DefenderTenan
 		app:              app,
 		authority:        r.Authorities.Host(cloud),
 		resource:         effectiveResource(tenant, cloud),
+		resourceKnown:    tenant.Spec.Resource != "" || app.inline() || app.object != nil,
 		secretName:       tenant.TokenSecretNameOrDefault(),
 		allowedResources: r.AllowedResources.String(),
 	}

@@ -35,6 +35,12 @@ type statusInput struct {
 	// HandledRequest is the AnnotationRequestedAt value a token request served in
 	// this reconcile; empty: the recorded one stays.
 	HandledRequest string
+	// ResourceKnown: the tenant's effective resource is known, and ResourceRetiresAt
+	// is when it stops working (zero: no announced end). While it is not known (an
+	// app that cannot be read picks the default), the recorded date stays, so that a
+	// missing app does not clear it and raise ResourceRetiring again on its return.
+	ResourceKnown     bool
+	ResourceRetiresAt time.Time
 }
 
 // computeStatus derives the whole status from the previous one and this reconcile's
@@ -49,6 +55,10 @@ func computeStatus(prev v1alpha1.DefenderTenantStatus, obs statusInput) v1alpha1
 		MissingRoles:           prev.MissingRoles,
 		NextRefreshTime:        conditions.TimeOrNil(obs.NextRefresh),
 		LastHandledRequestedAt: cmp.Or(obs.HandledRequest, prev.LastHandledRequestedAt),
+		ResourceRetiresAt:      prev.ResourceRetiresAt,
+	}
+	if obs.ResourceKnown {
+		next.ResourceRetiresAt = conditions.TimeOrNil(obs.ResourceRetiresAt)
 	}
 	if obs.SecretUID != "" {
 		next.TokenSecretUID = obs.SecretUID

@@ -40,6 +40,10 @@ var (
 		Help: "DefenderTenants by the status (True, False, Unknown) and reason of their Ready condition.",
 	}, []string{"ready", "reason"})
 
+	ResourceRetirement = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "defender_tenant_resource_retirement_timestamp_seconds",
+		Help: "When the resource of a DefenderTenant stops working (status.resourceRetiresAt), as a Unix timestamp; absent for a resource with no announced end.",
+	}, []string{"namespace", "name"})
 	AppCertificateExpiry = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "defender_app_certificate_expiry_timestamp_seconds",
 		Help: "notAfter of the certificate of a DefenderApp or ClusterDefenderApp (namespace \"\"), as a Unix timestamp.",
@@ -47,7 +51,7 @@ var (
 )
 
 func init() {
-	crmetrics.Registry.MustRegister(TokenExpiry, TokenRequests, tokenRequestDuration, TenantsByReady, AppCertificateExpiry)
+	crmetrics.Registry.MustRegister(TokenExpiry, TokenRequests, tokenRequestDuration, TenantsByReady, ResourceRetirement, AppCertificateExpiry)
 }
 
 // RecordTokenRequest counts one token request; reason is TokenReady for a published
@@ -81,6 +85,11 @@ func (t *readyTally) Set(key types.NamespacedName, status v1alpha1.DefenderTenan
 	} else {
 		TokenExpiry.DeleteLabelValues(key.Namespace, key.Name)
 	}
+	if status.ResourceRetiresAt != nil {
+		ResourceRetirement.WithLabelValues(key.Namespace, key.Name).Set(float64(status.ResourceRetiresAt.Unix()))
+	} else {
+		ResourceRetirement.DeleteLabelValues(key.Namespace, key.Name)
+	}
 	bucket := readyBucket{ready: string(metav1.ConditionUnknown)}
 	if c := meta.FindStatusCondition(status.Conditions, v1alpha1.ConditionReady); c != nil {
 		bucket = readyBucket{ready: string(c.Status), reason: c.Reason}
@@ -107,6 +116,7 @@ func (t *readyTally) Forget(key types.NamespacedName) {
 		delete(t.status, key)
 	}
 	TokenExpiry.DeleteLabelValues(key.Namespace, key.Name)
+	ResourceRetirement.DeleteLabelValues(key.Namespace, key.Name)
 }
 
 // RecordAppCertificateExpiry shows the notAfter of an app's certificate while its
