@@ -49,6 +49,7 @@ const (
 	pluginBin      = "bin/kubectl-defender"
 	emulatorConfig = "cmd/entra-emulator/demo.yaml"
 	crdDir         = "config/crd/bases"
+	retiringPolicy = "config/admission/retiring_resources_policy.yaml"
 	samplesDir     = "config/samples"
 )
 
@@ -90,7 +91,7 @@ func main() {
 }
 
 func run(o options) (err error) {
-	for _, p := range []string{managerBin, emulatorBin, pluginBin, emulatorConfig, crdDir, samplesDir} {
+	for _, p := range []string{managerBin, emulatorBin, pluginBin, emulatorConfig, crdDir, retiringPolicy, samplesDir} {
 		if _, err := os.Stat(p); err != nil {
 			return fmt.Errorf("%w: run the demo from the repository root with `make demo`, which builds the binaries", err)
 		}
@@ -176,6 +177,11 @@ func run(o options) (err error) {
 	}
 	defer func() { err = errors.Join(err, stopped("the operator", operator.Stop(stopGrace))) }()
 	detail("log: %s\n   metrics: http://%s/metrics", rel(d.operatorLog), metricsAddr)
+
+	step("Installing the admission policy that warns about tenants on a retiring Defender API")
+	if err := d.kubectl(ctx, "apply", "-f", retiringPolicy); err != nil {
+		return err
+	}
 
 	step("Applying " + samplesDir + " to namespace " + o.namespace)
 	start := time.Now()

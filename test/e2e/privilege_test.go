@@ -198,7 +198,7 @@ func newEditorWorld(t *testing.T) *editorWorld {
 		return alice.List(ctx, &v1alpha1.DefenderTenantList{}, client.InNamespace(ns))
 	})
 
-	// The tenant and app that the sample contoso uses, consented with both roles.
+	// The tenant, app and resource that the sample contoso uses, consented with every role.
 	return &editorWorld{ns: ns, victimNS: victimNS, alice: alice, warnings: warnings, contoso: getTenant(t, "contoso").Spec}
 }
 
@@ -210,6 +210,7 @@ func (e *editorWorld) tenant(name string, roles ...string) *v1alpha1.DefenderTen
 			TenantID:        e.contoso.TenantID,
 			ClientID:        e.contoso.ClientID,
 			ClientSecretRef: v1alpha1.ClientSecretReference{Name: credentialSecret},
+			Resource:        e.contoso.Resource,
 			RequiredRoles:   roles,
 		},
 	}
