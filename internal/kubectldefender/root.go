@@ -48,12 +48,12 @@ type rootOptions struct {
 // NewCommand is `kubectl defender` with its subcommands. Errors are returned, not
 // printed: the caller prints them as one line and exits non-zero.
 func NewCommand(streams genericiooptions.IOStreams) *cobra.Command {
-	o := &rootOptions{
-		flags:        genericclioptions.NewConfigFlags(true),
-		streams:      streams,
-		clock:        clock.RealClock{},
-		pollInterval: time.Second,
-	}
+	return newCommand(&rootOptions{streams: streams, clock: clock.RealClock{}, pollInterval: time.Second})
+}
+
+func newCommand(o *rootOptions) *cobra.Command {
+	o.flags = genericclioptions.NewConfigFlags(true)
+	streams := o.streams
 	cmd := &cobra.Command{
 		Use:   "kubectl-defender",
 		Short: "Fleet views and actions for the DefenderTenants of defender-tenant-operator",

@@ -172,7 +172,7 @@ func printStatus(ctx context.Context, out io.Writer, tenants []v1alpha1.Defender
 	return nil
 }
 
-// orNone is a cell that kubectl's table printer shows as <none> when empty.
+// orNone leaves a cell empty, as kubectl's table printer does for a nil cell.
 func orNone(s string) any {
 	if s == "" {
 		return nil

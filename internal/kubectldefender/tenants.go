@@ -164,8 +164,8 @@ func newApps(reader client.Reader) *apps {
 	return &apps{reader: reader, results: map[v1alpha1.AppReference]appResult{}}
 }
 
-// app reads the app tenant refers to. A DefenderApp is in the tenant's namespace,
-// so its key carries the namespace in Name's place of the cache key.
+// app reads the app tenant refers to. DefenderApps of the same name in two
+// namespaces are two apps: their cache key carries the namespace.
 func (a *apps) app(ctx context.Context, tenant *v1alpha1.DefenderTenant) (*v1alpha1.AppSpec, error) {
 	ref := tenant.Spec.AppRef
 	kind := ref.KindOrDefault()
