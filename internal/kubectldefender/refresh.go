@@ -36,6 +36,11 @@ var clusterSideReasons = []string{
 	v1alpha1.ReasonServiceAccountNotAllowed,
 }
 
+// requestedAtLayout is RFC 3339 with all nine digits of nanoseconds: two requests
+// in a row differ, so the second is not taken for the first, already handled; and
+// unlike time.RFC3339Nano, trailing zeros stay, so the values sort as the times do.
+const requestedAtLayout = "2006-01-02T15:04:05.000000000Z07:00"
+
 type refreshOptions struct {
 	*rootOptions
 	allNamespaces bool
@@ -124,9 +129,7 @@ func (o *refreshOptions) run(ctx context.Context, names []string) error {
 		}
 	}
 
-	// Nanoseconds make two requests in a row differ, so the second is not taken
-	// for the first one, already handled.
-	requestedAt := o.clock.Now().UTC().Format(time.RFC3339Nano)
+	requestedAt := o.clock.Now().UTC().Format(requestedAtLayout)
 	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{v1alpha1.AnnotationRequestedAt: requestedAt}}})
 	if err != nil {
 		return err
