@@ -7,10 +7,12 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	clocktesting "k8s.io/utils/clock/testing"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 	"github.com/tenantcreds/defender-tenant-operator/internal/entraemu"
@@ -103,15 +105,22 @@ func TestRefreshWaitSkipsWhatOnlyTheClusterFixes(t *testing.T) {
 // A tenant still without consent comes back ConsentRequired, with a non-zero exit.
 func TestRefreshWaitAfterConsent(t *testing.T) {
 	op := startOperator(t)
-	ns := namespace(t, "refresh-wait")
 	c := k8s(t)
+	// A namespace of its own per run: envtest runs no garbage collector, so the
+	// token Secrets of an earlier run on the same API server stay behind.
+	ns := controlPlane.Namespace(t)
+	t.Cleanup(func() { _ = c.DeleteAllOf(context.Background(), &v1alpha1.DefenderTenant{}, client.InNamespace(ns)) })
 	ctx := context.Background()
 	const consented, waiting = "a1a1a1a1-1111-4111-8111-111111111111", "b2b2b2b2-2222-4222-8222-222222222222"
 	const clientID, secret = "c3c3c3c3-3333-4333-8333-333333333333", "refresh~wait.secret-value_0123456789"
 	op.entra.AddApp(clientID, entraemu.Secret{Value: secret})
 	op.entra.AddTenant(consented)
 	op.entra.AddTenant(waiting)
-	if err := c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "partner", Namespace: ns}, Data: map[string][]byte{v1alpha1.DefaultClientSecretKey: []byte(secret)}}); err != nil {
+	// The emulator lives as long as the test binary: an earlier run's consent goes.
+	op.entra.Revoke(consented, clientID)
+	op.entra.Revoke(waiting, clientID)
+	before := map[string]int{consented: op.entra.Requests(consented), waiting: op.entra.Requests(waiting)}
+	if err := c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "partner", Namespace: ns}, Data: map[string][]byte{v1alpha1.DefaultClientSecretKey: []byte(secret)}}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
 	for name, tenantID := range map[string]string{"alpha": consented, "beta": waiting} {
@@ -129,7 +138,7 @@ func TestRefreshWaitAfterConsent(t *testing.T) {
 	for _, name := range []string{"alpha", "beta"} {
 		waitForReason(t, ns, name, v1alpha1.ReasonConsentRequired)
 	}
-	if n := op.entra.Requests(consented); n != 1 {
+	if n := op.entra.Requests(consented) - before[consented]; n != 1 {
 		t.Fatalf("%d token requests for the tenant before its consent, want 1", n)
 	}
 
@@ -141,8 +150,8 @@ func TestRefreshWaitAfterConsent(t *testing.T) {
 	if got.err != nil {
 		t.Fatalf("refresh --wait: %v (stdout %q)", got.err, got.stdout)
 	}
-	golden(t, "refresh-wait-ready", got.stdout)
-	if n := op.entra.Requests(consented); n != 2 {
+	golden(t, "refresh-wait-ready", strings.ReplaceAll(got.stdout, ns+"/", "<namespace>/"))
+	if n := op.entra.Requests(consented) - before[consented]; n != 2 {
 		t.Errorf("%d token requests for the tenant, want 2: one more for the refresh", n)
 	}
 	alpha := getTenantT(t, ns, "alpha")
@@ -157,7 +166,7 @@ func TestRefreshWaitAfterConsent(t *testing.T) {
 	if want := ns + "/beta: not Ready: ConsentRequired: "; !strings.Contains(got.stdout, want) {
 		t.Errorf("stdout %q, want a line starting %q", got.stdout, want)
 	}
-	if n := op.entra.Requests(waiting); n != 2 {
+	if n := op.entra.Requests(waiting) - before[waiting]; n != 2 {
 		t.Errorf("%d token requests for the tenant without consent, want 2: one more for the refresh", n)
 	}
 }
