@@ -152,6 +152,10 @@ build: manifests generate fmt vet ## Build the manager and emulator binaries int
 	CGO_ENABLED=0 go build -trimpath -o $(LOCALBIN)/manager ./cmd
 	CGO_ENABLED=0 go build -trimpath -o $(LOCALBIN)/entra-emulator ./cmd/entra-emulator
 
+.PHONY: kubectl-defender
+kubectl-defender: ## Build the kubectl plugin into bin/kubectl-defender (put it on the PATH to run `kubectl defender`).
+	CGO_ENABLED=0 go build -trimpath -o $(LOCALBIN)/kubectl-defender ./cmd/kubectl-defender
+
 .PHONY: run
 run: manifests generate fmt vet ## Run the operator against the cluster in your kubeconfig (install the CRD first: make install).
 	go run ./cmd $(ARGS)
