@@ -101,6 +101,24 @@ func (b *bench) waitAppReady(ctx context.Context) error {
 	}
 }
 
+// waitAppSummary waits until the app's status.tenants shows the N tenants of the
+// run Ready, and reports when it did, counted from start.
+func (b *bench) waitAppSummary(ctx context.Context, start time.Time) error {
+	for {
+		app := &v1alpha1.ClusterDefenderApp{}
+		if err := b.cl.Get(ctx, client.ObjectKey{Name: appName}, app); err != nil {
+			return err
+		}
+		if s := app.Status.Tenants; s != nil && s.Total == int32(b.N) && s.Ready == int32(b.N) {
+			b.out.add("app_summary_ready_seconds", "%.2f", time.Since(start).Seconds())
+			return nil
+		}
+		if err := sleep(ctx, 250*time.Millisecond); err != nil {
+			return fmt.Errorf("ClusterDefenderApp %s status.tenants = %+v, want %d Ready: %w", appName, app.Status.Tenants, b.N, err)
+		}
+	}
+}
+
 // signing measures what a certificate credential adds to a token request in the
 // operator's own code: internal/entra's Client.RequestToken, in this process, against
 // a transport that answers at once without a network, once with the certificate (a

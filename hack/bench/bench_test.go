@@ -103,7 +103,17 @@ func TestBenchSmokeApp(t *testing.T) {
 		"restart_token_requests":               "0",
 		"run_api POST secrets":                 "6",
 		"run_api PATCH defendertenants/status": "6",
+		"idle_app_status_writes":               "0",
 	})
+	// status.tenants is written at most once per 10 s: at most one write per
+	// started 10 s until the app showed every tenant Ready, and the app
+	// controller's own, none of which the create needs.
+	writes, err := strconv.Atoi(r.values["run_app_status_writes"])
+	summarised, serr := strconv.ParseFloat(r.values["app_summary_ready_seconds"], 64)
+	if err != nil || serr != nil || writes < 1 || float64(writes) > summarised/10+1 {
+		t.Errorf("run_app_status_writes = %q with app_summary_ready_seconds = %q, want at least 1 and at most one per started 10 s",
+			r.values["run_app_status_writes"], r.values["app_summary_ready_seconds"])
+	}
 	for _, name := range []string{"assertion_sign_cpu_us_per_token", "run_cpu_ms_per_token", "ratio_to_floor"} {
 		if v, err := strconv.ParseFloat(r.values[name], 64); err != nil || v <= 0 {
 			t.Errorf("%s = %q, want a positive figure", name, r.values[name])

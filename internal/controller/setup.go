@@ -43,11 +43,13 @@ type Config struct {
 type Controllers struct {
 	Tenants *defendertenant.Reconciler
 	Apps    []*defenderapp.Reconciler
+	// Summaries keep each app kind's status.tenants.
+	Summaries []*defenderapp.SummaryReconciler
 }
 
-// Setup registers the indexes, then the DefenderTenant controller and one app
-// controller per app kind the operator may watch, all sharing one credential
-// Reader.
+// Setup registers the indexes, then the DefenderTenant controller and, per app
+// kind the operator may watch, one app controller (all sharing one credential
+// Reader) and one controller of the app's tenants summary.
 func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Controllers, error) {
 	if err := manager.RegisterIndexes(ctx, mgr.GetFieldIndexer(), cfg.ClusterApps); err != nil {
 		return nil, fmt.Errorf("registering the field indexes: %w", err)
@@ -97,6 +99,11 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Controllers, err
 			return nil, fmt.Errorf("setting up the %s controller: %w", kind, err)
 		}
 		out.Apps = append(out.Apps, apps)
+		summaries := &defenderapp.SummaryReconciler{Client: mgr.GetClient(), Clock: cfg.Clock, Kind: kind}
+		if err := summaries.SetupWithManager(mgr); err != nil {
+			return nil, fmt.Errorf("setting up the %s tenants summary controller: %w", kind, err)
+		}
+		out.Summaries = append(out.Summaries, summaries)
 	}
 	return out, nil
 }

@@ -9,6 +9,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,6 +19,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 	"github.com/tenantcreds/defender-tenant-operator/test/helm"
@@ -76,6 +78,17 @@ func TestHelmChartDefaultInstallServesATenant(t *testing.T) {
 	checkChartTokenSecret(t, s, ns, "contoso", tenantID(0))
 	waitFor(t, 30*time.Second, "the DefenderTenant of the ClusterDefenderApp is Ready", func() error { return readyError(s.admin, ns, "fabrikam") }, op)
 	checkChartTokenSecret(t, s, ns, "fabrikam", tenantID(1))
+	// The summary trails its tenants by up to 10 s.
+	waitFor(t, 30*time.Second, "the ClusterDefenderApp counts its Ready tenant", func() error {
+		app := &v1alpha1.ClusterDefenderApp{}
+		if err := s.admin.Get(ctx, client.ObjectKey{Name: "partner"}, app); err != nil {
+			return err
+		}
+		if got := app.Status.Tenants; got == nil || got.Total != 1 || got.Ready != 1 || got.Stalled != 0 {
+			return fmt.Errorf("status.tenants = %+v, want 1 tenant, Ready", got)
+		}
+		return nil
+	}, op)
 	if !op.isLeader(t) {
 		t.Error("the operator serves tenants but does not hold the Lease")
 	}

@@ -98,12 +98,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	return ctrl.Result{RequeueAfter: appRequeueAfter(in.Now, in)}, nil
 }
 
-func (r *Reconciler) newApp() v1alpha1.App {
-	if r.Kind == v1alpha1.AppKindClusterDefenderApp {
-		return &v1alpha1.ClusterDefenderApp{}
-	}
-	return &v1alpha1.DefenderApp{}
-}
+func (r *Reconciler) newApp() v1alpha1.App { return newApp(r.Kind) }
 
 func (r *Reconciler) clusterResourceNamespace() string {
 	if r.ClusterResourceNamespace != "" {

@@ -108,6 +108,9 @@ func computeAppStatus(prev v1alpha1.AppStatus, in appStatusInput) v1alpha1.AppSt
 		ObservedGeneration: generation,
 		Conditions:         append([]metav1.Condition(nil), prev.Conditions...),
 		Credential:         in.Kind,
+		// The summary controller writes status.tenants; carried over as it is, it
+		// is left out of this controller's patch, whatever the cache held.
+		Tenants: prev.Tenants,
 	}
 	if c := in.Credential.Certificate; in.Kind == v1alpha1.CredentialCertificate && c != nil {
 		next.Certificate = &v1alpha1.CertificateStatus{
