@@ -161,7 +161,7 @@ run: manifests generate fmt vet ## Run the operator against the cluster in your 
 	go run ./cmd $(ARGS)
 
 .PHONY: demo
-demo: build envtest ## Try the operator on this machine: a local API server, the Entra ID emulator and config/samples. DEMO_EXIT=1 exits after the tour.
+demo: build kubectl-defender envtest ## Try the operator on this machine: a local API server, the Entra ID emulator and config/samples. DEMO_EXIT=1 exits after the tour.
 	go build -o $(LOCALBIN)/demo ./hack/demo
 	@# Not go run: it exits 1 on Ctrl-C even when the demo stopped cleanly.
 	KUBEBUILDER_ASSETS="$$(K8S_VERSION=$(K8S_VERSION) hack/envtest-binaries.sh)" $(LOCALBIN)/demo

@@ -147,10 +147,10 @@ func TestTenantLackingARequiredRoleIsStalledWithMissingRoles(t *testing.T) {
 	waitForReady(t, "fabrikam", metav1.ConditionFalse, v1alpha1.ReasonMissingRoles)
 	tenant := getTenant(t, "fabrikam")
 	assertStalled(t, tenant, v1alpha1.ReasonMissingRoles)
-	if got, want := tenant.Status.MissingRoles, []string{"AdvancedHunting.Read.All"}; !slices.Equal(got, want) {
+	if got, want := tenant.Status.MissingRoles, []string{"ThreatHunting.Read.All"}; !slices.Equal(got, want) {
 		t.Errorf("status.missingRoles = %q, want %q", got, want)
 	}
-	if got, want := tenant.Status.GrantedRoles, []string{"Incident.Read.All"}; !slices.Equal(got, want) {
+	if got, want := tenant.Status.GrantedRoles, []string{"SecurityAlert.Read.All", "SecurityIncident.Read.All"}; !slices.Equal(got, want) {
 		t.Errorf("status.grantedRoles = %q, want %q", got, want)
 	}
 	// A token that fails validation is never written.
@@ -168,8 +168,8 @@ func TestTenantWithoutConsentIsStalledWithAnAdminConsentURL(t *testing.T) {
 	}
 	q := u.Query()
 	if u.Scheme != "https" || u.Host != "login.microsoftonline.com" || u.Path != "/"+tenant.Spec.TenantID+"/v2.0/adminconsent" ||
-		q.Get("client_id") != tenant.Spec.ClientID || q.Get("scope") != "https://api.security.microsoft.com/.default" {
-		t.Errorf("status.adminConsentURL = %s, want https://login.microsoftonline.com/%s/v2.0/adminconsent?client_id=%s&scope=https://api.security.microsoft.com/.default",
+		q.Get("client_id") != tenant.Spec.ClientID || q.Get("scope") != "https://graph.microsoft.com/.default" {
+		t.Errorf("status.adminConsentURL = %s, want https://login.microsoftonline.com/%s/v2.0/adminconsent?client_id=%s&scope=https://graph.microsoft.com/.default",
 			u, tenant.Spec.TenantID, tenant.Spec.ClientID)
 	}
 	assertNoTokenSecret(t, "northwind-token")
