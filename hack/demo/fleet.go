@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -69,6 +70,7 @@ func (d *demo) fleetTour(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	manifest = []byte(strings.Replace(string(manifest), "status: {}\n", "", 1))
 	if err := d.kubectlWithInput(ctx, manifest, "apply", "-f", "-"); err != nil {
 		return err
 	}
@@ -76,6 +78,9 @@ func (d *demo) fleetTour(ctx context.Context) error {
 		return err
 	}
 
+	if err := d.waitForSummary(ctx, int32(len(fleet)+1)); err != nil {
+		return err
+	}
 	step("The fleet at a glance: the app counts its tenants")
 	if err := d.kubectl(ctx, "get", "clusterdefenderapps"); err != nil {
 		return err
@@ -85,7 +90,7 @@ func (d *demo) fleetTour(ctx context.Context) error {
 		return err
 	}
 	step("Who must consent, with the links to send to each customer's admin")
-	if err := d.kubectl(ctx, "defender", "consent", "-A"); err != nil {
+	if err := d.kubectl(ctx, "defender", "consent", "-A", "--app", "ClusterDefenderApp/"+partnerAppName); err != nil {
 		return err
 	}
 
@@ -94,7 +99,7 @@ func (d *demo) fleetTour(ctx context.Context) error {
 		return err
 	}
 	step("northwind's admin opens the consent link and accepts (the emulator stands in for the sign-in page)")
-	if err := openConsentLink(ctx, northwind.Status.AdminConsentURL); err != nil {
+	if err := openConsentLink(ctx, d.emulatorURL, northwind.Status.AdminConsentURL); err != nil {
 		return err
 	}
 	detail("consented: the app now holds its Graph roles in northwind's tenant")
@@ -181,13 +186,20 @@ func (d *demo) waitForFleet(ctx context.Context, tenants []fleetTenant) error {
 }
 
 // openConsentLink does what a customer's admin does with the link: open it. The
-// emulator records the consent and redirects to the app's redirect URI, which the
-// demo does not follow.
-func openConsentLink(ctx context.Context, link string) error {
-	if link == "" {
-		return fmt.Errorf("northwind shows no status.adminConsentURL")
+// link names the real sign-in host, for the admin's browser; the demo sends it to
+// the emulator instead, which records the consent and redirects to the app's
+// redirect URI, which the demo does not follow.
+func openConsentLink(ctx context.Context, emulatorURL, link string) error {
+	u, err := url.Parse(link)
+	if err != nil || link == "" {
+		return fmt.Errorf("northwind shows no usable status.adminConsentURL (%q)", link)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, link, nil)
+	emulator, err := url.Parse(emulatorURL)
+	if err != nil {
+		return err
+	}
+	u.Scheme, u.Host = emulator.Scheme, emulator.Host
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
 		return err
 	}
@@ -202,6 +214,27 @@ func openConsentLink(ctx context.Context, link string) error {
 	}
 	detail("the admin is sent back to %s", resp.Header.Get("Location"))
 	return nil
+}
+
+// waitForSummary waits until the partner app's status.tenants counts total tenants:
+// the summary is written at most every 10 seconds.
+func (d *demo) waitForSummary(ctx context.Context, total int32) error {
+	ctx, cancel := context.WithTimeout(ctx, d.timeout)
+	defer cancel()
+	for {
+		app := &v1alpha1.ClusterDefenderApp{}
+		if err := d.client.Get(ctx, client.ObjectKey{Name: partnerAppName}, app); err != nil {
+			return err
+		}
+		if s := app.Status.Tenants; s != nil && s.Total == total {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the partner app's status.tenants did not count %d tenants (see %s): %w", total, rel(d.operatorLog), ctx.Err())
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 // kubectlWithInput is kubectl with a manifest on its standard input.

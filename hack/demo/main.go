@@ -4,8 +4,12 @@
 // and the operator binary, applies config/samples, waits for the three sample
 // tenants to settle, shows what a user would look at, and then keeps everything
 // running for kubectl until Ctrl-C, which stops it all. A second part shows a
-// ClusterDefenderApp with a certificate credential serving two customer namespaces,
-// and refusing a tenant its grants do not cover.
+// partner's fleet: a ClusterDefenderApp with a certificate credential serving
+// customer namespaces on Microsoft Graph, seen with `kubectl defender status` and
+// `consent`; a customer admin consents and `kubectl defender refresh --wait` turns
+// that tenant Ready at once; a tenant on the retiring Defender XDR API is warned
+// about at apply time, in status and in Events; and a tenant its grants do not
+// cover is refused.
 //
 // Run it from the repository root, after `make build`, with KUBEBUILDER_ASSETS set
 // as `make demo` does. DEMO_EXIT=1 (or -exit) stops right after the tour, for
@@ -158,6 +162,7 @@ func run(o options) (err error) {
 	if err != nil {
 		return fmt.Errorf("waiting for the emulator (see %s): %w", rel(emulatorLog), err)
 	}
+	d.emulatorURL = emulatorURL
 	detail("token endpoint: %s/<tenant>/oauth2/v2.0/token\n   log: %s", emulatorURL, rel(emulatorLog))
 
 	step("Starting the operator (" + managerBin + ")")
@@ -235,6 +240,7 @@ type demo struct {
 	options
 	kubeconfig  string
 	operatorLog string
+	emulatorURL string
 	client      client.Client
 }
 
