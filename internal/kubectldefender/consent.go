@@ -59,22 +59,11 @@ func (o *consentOptions) run(ctx context.Context) error {
 	if err := outputFormat(o.output, formatTable, formatCSV, formatMarkdown, formatJSON); err != nil {
 		return err
 	}
-	filter, err := parseAppFilter(o.app)
+	sel, err := o.selectTenants(ctx, o.allNamespaces, o.app)
 	if err != nil {
 		return err
 	}
-	s, err := o.scope(o.allNamespaces)
-	if err != nil {
-		return err
-	}
-	c, err := o.client()
-	if err != nil {
-		return err
-	}
-	tenants, err := listTenants(ctx, c, s, filter)
-	if err != nil {
-		return err
-	}
+	tenants := sel.tenants
 	waiting := tenants[:0]
 	for i := range tenants {
 		if waitsForConsent(&tenants[i]) {
@@ -90,7 +79,7 @@ func (o *consentOptions) run(ctx context.Context) error {
 		return printConsentMarkdown(o.streams.Out, waiting)
 	}
 	if len(waiting) == 0 {
-		_, err := fmt.Fprintf(o.streams.ErrOut, "No DefenderTenants wait for consent %s.\n", s.where())
+		_, err := fmt.Fprintf(o.streams.ErrOut, "No DefenderTenants wait for consent %s.\n", sel.scope.where())
 		return err
 	}
 	return printConsentTable(o.streams.Out, waiting, o.allNamespaces)

@@ -86,22 +86,11 @@ func (o *migrateOptions) run(ctx context.Context) error {
 	if o.to != "graph" {
 		return fmt.Errorf("--to %q: graph is the only target (--to graph)", o.to)
 	}
-	filter, err := parseAppFilter(o.app)
+	sel, err := o.selectTenants(ctx, o.allNamespaces, o.app)
 	if err != nil {
 		return err
 	}
-	s, err := o.scope(o.allNamespaces)
-	if err != nil {
-		return err
-	}
-	c, err := o.client()
-	if err != nil {
-		return err
-	}
-	tenants, err := listTenants(ctx, c, s, filter)
-	if err != nil {
-		return err
-	}
+	c, tenants := sel.client, sel.tenants
 	apps := newApps(c)
 	var plan []migration
 	for i := range tenants {
@@ -110,7 +99,7 @@ func (o *migrateOptions) run(ctx context.Context) error {
 		}
 	}
 	if len(plan) == 0 {
-		_, err := fmt.Fprintf(o.streams.ErrOut, "No DefenderTenants on a retiring resource %s.\n", s.where())
+		_, err := fmt.Fprintf(o.streams.ErrOut, "No DefenderTenants on a retiring resource %s.\n", sel.scope.where())
 		return err
 	}
 

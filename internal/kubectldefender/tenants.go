@@ -88,6 +88,36 @@ func listTenants(ctx context.Context, c client.Reader, s scope, f *appFilter) ([
 	return tenants, nil
 }
 
+// selection is what a fleet command works on: the tenants of one namespace, or of
+// every namespace with -A, that --app names, and the client that read them.
+type selection struct {
+	client  client.Client
+	scope   scope
+	tenants []v1alpha1.DefenderTenant
+}
+
+// selectTenants reads the tenants of the scope that --app names, checking the
+// flags before anything reaches the API server.
+func (o *rootOptions) selectTenants(ctx context.Context, allNamespaces bool, app string) (selection, error) {
+	filter, err := parseAppFilter(app)
+	if err != nil {
+		return selection{}, err
+	}
+	s, err := o.scope(allNamespaces)
+	if err != nil {
+		return selection{}, err
+	}
+	c, err := o.client()
+	if err != nil {
+		return selection{}, err
+	}
+	tenants, err := listTenants(ctx, c, s, filter)
+	if err != nil {
+		return selection{}, err
+	}
+	return selection{client: c, scope: s, tenants: tenants}, nil
+}
+
 // getTenant reads one tenant by name, with a one-line error when it does not exist.
 func getTenant(ctx context.Context, c client.Reader, namespace, name string) (*v1alpha1.DefenderTenant, error) {
 	var tenant v1alpha1.DefenderTenant
