@@ -83,7 +83,7 @@ func DiscoveryURL(authorityHost, tenantOrDomain string) string {
 // redirects are never followed, and at most 64 KiB of the answer is read.
 func DiscoverTenant(ctx context.Context, httpClient *http.Client, authorityHost, tenantOrDomain string) (TenantDiscovery, error) {
 	asked := strings.ToLower(tenantOrDomain)
-	if !isGUID(asked) && !isDomainName(asked) {
+	if !IsGUID(asked) && !IsDomainName(asked) {
 		return TenantDiscovery{}, fmt.Errorf("OpenID discovery: %q is %w", tenantOrDomain, ErrInvalidTenantOrDomain)
 	}
 	if _, ok := ctx.Deadline(); !ok {
@@ -139,10 +139,10 @@ func notFound(status int, body []byte, asked string) *TenantNotFoundError {
 		return nil
 	}
 	nf := &TenantNotFoundError{TenantOrDomain: asked}
-	if isGUID(e.TraceID) {
+	if IsGUID(e.TraceID) {
 		nf.TraceID = e.TraceID
 	}
-	if isGUID(e.CorrelationID) {
+	if IsGUID(e.CorrelationID) {
 		nf.CorrelationID = e.CorrelationID
 	}
 	return nf
@@ -164,7 +164,7 @@ func parseDiscovery(body []byte, asked string) (TenantDiscovery, error) {
 	if !ok {
 		return TenantDiscovery{}, errors.New("OpenID discovery: the document's issuer names no tenant ID")
 	}
-	if isGUID(asked) && tenantID != asked {
+	if IsGUID(asked) && tenantID != asked {
 		return TenantDiscovery{}, errors.New("OpenID discovery: the document is for another tenant than the one asked for")
 	}
 	d := TenantDiscovery{
@@ -192,7 +192,7 @@ func issuerTenant(issuer string) (string, bool) {
 		return "", false
 	}
 	id := strings.ToLower(segments[0])
-	return id, isGUID(id)
+	return id, IsGUID(id)
 }
 
 // DiscoveredCloud is the cloud a discovery document's fields place a tenant in,
@@ -242,14 +242,15 @@ func scopeOrEmpty(s string) string {
 }
 
 func hostOrEmpty(s string) string {
-	if isDomainName(strings.ToLower(s)) {
+	if IsDomainName(strings.ToLower(s)) {
 		return strings.ToLower(s)
 	}
 	return ""
 }
 
-// isGUID reports whether s is a GUID in its 8-4-4-4-12 hexadecimal form.
-func isGUID(s string) bool {
+// IsGUID reports whether s is a GUID in its 8-4-4-4-12 hexadecimal form, as
+// Entra ID writes tenant and client IDs.
+func IsGUID(s string) bool {
 	if len(s) != 36 {
 		return false
 	}
@@ -268,10 +269,10 @@ func isGUID(s string) bool {
 	return true
 }
 
-// isDomainName reports whether s, in lower case, is a DNS name of at least two
+// IsDomainName reports whether s, in lower case, is a DNS name of at least two
 // labels of letters, digits and hyphens, as a verified domain is: nothing that
 // could reach another path or host once in a URL (no '/', '?', '%', '.' label).
-func isDomainName(s string) bool {
+func IsDomainName(s string) bool {
 	if len(s) > 253 {
 		return false
 	}

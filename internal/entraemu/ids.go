@@ -6,6 +6,8 @@ import (
 	"encoding/base64"
 	"fmt"
 	"strings"
+
+	"github.com/tenantcreds/defender-tenant-operator/internal/entra"
 )
 
 // newGUID returns a random GUID, for trace and correlation IDs.
@@ -36,50 +38,9 @@ func randomString(n int) string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// isGUID reports whether s is a GUID in its usual 8-4-4-4-12 hexadecimal form.
-func isGUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i, c := range s {
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if !strings.ContainsRune("0123456789abcdefABCDEF", c) {
-				return false
-			}
-		}
-	}
-	return true
-}
+// isGUID reports whether s is a GUID, as the operator checks one.
+func isGUID(s string) bool { return entra.IsGUID(s) }
 
-// isDomainName reports whether s looks like a DNS name, such as
-// contoso.onmicrosoft.com, which Entra accepts in place of a tenant ID.
-func isDomainName(s string) bool {
-	labels := strings.Split(s, ".")
-	if len(labels) < 2 || len(s) > 253 {
-		return false
-	}
-	for _, l := range labels {
-		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
-			return false
-		}
-		if strings.ContainsFunc(l, notLDH) {
-			return false
-		}
-	}
-	return true
-}
-
-// notLDH reports whether c is not a letter, digit or hyphen, the only characters
-// a DNS label may hold.
-func notLDH(c rune) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-':
-		return false
-	}
-	return true
-}
+// isDomainName reports whether s is a DNS name, such as contoso.onmicrosoft.com,
+// which Entra accepts in place of a tenant ID; letter case does not matter.
+func isDomainName(s string) bool { return entra.IsDomainName(strings.ToLower(s)) }
