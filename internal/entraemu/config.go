@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -38,6 +39,17 @@ type AppConfig struct {
 	// FederatedCredentials are federated identity credentials, as
 	// Emulator.AddFederatedCredential adds them.
 	FederatedCredentials []FederatedCredential `json:"federatedCredentials,omitempty"`
+	// Permissions are the application permissions the registration requests, per
+	// resource, as Emulator.SetAppPermissions sets them: what an admin who opens
+	// the consent link grants.
+	Permissions []PermissionConfig `json:"permissions,omitempty"`
+}
+
+// PermissionConfig is the application roles an app registration requests on a
+// resource.
+type PermissionConfig struct {
+	Resource string   `json:"resource"`
+	Roles    []string `json:"roles,omitempty"`
 }
 
 // IssuerConfig is a federated token issuer and its verification keys, as
@@ -60,6 +72,10 @@ type TenantConfig struct {
 	// Cloud the tenant lives in, as Emulator.SetCloud sets it: Public (the
 	// default), USGov, USGovHigh or DoD.
 	Cloud v1alpha1.Cloud `json:"cloud,omitempty"`
+	// Domains are domains verified in the tenant, as Emulator.AddDomain verifies
+	// them: OpenID discovery answers for them. A domain is verified in one tenant
+	// only.
+	Domains []string `json:"domains,omitempty"`
 	// WithoutResources are resources that have no service principal in the tenant,
 	// as Emulator.RemoveResource makes them: a tenant without a Defender licence
 	// lists the Defender APIs. A grant on one of them is an error.
@@ -132,7 +148,19 @@ func (c Config) validate() error {
 			errs = append(errs, fmt.Errorf("issuers[%d]: jwks must hold at least one key", i))
 		}
 	}
+	domainOwners := map[string]int{}
 	for i, t := range c.Tenants {
+		for j, d := range t.Domains {
+			name := strings.ToLower(d)
+			if !isDomainName(name) {
+				errs = append(errs, fmt.Errorf("tenants[%d].domains[%d]: %q is not a domain name", i, j, d))
+				continue
+			}
+			if owner, ok := domainOwners[name]; ok && owner != i {
+				errs = append(errs, fmt.Errorf("tenants[%d].domains[%d]: %q is already verified in tenants[%d]", i, j, d, owner))
+			}
+			domainOwners[name] = i
+		}
 		if !isGUID(t.TenantID) {
 			errs = append(errs, fmt.Errorf("tenants[%d]: tenantID %q is not a GUID", i, t.TenantID))
 		}
@@ -184,6 +212,9 @@ func (e *Emulator) Load(cfg Config) {
 		for _, fc := range a.FederatedCredentials {
 			e.AddFederatedCredential(a.ClientID, fc)
 		}
+		for _, p := range a.Permissions {
+			e.SetAppPermissions(a.ClientID, p.Resource, p.Roles...)
+		}
 	}
 	for _, is := range cfg.Issuers {
 		e.SetIssuerKeys(is.Issuer, is.JWKS)
@@ -196,6 +227,9 @@ func (e *Emulator) Load(cfg Config) {
 		}
 		if t.Cloud != "" {
 			e.SetCloud(t.TenantID, t.Cloud)
+		}
+		for _, d := range t.Domains {
+			e.AddDomain(t.TenantID, d)
 		}
 		for _, r := range t.WithoutResources {
 			e.RemoveResource(t.TenantID, r)

@@ -45,6 +45,9 @@ type app struct {
 	secrets []Secret
 	certs   []certificate
 	feds    []FederatedCredential
+	// permissions are the application roles the registration requests per
+	// resourceKey(URI): what admin consent grants.
+	permissions map[string][]string
 }
 
 // certificate is a certificate credential, kept with the thumbprints a client

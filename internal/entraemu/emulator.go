@@ -82,9 +82,13 @@ type Emulator struct {
 	issuers   map[string]KeySource // federated token issuer → its keys
 	tenants   map[string]*tenant   // tenant ID → tenant
 	resources map[string]string    // resourceKey(URI) → URI as registered
+	domains   map[string]string    // verified domain, lower case → tenant ID
 	failures  map[string][]Failure // tenant path segment → failures still to answer
 	requests  map[string]int       // tenant path segment → token requests received
 	total     int
+	// discoveries counts OpenID discovery requests per tenant path segment, apart
+	// from token requests, so that discovery does not change what Requests says.
+	discoveries map[string]int
 	// arrived is closed, and replaced, at every token request, so that
 	// WaitForRequests wakes on the event rather than polling.
 	arrived chan struct{}
@@ -122,6 +126,8 @@ func New(opts Options) (*Emulator, error) {
 		issuers:         map[string]KeySource{},
 		tenants:         map[string]*tenant{},
 		resources:       map[string]string{},
+		domains:         map[string]string{},
+		discoveries:     map[string]int{},
 		failures:        map[string][]Failure{},
 		requests:        map[string]int{},
 		arrived:         make(chan struct{}),
@@ -152,6 +158,9 @@ func New(opts Options) (*Emulator, error) {
 		mux.HandleFunc("POST /{tenant}/oauth2/v2.0/token", e.tokenHandler(host, v2Endpoint))
 		mux.HandleFunc("GET /{tenant}/discovery/keys", e.serveKeys)
 		mux.HandleFunc("GET /{tenant}/discovery/v2.0/keys", e.serveKeys)
+		mux.HandleFunc("GET /{tenant}/v2.0/adminconsent", e.serveAdminConsent(host))
+		mux.HandleFunc("GET /{tenant}/.well-known/openid-configuration", e.discoveryHandler(host, discoveryV1))
+		mux.HandleFunc("GET /{tenant}/v2.0/.well-known/openid-configuration", e.discoveryHandler(host, discoveryV2))
 		e.hosts[host] = mux
 	}
 	return e, nil
@@ -160,7 +169,10 @@ func New(opts Options) (*Emulator, error) {
 // ServeHTTP answers as login.microsoftonline.com, the sign-in host of the Public and
 // USGov clouds. It serves the token endpoints POST /{tenant}/oauth2/token (v1) and
 // POST /{tenant}/oauth2/v2.0/token (v2), and the signing keys at
-// GET /{tenant}/discovery/keys and GET /{tenant}/discovery/v2.0/keys.
+// GET /{tenant}/discovery/keys and GET /{tenant}/discovery/v2.0/keys, the OpenID
+// discovery documents at GET /{tenant}/v2.0/.well-known/openid-configuration and
+// GET /{tenant}/.well-known/openid-configuration (see AddDomain), and the admin
+// consent link GET /{tenant}/v2.0/adminconsent (see serveAdminConsent).
 func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e.hosts[entra.AuthorityHost(v1alpha1.CloudPublic)].ServeHTTP(w, r)
 }

@@ -239,7 +239,7 @@ func assertEntraError(t *testing.T, resp response, wantErr string, wantCode int)
 // error page error_uri links to.
 func assertEntraErrorFrom(t *testing.T, host string, resp response, wantErr string, wantCode int) entraError {
 	t.Helper()
-	if ct := resp.header.Get("Content-Type"); ct != "application/json; charset=utf-8" {
+	if ct := resp.header.Get("Content-Type"); ct != entraJSON {
 		t.Errorf("Content-Type = %q, want application/json; charset=utf-8", ct)
 	}
 	var got entraError

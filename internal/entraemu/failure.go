@@ -158,6 +158,14 @@ func (e *Emulator) writeFailure(w http.ResponseWriter, host, tenantID string, f 
 		return
 	}
 
+	body := e.errorBody(host, f)
+	e.recordFailureIDs(tenantID, body.TraceID, body.CorrelationID)
+	writeJSON(w, f.Status, body)
+}
+
+// errorBody is the Entra error body of f, as the sign-in host answers it, with
+// fresh trace and correlation IDs.
+func (e *Emulator) errorBody(host string, f Failure) errorBody {
 	// Entra repeats the trace and correlation IDs and the time in the description,
 	// where people who paste error messages into support tickets find them.
 	body := errorBody{
@@ -178,8 +186,7 @@ func (e *Emulator) writeFailure(w http.ResponseWriter, host, tenantID string, f 
 	body.Description += "\r\nTrace ID: " + body.TraceID +
 		"\r\nCorrelation ID: " + body.CorrelationID +
 		"\r\nTimestamp: " + body.Timestamp
-	e.recordFailureIDs(tenantID, body.TraceID, body.CorrelationID)
-	writeJSON(w, f.Status, body)
+	return body
 }
 
 // writeJSON answers a token request with a JSON body. Like Entra, and as RFC 6749
@@ -190,5 +197,10 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	h.Set("Cache-Control", "no-store, no-cache")
 	h.Set("Pragma", "no-cache")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v) // a failed write means the client is gone
+	_ = jsonEncode(w, v) // a failed write means the client is gone
+}
+
+// jsonEncode writes v as one line of JSON.
+func jsonEncode(w io.Writer, v any) error {
+	return json.NewEncoder(w).Encode(v)
 }

@@ -24,6 +24,8 @@ const (
 	secret   = "s3cret~Value.with+special/chars="
 	xdrAPI   = "https://api.security.microsoft.com"
 	xdrScope = xdrAPI + "/.default"
+	// entraJSON is the Content-Type of every JSON body Entra sends.
+	entraJSON = "application/json; charset=utf-8"
 )
 
 // t0 is the fake clock's start; error timestamps show it as "2026-11-21 12:00:00Z".

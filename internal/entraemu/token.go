@@ -189,9 +189,7 @@ func (e *Emulator) findClient(host, tenantID string, req tokenRequest) (app, *Fa
 
 	t, ok := e.tenants[tenantID]
 	if !ok {
-		return app{}, oauthError(http.StatusBadRequest, "invalid_tenant", 90002,
-			"Tenant '%s' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud. "+
-				"Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant.", tenantID)
+		return app{}, tenantNotFound(tenantID)
 	}
 	// Entra finds the tenant in every cloud, and then refuses to serve a
 	// confidential client from the sign-in host of another.

@@ -72,7 +72,7 @@ func TestV1SuccessBodyHasStrings(t *testing.T) {
 
 func assertTokenHeaders(t *testing.T, resp response) {
 	t.Helper()
-	if ct := resp.header.Get("Content-Type"); ct != "application/json; charset=utf-8" {
+	if ct := resp.header.Get("Content-Type"); ct != entraJSON {
 		t.Errorf("Content-Type = %q, want application/json; charset=utf-8", ct)
 	}
 	if cc := resp.header.Get("Cache-Control"); cc != "no-store, no-cache" {
