@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"unicode"
 
 	"github.com/spf13/cobra"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -79,8 +80,8 @@ manager kubectl-defender) and prints the consent URL. Nothing is written without
 
 --from-csv reads many customers from a CSV file with a header row. Its columns:
 domain or tenantId (one of them in each row), and optionally name, namespace, roles
-(separated by spaces or semicolons) and resource; an empty cell takes the flag's
-value. A row that fails is reported with its line number and the others go on.`,
+(separated by spaces or semicolons, or by commas in a quoted cell) and resource; an
+empty cell takes the flag's value. A row that fails is reported with its line number and the others go on.`,
 		Example: `  kubectl defender onboard --domain contoso.com --app ClusterDefenderApp/partner -n customer-contoso
   kubectl defender onboard --domain contoso.com --app ClusterDefenderApp/partner -n customer-contoso | kubectl apply -f -
   kubectl defender onboard --tenant-id 6e3c1a8e-2f6b-4c4f-9b7e-0d6f2a1c9e11 --name contoso --app partner --apply
@@ -218,8 +219,11 @@ func (o *onboardOptions) print(r *onboardResult) error {
 		}
 	}
 	o.printed = true
-	_, err = fmt.Fprintf(o.streams.Out, "# %s: tenant %s in cloud %s.\n# Admin consent URL, for an admin of the customer's tenant:\n# %s\n%s",
-		r.asked, r.tenantID, r.cloud, r.consentURL, doc)
+	found := fmt.Sprintf("tenant %s in cloud %s", r.tenantID, r.cloud)
+	if r.domain != "" {
+		found = r.domain + ": " + found
+	}
+	_, err = fmt.Fprintf(o.streams.Out, "# %s.\n# Admin consent URL, for an admin of the customer's tenant:\n# %s\n%s", found, r.consentURL, doc)
 	return err
 }
 
@@ -236,7 +240,8 @@ type onboarder struct {
 
 // onboardResult is a DefenderTenant ready to print or applied.
 type onboardResult struct {
-	asked      string
+	// domain is the domain asked for, in lower case; empty for a tenant ID.
+	domain     string
 	tenantID   string
 	cloud      v1alpha1.Cloud
 	tenant     *unstructured.Unstructured
@@ -308,7 +313,7 @@ func (b *onboarder) onboard(ctx context.Context, req *onboardRequest, apply bool
 	}
 	tenant := b.tenantObject(key, found.TenantID, resource, roles)
 	result := &onboardResult{
-		asked:      req.asked(),
+		domain:     strings.ToLower(req.domain),
 		tenantID:   found.TenantID,
 		cloud:      found.Cloud,
 		tenant:     tenant,
@@ -570,8 +575,8 @@ func readOnboardCSV(path, namespace string, roles []string, resource string) ([]
 	return requests, nil
 }
 
-// splitRoles reads a roles cell: names separated by spaces or semicolons, as a
-// spreadsheet cell holds a list without the comma that separates the cells.
+// splitRoles reads a roles cell: names separated by white space or semicolons,
+// or by commas in a quoted cell, as a spreadsheet writes a list.
 func splitRoles(cell string) []string {
-	return strings.FieldsFunc(cell, func(r rune) bool { return r == ';' || r == ' ' || r == '\t' })
+	return strings.FieldsFunc(cell, func(r rune) bool { return r == ';' || r == ',' || unicode.IsSpace(r) })
 }
