@@ -156,11 +156,12 @@ func (o *onboardOptions) run(ctx context.Context) error {
 		}
 		requests = []onboardRequest{{domain: o.domain, tenantID: o.tenantID, name: o.name, namespace: namespace, roles: o.roles, resource: o.resource}}
 	}
-	c, err := o.client()
+	c, err := o.onboardClient()
 	if err != nil {
 		return err
 	}
-	b := &onboarder{client: c, app: *app, authorities: authorities, httpClient: o.httpClient, claimed: map[client.ObjectKey]int{}}
+	b := &onboarder{client: c, app: *app, authorities: authorities, httpClient: o.httpClient,
+		apps: map[string]appRead{}, namespaceLabels: map[string]map[string]string{}, claimed: map[client.ObjectKey]int{}}
 	if o.fromCSV == "" {
 		result, err := b.onboard(ctx, &requests[0], o.apply)
 		if err != nil {
@@ -186,6 +187,28 @@ func (o *onboardOptions) run(ctx context.Context) error {
 		return fmt.Errorf("%d of %d rows of %s failed", failed, len(requests), o.fromCSV)
 	}
 	return nil
+}
+
+// onboardQPS and onboardBurst replace client-go's default of 5 requests a second,
+// at which a CSV of a few hundred customers would wait minutes on the client's
+// own throttle; the API server's priority and fairness still has the last word.
+const (
+	onboardQPS   = 50
+	onboardBurst = 100
+)
+
+// onboardClient is the root's client with a rate fit for a CSV of many rows.
+func (o *onboardOptions) onboardClient() (client.Client, error) {
+	config, err := o.flags.ToRESTConfig()
+	if err != nil {
+		return nil, fmt.Errorf("reading the kubeconfig: %w", err)
+	}
+	config.QPS, config.Burst = onboardQPS, onboardBurst
+	c, err := client.New(config, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, fmt.Errorf("connecting to the API server: %w", err)
+	}
+	return c, nil
 }
 
 // authorities is where discovery goes: --authority-host, or each cloud's sign-in
@@ -233,6 +256,10 @@ type onboarder struct {
 	app         appFilter
 	authorities entra.Authorities
 	httpClient  *http.Client
+	// apps holds the app as read for each namespace (a ClusterDefenderApp under
+	// ""), and namespaceLabels each namespace's labels, each read once a run.
+	apps            map[string]appRead
+	namespaceLabels map[string]map[string]string
 	// claimed holds the CSV line of each DefenderTenant already onboarded in this
 	// run, so that two rows deriving the same name do not overwrite each other.
 	claimed map[client.ObjectKey]int
@@ -365,8 +392,27 @@ func (r *onboardRequest) validate() error {
 	return nil
 }
 
-// readApp reads the app: a DefenderApp in namespace, or the ClusterDefenderApp.
+type appRead struct {
+	app *onboardApp
+	err error
+}
+
+// readApp reads the app: a DefenderApp in namespace, or the ClusterDefenderApp,
+// once a run.
 func (b *onboarder) readApp(ctx context.Context, namespace string) (*onboardApp, error) {
+	key := namespace
+	if b.app.kind == v1alpha1.AppKindClusterDefenderApp {
+		key = ""
+	}
+	if r, ok := b.apps[key]; ok {
+		return r.app, r.err
+	}
+	app, err := b.getApp(ctx, namespace)
+	b.apps[key] = appRead{app: app, err: err}
+	return app, err
+}
+
+func (b *onboarder) getApp(ctx context.Context, namespace string) (*onboardApp, error) {
 	if b.app.kind == v1alpha1.AppKindClusterDefenderApp {
 		var app v1alpha1.ClusterDefenderApp
 		if err := b.client.Get(ctx, client.ObjectKey{Name: b.app.name}, &app); err != nil {
@@ -391,14 +437,20 @@ func (b *onboarder) readApp(ctx context.Context, namespace string) (*onboardApp,
 // namespace's current labels, so that onboard refuses exactly the tenants the
 // operator would refuse with AppNotAllowed.
 func (b *onboarder) checkGrants(ctx context.Context, grants []v1alpha1.TenantGrant, namespace, tenantID, resource string) error {
-	ns := &metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"}}
-	if err := b.client.Get(ctx, client.ObjectKey{Name: namespace}, ns); err != nil {
-		if apierrors.IsNotFound(err) {
-			return fmt.Errorf("namespace %q not found", namespace)
+	labels, ok := b.namespaceLabels[namespace]
+	if !ok {
+		// Metadata only: the labels are all a grant looks at.
+		ns := &metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"}}
+		if err := b.client.Get(ctx, client.ObjectKey{Name: namespace}, ns); err != nil {
+			if apierrors.IsNotFound(err) {
+				return fmt.Errorf("namespace %q not found", namespace)
+			}
+			return fmt.Errorf("reading namespace %q for the grants of %s: %s", namespace, b.describeApp(), oneLine(err))
 		}
-		return fmt.Errorf("reading namespace %q for the grants of %s: %s", namespace, b.describeApp(), oneLine(err))
+		labels = ns.Labels
+		b.namespaceLabels[namespace] = labels
 	}
-	verdict := tenantgrant.Evaluate(grants, ns.Name, ns.Labels, tenantID, resource)
+	verdict := tenantgrant.Evaluate(grants, namespace, labels, tenantID, resource)
 	switch {
 	case verdict.Allowed:
 		return nil
