@@ -76,6 +76,7 @@ Microsoft Graph.`,
 		newConsentCommand(o),
 		newRefreshCommand(o),
 		newMigrateCommand(o),
+		newOnboardCommand(o),
 	)
 	return cmd
 }

@@ -3,18 +3,17 @@ package defendertenant
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 	"github.com/tenantcreds/defender-tenant-operator/internal/credential"
 	"github.com/tenantcreds/defender-tenant-operator/internal/entra"
+	"github.com/tenantcreds/defender-tenant-operator/internal/tenantgrant"
 )
 
 // appFacts is the app a tenant's tokens are requested with, as observed: the inline
@@ -128,9 +127,9 @@ func (r *Reconciler) observeApp(ctx context.Context, tenant *v1alpha1.DefenderTe
 		if err != nil {
 			return facts, fmt.Errorf("reading namespace %s for the grants of ClusterDefenderApp %s: %w", tenant.Namespace, ref.Name, err)
 		}
-		verdict := grantsFor(cluster.Spec.TenantGrants, ns.Name, ns.Labels, tenant.Spec.TenantID, effectiveResource(tenant, facts.cloud))
-		facts.allowed = verdict.allowed
-		facts.resourceRefused, facts.grantedResources = verdict.resourceRefused, verdict.resources
+		verdict := tenantgrant.Evaluate(cluster.Spec.TenantGrants, ns.Name, ns.Labels, tenant.Spec.TenantID, effectiveResource(tenant, facts.cloud))
+		facts.allowed = verdict.Allowed
+		facts.resourceRefused, facts.grantedResources = verdict.ResourceRefused, verdict.Resources
 	}
 	return facts, nil
 }
@@ -168,7 +167,7 @@ func (r *Reconciler) grantStillAllows(ctx context.Context, obs *observation) (bo
 	if err != nil {
 		return false, fmt.Errorf("reading namespace %s to check the grants of ClusterDefenderApp %s: %w", obs.tenant.Namespace, obs.app.name, err)
 	}
-	return grantsFor(app.Spec.TenantGrants, ns.Name, ns.Labels, obs.tenant.Spec.TenantID, obs.resource).allowed, nil
+	return tenantgrant.Evaluate(app.Spec.TenantGrants, ns.Name, ns.Labels, obs.tenant.Spec.TenantID, obs.resource).Allowed, nil
 }
 
 func (r *Reconciler) clusterResourceNamespace() string {
@@ -176,66 +175,4 @@ func (r *Reconciler) clusterResourceNamespace() string {
 		return r.ClusterResourceNamespace
 	}
 	return credential.DefaultClusterResourceNamespace
-}
-
-// grantVerdict is what an app's grants say of one tenant and resource.
-type grantVerdict struct {
-	allowed bool
-	// resourceRefused: grants cover the namespace and tenant, but only for other
-	// resources, which resources lists.
-	resourceRefused bool
-	resources       []string
-}
-
-// grantsFor: one grant matches the namespace, the tenant and the resource. A grant
-// with neither namespaces nor a selector matches nothing (admission refuses it), and
-// a selector that does not parse matches nothing: a grant never widens by mistake.
-// An empty selector ({}) matches every namespace, as in a NetworkPolicy. A grant
-// without resources covers every resource.
-func grantsFor(grants []v1alpha1.TenantGrant, namespace string, namespaceLabels map[string]string, tenantID, resource string) grantVerdict {
-	var verdict grantVerdict
-	for _, g := range grants {
-		if !grantCoversNamespace(g, namespace, namespaceLabels) || !grantCoversTenant(g, tenantID) {
-			continue
-		}
-		if grantCoversResource(g, resource) {
-			return grantVerdict{allowed: true}
-		}
-		verdict.resourceRefused = true
-		for _, r := range g.Resources {
-			if r = strings.TrimSuffix(r, "/"); !slices.Contains(verdict.resources, r) {
-				verdict.resources = append(verdict.resources, r)
-			}
-		}
-	}
-	return verdict
-}
-
-// grantCoversResource compares URLs as --allowed-resources does: a trailing slash
-// is ignored.
-func grantCoversResource(g v1alpha1.TenantGrant, resource string) bool {
-	if len(g.Resources) == 0 {
-		return true
-	}
-	resource = strings.TrimSuffix(resource, "/")
-	return slices.ContainsFunc(g.Resources, func(r string) bool { return strings.TrimSuffix(r, "/") == resource })
-}
-
-func grantCoversNamespace(g v1alpha1.TenantGrant, namespace string, namespaceLabels map[string]string) bool {
-	if slices.Contains(g.Namespaces, namespace) {
-		return true
-	}
-	if g.NamespaceSelector == nil {
-		return false
-	}
-	// An empty selector selects every namespace, as everywhere in Kubernetes.
-	selector, err := metav1.LabelSelectorAsSelector(g.NamespaceSelector)
-	return err == nil && selector.Matches(labels.Set(namespaceLabels))
-}
-
-// grantCoversTenant compares GUIDs case-insensitively, as Entra ID does.
-func grantCoversTenant(g v1alpha1.TenantGrant, tenantID string) bool {
-	return slices.ContainsFunc(g.TenantIDs, func(id string) bool {
-		return id == "*" || strings.EqualFold(id, tenantID)
-	})
 }

@@ -27,49 +27,6 @@ const (
 	workloadSAName = "partner-app"
 )
 
-func TestGrantsMatchNamespaceTenantAndResource(t *testing.T) {
-	const graph = "https://graph.microsoft.com"
-	byName := v1alpha1.TenantGrant{Namespaces: []string{"customer-a"}, TenantIDs: []string{testTenantID}}
-	bySelector := v1alpha1.TenantGrant{
-		NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"customer": "b"}},
-		TenantIDs:         []string{"*"},
-	}
-	graphOnly := v1alpha1.TenantGrant{Namespaces: []string{"customer-a"}, TenantIDs: []string{testTenantID}, Resources: []string{graph + "/"}}
-	tests := []struct {
-		name      string
-		grants    []v1alpha1.TenantGrant
-		namespace string
-		labels    map[string]string
-		tenantID  string
-		resource  string
-		want      grantVerdict
-	}{
-		{"listed namespace and tenant", []v1alpha1.TenantGrant{byName}, "customer-a", nil, testTenantID, defenderAPI, grantVerdict{allowed: true}},
-		{"tenant GUIDs compare case-insensitively", []v1alpha1.TenantGrant{byName}, "customer-a", nil, strings.ToUpper(testTenantID), defenderAPI, grantVerdict{allowed: true}},
-		{"listed namespace, other tenant", []v1alpha1.TenantGrant{byName}, "customer-a", nil, otherTenantID, defenderAPI, grantVerdict{}},
-		{"other namespace, listed tenant", []v1alpha1.TenantGrant{byName}, "customer-b", nil, testTenantID, defenderAPI, grantVerdict{}},
-		{"selector matches, any tenant", []v1alpha1.TenantGrant{bySelector}, "anything", map[string]string{"customer": "b"}, otherTenantID, defenderAPI, grantVerdict{allowed: true}},
-		{"selector does not match", []v1alpha1.TenantGrant{bySelector}, "anything", map[string]string{"customer": "c"}, otherTenantID, defenderAPI, grantVerdict{}},
-		{"namespace of one grant, tenant of another", []v1alpha1.TenantGrant{byName, {Namespaces: []string{"x"}, TenantIDs: []string{otherTenantID}}}, "customer-a", nil, otherTenantID, defenderAPI, grantVerdict{}},
-		{"empty selector selects every namespace", []v1alpha1.TenantGrant{{NamespaceSelector: &metav1.LabelSelector{}, TenantIDs: []string{testTenantID}}}, "any", nil, testTenantID, defenderAPI, grantVerdict{allowed: true}},
-		{"grant without namespaces or selector matches nothing", []v1alpha1.TenantGrant{{TenantIDs: []string{"*"}}}, "any", nil, testTenantID, defenderAPI, grantVerdict{}},
-		{"invalid selector matches nothing", []v1alpha1.TenantGrant{{NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "a", Operator: "Bogus"}}}, TenantIDs: []string{"*"}}}, "any", map[string]string{"a": "b"}, testTenantID, defenderAPI, grantVerdict{}},
-		{"no grants", nil, "customer-a", nil, testTenantID, defenderAPI, grantVerdict{}},
-		{"a listed resource, trailing slashes ignored", []v1alpha1.TenantGrant{graphOnly}, "customer-a", nil, testTenantID, graph, grantVerdict{allowed: true}},
-		{"a resource the grant does not list", []v1alpha1.TenantGrant{graphOnly}, "customer-a", nil, testTenantID, defenderAPI, grantVerdict{resourceRefused: true, resources: []string{graph}}},
-		{"a grant without resources beside a limited one", []v1alpha1.TenantGrant{graphOnly, byName}, "customer-a", nil, testTenantID, defenderAPI, grantVerdict{allowed: true}},
-		{"a limited grant of another namespace refuses nothing here", []v1alpha1.TenantGrant{{Namespaces: []string{"x"}, TenantIDs: []string{testTenantID}, Resources: []string{graph}}}, "customer-a", nil, testTenantID, defenderAPI, grantVerdict{}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got := grantsFor(tt.grants, tt.namespace, tt.labels, tt.tenantID, tt.resource)
-			if got.allowed != tt.want.allowed || got.resourceRefused != tt.want.resourceRefused || strings.Join(got.resources, ",") != strings.Join(tt.want.resources, ",") {
-				t.Errorf("grantsFor = %+v, want %+v", got, tt.want)
-			}
-		})
-	}
-}
-
 // testCertificate is a self-signed RSA certificate and its key, in PEM.
 type testCertificate struct {
 	cert            *x509.Certificate
