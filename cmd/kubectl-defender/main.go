@@ -1,5 +1,5 @@
 // Command kubectl-defender is the kubectl plugin of defender-tenant-operator:
-// `kubectl defender status|consent|refresh|migrate` over many DefenderTenants at
+// `kubectl defender onboard|status|consent|refresh|migrate` over many DefenderTenants at
 // once. Installed on the PATH (go install, make kubectl-defender, or krew), kubectl
 // finds it as `kubectl defender`.
 package main

@@ -3,7 +3,6 @@ package kubectldefender
 import (
 	"bytes"
 	"context"
-	"flag"
 	"fmt"
 	"maps"
 	"net/http/httptest"
@@ -28,8 +27,6 @@ import (
 	"github.com/tenantcreds/defender-tenant-operator/internal/entraemu"
 	"github.com/tenantcreds/defender-tenant-operator/internal/testenv"
 )
-
-var updateOnboardGoldens = flag.Bool("update-onboard", false, "rewrite testdata/onboard-*.golden with the command's output (review the diff before committing)")
 
 // The customers of the onboarding tests, as the emulator knows them.
 const (
@@ -230,6 +227,8 @@ unknown.example,,,,,
 
 func newOnboardWorld(t *testing.T) *onboardWorld {
 	t.Helper()
+	// An API server of its own: the other tests list every namespace (-A), and
+	// their goldens must not see the tenants onboarding applies.
 	cp := &testenv.ControlPlane{Scheme: scheme}
 	t.Cleanup(cp.Stop)
 	cp.Require(t)
@@ -345,12 +344,12 @@ func (w *onboardWorld) transcript(r onboardRun, csvPath string) string {
 }
 
 // golden compares the run's transcript with testdata/name.golden, or rewrites the
-// file with -update-onboard. The temporary CSV file, if any, reads as its base name.
+// file with -update. The temporary CSV file, if any, reads as its base name.
 func (w *onboardWorld) golden(t *testing.T, name string, r onboardRun, csvPath ...string) {
 	t.Helper()
 	got := w.transcript(r, strings.Join(csvPath, ""))
 	path := filepath.Join("testdata", name+".golden")
-	if *updateOnboardGoldens {
+	if *update {
 		if err := os.MkdirAll("testdata", 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -361,7 +360,7 @@ func (w *onboardWorld) golden(t *testing.T, name string, r onboardRun, csvPath .
 	}
 	want, err := os.ReadFile(path)
 	if err != nil {
-		t.Fatalf("%v (run the test with -update-onboard to write it)", err)
+		t.Fatalf("%v (run the test with -update to write it)", err)
 	}
 	if got != string(want) {
 		diff, _ := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{A: difflib.SplitLines(string(want)), B: difflib.SplitLines(got), FromFile: path, ToFile: "got", Context: 2})

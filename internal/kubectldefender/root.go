@@ -1,5 +1,5 @@
 // Package kubectldefender is the kubectl plugin kubectl-defender: fleet views and
-// actions over DefenderTenants (status, consent, refresh, migrate), with kubectl's
+// actions over DefenderTenants (status, consent, refresh, onboard, migrate), with kubectl's
 // flags and kubeconfig handling (k8s.io/cli-runtime) and kubectl's printers.
 package kubectldefender
 
