@@ -24,7 +24,11 @@ type Config struct {
 	Clock clock.PassiveClock
 	Entra entra.Requester
 	// Authorities is --authority-host; nil sends every cloud to its sign-in host.
-	Authorities                      entra.Authorities
+	Authorities entra.Authorities
+	// Graph rolls the keys of managed certificates; GraphHosts is --graph-host,
+	// nil sending every cloud to its Microsoft Graph.
+	Graph                            entra.KeyRoller
+	GraphHosts                       entra.GraphHosts
 	AllowedResources                 entra.AllowList
 	SecretTemplateAnnotationPrefixes []string
 	AdminConsentRedirectURI          string
