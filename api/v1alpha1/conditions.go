@@ -205,6 +205,10 @@ const (
 	ManagedByValue = "defender-tenant-operator"
 	// LabelTenant carries the name of the DefenderTenant a token Secret belongs to.
 	LabelTenant = "defender.tenantcreds.io/tenant"
+	// LabelManagedCertificate: "true" marks the kubernetes.io/tls Secret of an app
+	// with managed certificate rotation, which the operator creates and updates
+	// (and never deletes), besides LabelManagedBy.
+	LabelManagedCertificate = "defender.tenantcreds.io/managed-certificate"
 
 	// AnnotationMintedAt records when the published token was minted (RFC 3339), so a
 	// restarted operator knows the token's lifetime without asking Entra again.

@@ -367,15 +367,15 @@ type CertificateStatus struct {
 type RotationPhase string
 
 const (
-	// RotationIdle: no rotation runs; the next starts at nextRotationTime.
+	// RotationIdle means no rotation runs; the next starts at nextRotationTime.
 	RotationIdle RotationPhase = "Idle"
-	// RotationKeyGenerated: the next key and certificate are in the Secret
+	// RotationKeyGenerated means the next key and certificate are in the Secret
 	// (next.crt, next.key), not yet registered.
 	RotationKeyGenerated RotationPhase = "KeyGenerated"
-	// RotationKeyAdded: addKey registered the next certificate; the operator waits
+	// RotationKeyAdded means addKey registered the next certificate; the operator waits
 	// until Entra ID accepts it.
 	RotationKeyAdded RotationPhase = "KeyAdded"
-	// RotationPromoted: the next certificate is in use; the previous key is removed
+	// RotationPromoted means the next certificate is in use; the previous key is removed
 	// after retireAfter.
 	RotationPromoted RotationPhase = "Promoted"
 )

@@ -96,6 +96,11 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Controllers, err
 			Recorder:                 recorder,
 			Kind:                     kind,
 			ClusterResourceNamespace: cfg.ClusterResourceNamespace,
+			APIReader:                mgr.GetAPIReader(),
+			Entra:                    cfg.Entra,
+			Authorities:              cfg.Authorities,
+			Graph:                    cfg.Graph,
+			GraphHosts:               cfg.GraphHosts,
 		}
 		if err := apps.SetupWithManager(mgr); err != nil {
 			return nil, fmt.Errorf("setting up the %s controller: %w", kind, err)
