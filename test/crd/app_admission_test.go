@@ -483,7 +483,7 @@ func TestAdmissionOfCertificateRotation(t *testing.T) {
 	requireControlPlane(t)
 	t.Parallel()
 	ns := createNamespace(t)
-	const objectID = "7d3c5a9e-1b2c-4d3e-8f4a-5b6c7d8e9f01"
+	const objectID, twoDays = "7d3c5a9e-1b2c-4d3e-8f4a-5b6c7d8e9f01", "48h"
 	rotation := func(mutate func(r map[string]any)) map[string]any {
 		r := map[string]any{"applicationObjectID": objectID, "homeTenantID": testTenantID}
 		mutate(r)
@@ -507,8 +507,8 @@ func TestAdmissionOfCertificateRotation(t *testing.T) {
 		{"validity of a minute", func(r map[string]any) { r["validity"] = "1m" }, "validity must be between 24h and 87600h"},
 		{"validity of 20 years", func(r map[string]any) { r["validity"] = "175200h" }, "validity must be between 24h and 87600h"},
 		{"renewBefore of a minute", func(r map[string]any) { r["renewBefore"] = "1m" }, "renewBefore must be at least 1h"},
-		{"renewBefore equal to validity", func(r map[string]any) { r["validity"], r["renewBefore"] = "48h", "48h" }, "at least 12h shorter than validity"},
-		{"renewBefore a minute short of validity", func(r map[string]any) { r["validity"], r["renewBefore"] = "48h", "47h59m" }, "at least 12h shorter than validity"},
+		{"renewBefore equal to validity", func(r map[string]any) { r["validity"], r["renewBefore"] = twoDays, twoDays }, "at least 12h shorter than validity"},
+		{"renewBefore a minute short of validity", func(r map[string]any) { r["validity"], r["renewBefore"] = twoDays, "47h59m" }, "at least 12h shorter than validity"},
 		{"renewBefore alone, over the default validity", func(r map[string]any) { r["renewBefore"] = "2150h" }, "at least 12h shorter than validity"},
 		{"retireAfter of a minute", func(r map[string]any) { r["retireAfter"] = "1m" }, "retireAfter must be between 1h and 720h"},
 		{"retireAfter of a year", func(r map[string]any) { r["retireAfter"] = "8760h" }, "retireAfter must be between 1h and 720h"},
