@@ -106,6 +106,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	}
 	if in.Rotation != nil {
 		rotationRequeue = in.Rotation.RequeueAfter
+		if in.Rotation.Rotated {
+			metrics.RecordAppCertificateRotation(r.Kind, req.NamespacedName, true)
+		}
+		if in.Rotation.FailedNow {
+			metrics.RecordAppCertificateRotation(r.Kind, req.NamespacedName, false)
+		}
 	}
 
 	if federatedCredentialDue(prev, in) {

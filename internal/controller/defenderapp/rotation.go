@@ -44,8 +44,10 @@ type rotationOutcome struct {
 	NotRegistered string
 	// Failure is the RotationFailed problem of a step that failed, nil otherwise.
 	Failure *conditions.Problem
-	// Rotated: a promotion happened in this reconcile.
-	Rotated bool
+	// Rotated: a promotion happened in this reconcile; FailedNow: a step failed
+	// in it (not a failure shown again while its backoff runs).
+	Rotated   bool
+	FailedNow bool
 	// RequeueAfter is when the rotation needs the app again; zero: on events.
 	RequeueAfter time.Duration
 }
@@ -230,7 +232,7 @@ func (a *rotationAct) succeeded(err error) error {
 			a.facts.Current.SHA1Thumbprint(), failed.step, sentence(failed.err.Error()), wait)
 		s.problem = problem
 	})
-	a.out.Failure = problem
+	a.out.Failure, a.out.FailedNow = problem, true
 	a.out.RequeueAfter = wait
 	return nil
 }

@@ -1,12 +1,24 @@
 package defendertenant
 
 import (
+	"bytes"
+	"crypto/sha1" //nolint:gosec // the thumbprint Entra ID shows is SHA-1
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/pem"
+	"io"
+	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -35,7 +47,11 @@ type rotationHarness struct {
 
 func newRotationHarness(t *testing.T) *rotationHarness {
 	t.Helper()
-	h := newHarness(t)
+	return newRotationHarnessWith(newHarness(t))
+}
+
+func newRotationHarnessWith(h *harness) *rotationHarness {
+	t := h.t
 	h.entra.RegisterApplication(entraemu.Application{ObjectID: appObjectID, ClientID: testClientID, HomeTenantID: homeTenantID})
 	graph := httptest.NewServer(h.entra.Graph(v1alpha1.CloudPublic))
 	t.Cleanup(graph.Close)
@@ -214,4 +230,216 @@ func TestManagedCertificateAdoptsAnExistingSecret(t *testing.T) {
 		t.Fatalf("a registered certificate was checked again: %d token requests", n)
 	}
 	h.expectReady(v1alpha1.ReasonCredentialReady)
+}
+
+// assertionLog records the certificate thumbprint (x5t#S256) of every client
+// assertion the emulator is sent, per tenant, as the token endpoint reads it.
+type assertionLog struct {
+	mu       sync.Mutex
+	byTenant map[string][]string
+}
+
+func (l *assertionLog) middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		form, _ := url.ParseQuery(string(body))
+		if a := form.Get("client_assertion"); a != "" {
+			if jws, err := jose.ParseSigned(a, []jose.SignatureAlgorithm{jose.PS256, jose.RS256}); err == nil && len(jws.Signatures) == 1 {
+				x5t, _ := jws.Signatures[0].Header.ExtraHeaders["x5t#S256"].(string)
+				tenant := strings.Split(strings.TrimPrefix(r.URL.Path, "/"), "/")[0]
+				l.mu.Lock()
+				l.byTenant[tenant] = append(l.byTenant[tenant], x5t)
+				l.mu.Unlock()
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (l *assertionLog) last(tenant string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	got := l.byTenant[tenant]
+	if len(got) == 0 {
+		return ""
+	}
+	return got[len(got)-1]
+}
+
+func x5tS256(t *testing.T, certPEM []byte) string {
+	t.Helper()
+	sum := sha256.Sum256(parsePEMCertificate(t, certPEM).Raw)
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// newRotatingHarness: an app whose registered certificate (valid 90 days) is
+// adopted, with a tenant using it that holds a token, and assertions logged.
+func newRotatingHarness(t *testing.T) (*rotationHarness, *assertionLog) {
+	t.Helper()
+	t.Parallel()
+	log := &assertionLog{byTenant: map[string][]string{}}
+	h := newRotationHarnessWith(newHarnessServedThrough(t, log.middleware))
+	now := h.clock.Now()
+	c := newTestCertificate(t, now.Add(-time.Hour), now.Add(2160*time.Hour))
+	h.entra.AddCertificate(testClientID, c.cert)
+	if err := k8s.Create(h.ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: managedCertKey, Labels: map[string]string{
+			v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue, v1alpha1.LabelManagedCertificate: labelTrue,
+		}},
+		Type: corev1.SecretTypeTLS,
+		Data: map[string][]byte{corev1.TLSCertKey: c.certPEM, corev1.TLSPrivateKeyKey: c.keyPEM},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	h.createApp(managedCertificateCredential())
+	h.reconcile()
+	h.expectReady(v1alpha1.ReasonCredentialReady)
+	h.createAppTenant(v1alpha1.AppKindDefenderApp, appName)
+	h.harness.reconcile()
+	h.harness.expectReady()
+	if got, want := log.last(testTenantID), x5tS256(t, c.certPEM); got != want {
+		t.Fatalf("the tenant's assertion names %q, want the adopted certificate %q", got, want)
+	}
+	return h, log
+}
+
+// restart replaces the app controller by a new one, as a restarted operator
+// has it: nothing remembered but what the Secret and the status hold.
+func (h *rotationHarness) restart() {
+	h.apps = newRotationHarnessWith(h.harness).apps
+}
+
+func (h *rotationHarness) keyIDs() []string {
+	var ids []string
+	for _, k := range h.entra.KeyCredentials(testClientID) {
+		ids = append(ids, k.KeyID)
+	}
+	return ids
+}
+
+// rotateToPromotion runs a rotation from its start to the promotion, restarting
+// the controller after every persisted step, and returns the promoted
+// certificate's PEM.
+func (h *rotationHarness) rotateToPromotion() []byte {
+	h.t.Helper()
+	h.clock.SetTime(h.status().Rotation.NextRotationTime.Time)
+	keysBefore := len(h.keyIDs())
+
+	h.reconcile() // 1: the next key, persisted in the Secret
+	s := h.status()
+	next := h.managedSecret().Data[defenderapp.SecretKeyNextCertificate]
+	if s.Rotation.Phase != v1alpha1.RotationKeyGenerated || next == nil || s.Rotation.PendingThumbprint != strings.ToUpper(hexSHA1(h.t, next)) {
+		h.t.Fatalf("after step 1: status.rotation %+v, next.crt present %v", s.Rotation, next != nil)
+	}
+	h.restart()
+	h.reconcile() // 2: addKey
+	s = h.status()
+	keys := h.entra.KeyCredentials(testClientID)
+	if s.Rotation.Phase != v1alpha1.RotationKeyAdded || len(keys) != keysBefore+1 || keys[len(keys)-1].KeyID != s.Rotation.PendingKeyID ||
+		keys[len(keys)-1].SHA1Thumbprint != s.Rotation.PendingThumbprint {
+		h.t.Fatalf("after step 2: status.rotation %+v, key credentials %+v", s.Rotation, keys)
+	}
+	h.restart()
+	// 3: Entra ID does not accept the new key before it has replicated.
+	current := h.managedSecret().Data[corev1.TLSCertKey]
+	h.reconcile()
+	s = h.expectReady(v1alpha1.ReasonCredentialReady)
+	if c := meta.FindStatusCondition(s.Conditions, v1alpha1.ConditionReconciling); c == nil || c.Reason != v1alpha1.ReasonRotationFailed {
+		h.t.Fatalf("before replication: Reconciling %+v, want RotationFailed", c)
+	}
+	if s.Rotation.Phase != v1alpha1.RotationKeyAdded || !bytes.Equal(h.managedSecret().Data[corev1.TLSCertKey], current) {
+		h.t.Fatal("a key Entra ID does not accept yet was promoted")
+	}
+	if n := len(h.keyIDs()); n != keysBefore+1 {
+		h.t.Fatalf("%d keys after a failed check, want %d: a second pending key", n, keysBefore+1)
+	}
+	h.clock.Step(2 * time.Minute)
+	h.reconcile() // 3 and 4: accepted, promoted in one Secret update
+	secret := h.managedSecret()
+	if !bytes.Equal(secret.Data[corev1.TLSCertKey], next) || secret.Data[defenderapp.SecretKeyNextCertificate] != nil || secret.Data[defenderapp.SecretKeyNextKey] != nil {
+		h.t.Fatal("the Secret does not hold the next certificate alone in tls.*")
+	}
+	s = h.expectReady(v1alpha1.ReasonCredentialReady)
+	if meta.FindStatusCondition(s.Conditions, v1alpha1.ConditionReconciling) != nil {
+		h.t.Error("still Reconciling after the promotion")
+	}
+	if s.Rotation.Phase != v1alpha1.RotationPromoted || s.Certificate.KeyID != keys[len(keys)-1].KeyID || s.Certificate.PEM != string(next) {
+		h.t.Fatalf("after the promotion: status.rotation %+v, certificate keyID %q", s.Rotation, s.Certificate.KeyID)
+	}
+	return next
+}
+
+func hexSHA1(t *testing.T, certPEM []byte) string {
+	t.Helper()
+	sum := sha1.Sum(parsePEMCertificate(t, certPEM).Raw) //nolint:gosec // the thumbprint Entra ID shows
+	return hex.EncodeToString(sum[:])
+}
+
+// TestManagedCertificateRotatesItself: two rotations in a row with the fake
+// clock, the controller restarted after every step: addKey, the replication
+// delay, the promotion, the tenant re-minted with the new certificate, and the
+// replaced key removed after retireAfter, the key in use never.
+func TestManagedCertificateRotatesItself(t *testing.T) {
+	h, log := newRotatingHarness(t)
+	h.entra.SetReplicationDelay(90 * time.Second)
+	uploadedKeyID := h.keyIDs()[0]
+	h.drainEvents()
+
+	first := h.rotateToPromotion()
+	evs := h.drainEvents()
+	if countWithPrefix(evs, "Normal "+defenderapp.ReasonCertificateRotated) != 1 || countWithPrefix(evs, "Warning "+v1alpha1.ReasonRotationFailed) != 1 {
+		t.Errorf("Events of the first rotation: %q", evs)
+	}
+	h.harness.reconcile()
+	h.harness.expectReady()
+	if got, want := log.last(testTenantID), x5tS256(t, first); got != want {
+		t.Fatalf("after the promotion the tenant's assertion names %q, want the new certificate's %q", got, want)
+	}
+	// The uploaded key's keyId is unknown: it is left to expire, never removed.
+	h.restart()
+	h.reconcile()
+	if s := h.status(); s.Rotation.Phase != v1alpha1.RotationIdle || s.Rotation.PreviousKeyID != "" {
+		t.Fatalf("after a rotation from an uploaded key: status.rotation %+v", s.Rotation)
+	}
+
+	firstKeyID := h.status().Certificate.KeyID
+	second := h.rotateToPromotion()
+	s := h.status()
+	if s.Rotation.PreviousKeyID != firstKeyID {
+		t.Fatalf("previousKeyID %q, want the replaced key %q", s.Rotation.PreviousKeyID, firstKeyID)
+	}
+	h.harness.reconcile()
+	if got, want := log.last(testTenantID), x5tS256(t, second); got != want {
+		t.Fatalf("after the second promotion the tenant's assertion names %q, want %q", got, want)
+	}
+
+	// retireAfter (24h) later, and not before, the replaced key goes.
+	h.clock.Step(24*time.Hour - time.Second)
+	h.restart()
+	h.reconcile()
+	if !slices.Contains(h.keyIDs(), firstKeyID) {
+		t.Fatal("the replaced key was removed before retireAfter")
+	}
+	h.clock.Step(time.Second)
+	h.reconcile()
+	keys := h.keyIDs()
+	if slices.Contains(keys, firstKeyID) || !slices.Contains(keys, s.Certificate.KeyID) || !slices.Contains(keys, uploadedKeyID) {
+		t.Fatalf("after retireAfter the keys are %v: want %s removed, the key in use %s and the uploaded %s kept", keys, firstKeyID, s.Certificate.KeyID, uploadedKeyID)
+	}
+	if s := h.status(); s.Rotation.Phase != v1alpha1.RotationIdle || s.Rotation.PreviousKeyID != "" {
+		t.Fatalf("after removeKey: status.rotation %+v", s.Rotation)
+	}
+	var adds, removes int
+	for _, c := range h.entra.GraphCalls(appObjectID) {
+		switch c.Action {
+		case "addKey":
+			adds++
+		case "removeKey":
+			removes++
+		}
+	}
+	if adds != 2 || removes != 1 {
+		t.Fatalf("Graph calls: %d addKey, %d removeKey; want 2 and 1", adds, removes)
+	}
 }
