@@ -19,6 +19,7 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -27,6 +28,7 @@ import (
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 	"github.com/tenantcreds/defender-tenant-operator/internal/controller/defenderapp"
+	"github.com/tenantcreds/defender-tenant-operator/internal/controller/metrics"
 	"github.com/tenantcreds/defender-tenant-operator/internal/entra"
 	"github.com/tenantcreds/defender-tenant-operator/internal/entraemu"
 )
@@ -245,7 +247,7 @@ func (l *assertionLog) middleware(next http.Handler) http.Handler {
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		form, _ := url.ParseQuery(string(body))
 		if a := form.Get("client_assertion"); a != "" {
-			if jws, err := jose.ParseSigned(a, []jose.SignatureAlgorithm{jose.PS256, jose.RS256}); err == nil && len(jws.Signatures) == 1 {
+			if jws, err := jose.ParseSignedCompact(a, []jose.SignatureAlgorithm{jose.PS256, jose.RS256}); err == nil && len(jws.Signatures) == 1 {
 				x5t, _ := jws.Signatures[0].Header.ExtraHeaders["x5t#S256"].(string)
 				tenant := strings.Split(strings.TrimPrefix(r.URL.Path, "/"), "/")[0]
 				l.mu.Lock()
@@ -311,8 +313,9 @@ func (h *rotationHarness) restart() {
 }
 
 func (h *rotationHarness) keyIDs() []string {
-	var ids []string
-	for _, k := range h.entra.KeyCredentials(testClientID) {
+	keys := h.entra.KeyCredentials(testClientID)
+	ids := make([]string, 0, len(keys))
+	for _, k := range keys {
 		ids = append(ids, k.KeyID)
 	}
 	return ids
@@ -441,5 +444,169 @@ func TestManagedCertificateRotatesItself(t *testing.T) {
 	}
 	if adds != 2 || removes != 1 {
 		t.Fatalf("Graph calls: %d addKey, %d removeKey; want 2 and 1", adds, removes)
+	}
+}
+
+func (h *rotationHarness) graphCalls() int {
+	return len(h.entra.GraphCalls(appObjectID))
+}
+
+func rotationFailures(kind v1alpha1.AppKind, ns string) float64 {
+	return testutil.ToFloat64(metrics.AppCertificateRotations.WithLabelValues(string(kind), ns, appName, "failure"))
+}
+
+// TestManagedCertificateRotationFailuresKeepTheCurrentCertificate: Graph
+// refusing addKey (403), not knowing the object (404) or rejecting the proof
+// stalls the rotation with RotationFailed while the current certificate stays in
+// use and Ready; the step is retried with the slow backoff, and succeeds once
+// the cause is gone.
+func TestManagedCertificateRotationFailuresKeepTheCurrentCertificate(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		failure entraemu.GraphFailure
+		code    string
+	}{
+		{"forbidden", entraemu.GraphForbidden(), "Authorization_RequestDenied"},
+		{"unknown object", entraemu.GraphNotFound(appObjectID), "Request_ResourceNotFound"},
+		{"rejected proof", entraemu.GraphBadProof(), "Authentication_MissingOrMalformed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, log := newRotatingHarness(t)
+			current := h.managedSecret().Data[corev1.TLSCertKey]
+			h.entra.SetGraphFailure(appObjectID, tc.failure)
+			h.clock.SetTime(h.status().Rotation.NextRotationTime.Time)
+			h.reconcile() // the next key
+			h.drainEvents()
+			failuresBefore := rotationFailures(v1alpha1.AppKindDefenderApp, h.ns)
+
+			res := h.reconcile() // addKey, refused
+			s := h.expectReady(v1alpha1.ReasonCredentialReady)
+			stalled := meta.FindStatusCondition(s.Conditions, v1alpha1.ConditionStalled)
+			if stalled == nil || stalled.Reason != v1alpha1.ReasonRotationFailed || !strings.Contains(stalled.Message, tc.code) {
+				t.Fatalf("Stalled %+v, want RotationFailed naming %s", stalled, tc.code)
+			}
+			if s.Rotation.Phase != v1alpha1.RotationKeyGenerated || len(h.keyIDs()) != 1 || !bytes.Equal(h.managedSecret().Data[corev1.TLSCertKey], current) {
+				t.Fatalf("a refused addKey changed the rotation: %+v, keys %v", s.Rotation, h.keyIDs())
+			}
+			if evs := h.drainEvents(); countWithPrefix(evs, "Warning "+v1alpha1.ReasonRotationFailed) != 1 {
+				t.Errorf("Events %q, want one Warning RotationFailed", evs)
+			}
+			if got := rotationFailures(v1alpha1.AppKindDefenderApp, h.ns) - failuresBefore; got != 1 {
+				t.Errorf("rotations_total{result=failure} grew by %v, want 1", got)
+			}
+			if res.RequeueAfter != time.Minute {
+				t.Errorf("requeue after %s, want the slow backoff's first minute", res.RequeueAfter)
+			}
+			// The tenant keeps its token, minted with the current certificate.
+			h.harness.reconcile()
+			h.harness.expectReady()
+			if got, want := log.last(testTenantID), x5tS256(t, current); got != want {
+				t.Fatalf("the tenant's assertion names %q, want the current certificate's %q", got, want)
+			}
+
+			calls := h.graphCalls()
+			h.reconcile() // within the backoff: no call
+			if h.graphCalls() != calls {
+				t.Fatal("Graph was called again within the backoff")
+			}
+			if s := h.status(); meta.FindStatusCondition(s.Conditions, v1alpha1.ConditionStalled) == nil {
+				t.Fatal("RotationFailed vanished while its backoff runs")
+			}
+			if evs := h.drainEvents(); countWithPrefix(evs, "Warning "+v1alpha1.ReasonRotationFailed) != 0 {
+				t.Errorf("the same failure was announced again: %q", evs)
+			}
+
+			h.entra.ClearGraphFailure(appObjectID)
+			h.clock.Step(time.Minute)
+			h.reconcile()
+			s = h.status()
+			if s.Rotation.Phase != v1alpha1.RotationKeyAdded || meta.FindStatusCondition(s.Conditions, v1alpha1.ConditionStalled) != nil {
+				t.Fatalf("after the cause was removed: %+v, conditions %+v", s.Rotation, s.Conditions)
+			}
+		})
+	}
+}
+
+// TestManagedCertificateThatNeverReplicatesIsNeverPromoted: the new key is
+// tried with a growing backoff, the app stays Ready on the current certificate
+// and Reconciling with RotationFailed, and nothing is promoted.
+func TestManagedCertificateThatNeverReplicatesIsNeverPromoted(t *testing.T) {
+	h, _ := newRotatingHarness(t)
+	current := h.managedSecret().Data[corev1.TLSCertKey]
+	h.entra.SetReplicationDelay(10000 * time.Hour)
+	h.clock.SetTime(h.status().Rotation.NextRotationTime.Time)
+	h.reconcile()
+	h.reconcile()
+	if h.status().Rotation.Phase != v1alpha1.RotationKeyAdded {
+		t.Fatalf("status.rotation %+v, want KeyAdded", h.status().Rotation)
+	}
+	var waits []time.Duration
+	for range 4 {
+		before := h.entra.Requests(homeTenantID)
+		res := h.reconcile()
+		if h.entra.Requests(homeTenantID) != before+1 {
+			t.Fatal("the new key was not tried")
+		}
+		waits = append(waits, res.RequeueAfter)
+		h.clock.Step(res.RequeueAfter)
+	}
+	if !slices.Equal(waits, []time.Duration{time.Minute, 2 * time.Minute, 4 * time.Minute, 8 * time.Minute}) {
+		t.Errorf("backoff %v, want 1m, 2m, 4m, 8m", waits)
+	}
+	s := h.expectReady(v1alpha1.ReasonCredentialReady)
+	if c := meta.FindStatusCondition(s.Conditions, v1alpha1.ConditionReconciling); c == nil || c.Reason != v1alpha1.ReasonRotationFailed {
+		t.Fatalf("Reconciling %+v, want RotationFailed", c)
+	}
+	if s.Rotation.Phase != v1alpha1.RotationKeyAdded || !bytes.Equal(h.managedSecret().Data[corev1.TLSCertKey], current) {
+		t.Fatal("a key Entra ID never accepted was promoted")
+	}
+}
+
+// TestManagedCertificateResumesAcrossLostStatusWrites: a restart between a
+// step's Secret write and its status write resumes from the Secret: the key
+// generated is the one added (no second one), and a promotion already made is
+// recorded without any call.
+func TestManagedCertificateResumesAcrossLostStatusWrites(t *testing.T) {
+	h, _ := newRotatingHarness(t)
+	h.clock.SetTime(h.status().Rotation.NextRotationTime.Time)
+
+	// Step 1's Secret write happened; its status write did not.
+	now := h.clock.Now()
+	_, certPEM, keyPEM, err := entra.GenerateCertificate("lost status write", now.Add(-time.Minute), now.Add(2160*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := h.managedSecret()
+	secret.Data[defenderapp.SecretKeyNextCertificate], secret.Data[defenderapp.SecretKeyNextKey] = certPEM, keyPEM
+	if err := k8s.Update(h.ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+	h.restart()
+	h.reconcile()
+	keys := h.entra.KeyCredentials(testClientID)
+	if len(keys) != 2 || keys[1].SHA1Thumbprint != strings.ToUpper(hexSHA1(t, certPEM)) {
+		t.Fatalf("key credentials %+v: want the key already in the Secret added, and no other", keys)
+	}
+	if got := h.managedSecret().Data[defenderapp.SecretKeyNextCertificate]; !bytes.Equal(got, certPEM) {
+		t.Fatal("next.crt was replaced by another key")
+	}
+
+	// The promotion's Secret write happened; its status write did not.
+	secret = h.managedSecret()
+	secret.Data[corev1.TLSCertKey], secret.Data[corev1.TLSPrivateKeyKey] = certPEM, keyPEM
+	delete(secret.Data, defenderapp.SecretKeyNextCertificate)
+	delete(secret.Data, defenderapp.SecretKeyNextKey)
+	if err := k8s.Update(h.ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+	calls, signIns := h.graphCalls(), h.entra.Requests(homeTenantID)
+	h.restart()
+	h.reconcile()
+	s := h.expectReady(v1alpha1.ReasonCredentialReady)
+	if s.Rotation.Phase != v1alpha1.RotationPromoted || s.Certificate.KeyID != keys[1].KeyID || s.Rotation.PendingKeyID != "" {
+		t.Fatalf("status.rotation %+v, certificate keyID %q: want the promotion recorded", s.Rotation, s.Certificate.KeyID)
+	}
+	if h.graphCalls() != calls || h.entra.Requests(homeTenantID) != signIns {
+		t.Fatal("recording a promotion made calls")
 	}
 }
