@@ -259,10 +259,11 @@ func (l *assertionLog) middleware(next http.Handler) http.Handler {
 	})
 }
 
-func (l *assertionLog) last(tenant string) string {
+// last is the thumbprint of the harness tenant's last assertion.
+func (l *assertionLog) last() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	got := l.byTenant[tenant]
+	got := l.byTenant[testTenantID]
 	if len(got) == 0 {
 		return ""
 	}
@@ -300,7 +301,7 @@ func newRotatingHarness(t *testing.T) (*rotationHarness, *assertionLog) {
 	h.createAppTenant(v1alpha1.AppKindDefenderApp, appName)
 	h.harness.reconcile()
 	h.harness.expectReady()
-	if got, want := log.last(testTenantID), x5tS256(t, c.certPEM); got != want {
+	if got, want := log.last(), x5tS256(t, c.certPEM); got != want {
 		t.Fatalf("the tenant's assertion names %q, want the adopted certificate %q", got, want)
 	}
 	return h, log
@@ -396,7 +397,7 @@ func TestManagedCertificateRotatesItself(t *testing.T) {
 	}
 	h.harness.reconcile()
 	h.harness.expectReady()
-	if got, want := log.last(testTenantID), x5tS256(t, first); got != want {
+	if got, want := log.last(), x5tS256(t, first); got != want {
 		t.Fatalf("after the promotion the tenant's assertion names %q, want the new certificate's %q", got, want)
 	}
 	// The uploaded key's keyId is unknown: it is left to expire, never removed.
@@ -413,7 +414,7 @@ func TestManagedCertificateRotatesItself(t *testing.T) {
 		t.Fatalf("previousKeyID %q, want the replaced key %q", s.Rotation.PreviousKeyID, firstKeyID)
 	}
 	h.harness.reconcile()
-	if got, want := log.last(testTenantID), x5tS256(t, second); got != want {
+	if got, want := log.last(), x5tS256(t, second); got != want {
 		t.Fatalf("after the second promotion the tenant's assertion names %q, want %q", got, want)
 	}
 
@@ -500,7 +501,7 @@ func TestManagedCertificateRotationFailuresKeepTheCurrentCertificate(t *testing.
 			// The tenant keeps its token, minted with the current certificate.
 			h.harness.reconcile()
 			h.harness.expectReady()
-			if got, want := log.last(testTenantID), x5tS256(t, current); got != want {
+			if got, want := log.last(), x5tS256(t, current); got != want {
 				t.Fatalf("the tenant's assertion names %q, want the current certificate's %q", got, want)
 			}
 
@@ -540,7 +541,7 @@ func TestManagedCertificateThatNeverReplicatesIsNeverPromoted(t *testing.T) {
 	if h.status().Rotation.Phase != v1alpha1.RotationKeyAdded {
 		t.Fatalf("status.rotation %+v, want KeyAdded", h.status().Rotation)
 	}
-	var waits []time.Duration
+	waits := make([]time.Duration, 0, 4)
 	for range 4 {
 		before := h.entra.Requests(homeTenantID)
 		res := h.reconcile()
