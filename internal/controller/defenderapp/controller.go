@@ -76,11 +76,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	if err := r.Get(ctx, req.NamespacedName, app); err != nil {
 		if apierrors.IsNotFound(err) {
 			metrics.ForgetAppCertificateExpiry(r.Kind, req.NamespacedName)
+			metrics.ForgetAppCertificateRotations(r.Kind, req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !app.GetDeletionTimestamp().IsZero() {
 		metrics.ForgetAppCertificateExpiry(r.Kind, req.NamespacedName)
+		metrics.ForgetAppCertificateRotations(r.Kind, req.NamespacedName)
 		r.rotations.forget(app.GetUID())
 		return ctrl.Result{}, nil
 	}
@@ -104,7 +106,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	if in.Rotation, err = r.rotate(ctx, app, &in, prev); err != nil {
 		return ctrl.Result{}, fmt.Errorf("managed certificate rotation: %w", err)
 	}
-	if in.Rotation != nil {
+	if in.Rotation == nil {
+		metrics.ForgetAppCertificateRotations(r.Kind, req.NamespacedName)
+	} else {
+		metrics.StartAppCertificateRotations(r.Kind, req.NamespacedName)
 		rotationRequeue = in.Rotation.RequeueAfter
 		if in.Rotation.Rotated {
 			metrics.RecordAppCertificateRotation(r.Kind, req.NamespacedName, true)

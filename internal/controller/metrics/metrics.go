@@ -55,6 +55,21 @@ func init() {
 	crmetrics.Registry.MustRegister(TokenExpiry, TokenRequests, tokenRequestDuration, TenantsByReady, AppCertificateExpiry, AppCertificateRotations)
 }
 
+// StartAppCertificateRotations makes both series of an app with managed rotation
+// exist at 0, so that its first promotion or failure is an increase to
+// Prometheus (a series born at 1 shows none).
+func StartAppCertificateRotations(kind v1alpha1.AppKind, key types.NamespacedName) {
+	for _, result := range []string{"success", "failure"} {
+		AppCertificateRotations.WithLabelValues(string(kind), key.Namespace, key.Name, result)
+	}
+}
+
+// ForgetAppCertificateRotations drops the series of an app that is gone or no
+// longer rotates its certificate.
+func ForgetAppCertificateRotations(kind v1alpha1.AppKind, key types.NamespacedName) {
+	AppCertificateRotations.DeletePartialMatch(map[string]string{"kind": string(kind), "namespace": key.Namespace, "name": key.Name})
+}
+
 // RecordAppCertificateRotation counts a promotion (success) or a failed rotation
 // step (failure) of an app's managed certificate.
 func RecordAppCertificateRotation(kind v1alpha1.AppKind, key types.NamespacedName, success bool) {
