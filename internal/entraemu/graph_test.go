@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"net/http"
 	"strings"
 	"testing"
@@ -386,4 +387,34 @@ func TestReplicationDelayAppliesToNewKeys(t *testing.T) {
 	}
 	f.clock.SetTime(t0.Add(time.Minute))
 	accessToken(t, f.certToken(t, homeTenantID, clientID, graphPublic, otherKey(), uploaded))
+}
+
+// An app given objectID and homeTenantID in the config is Graph's: a Graph token
+// of it in its home tenant rolls its key.
+func TestConfigRegistersApplications(t *testing.T) {
+	cert := appCert(t)
+	certPEM := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}))
+	cfg, err := entraemu.ParseConfig([]byte(`
+apps:
+  - clientID: ` + clientID + `
+    objectID: ` + objectID + `
+    homeTenantID: ` + homeTenantID + `
+    certificates:
+      - |
+` + indent(certPEM, "        ") + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &graphFixture{fixture: newFixture(t), cert: cert}
+	f.emu.Load(cfg)
+	f.graph = f.serve(t, f.emu.Graph(v1alpha1.CloudPublic))
+	next := newCert(t, otherKey(), t0.Add(-time.Hour), t0.AddDate(0, 3, 0))
+	if resp := f.call(t, "addKey", objectID, f.graphToken(t), addKeyBody(next, f.proof(t))); resp.status != http.StatusOK {
+		t.Fatalf("addKey: status %d, body %s", resp.status, resp.body)
+	}
+	for _, bad := range []string{"objectID: " + objectID, "homeTenantID: " + homeTenantID, "objectID: x\n    homeTenantID: " + homeTenantID} {
+		if _, err := entraemu.ParseConfig([]byte("apps:\n  - clientID: " + clientID + "\n    " + bad + "\n")); err == nil {
+			t.Errorf("config with %q alone accepted", bad)
+		}
+	}
 }
