@@ -124,6 +124,9 @@ func (r *Reconciler) rotate(ctx context.Context, app v1alpha1.App, in *appStatus
 	if !ok {
 		return nil, nil
 	}
+	if r.APIReader == nil || r.Entra == nil || r.Graph == nil {
+		return nil, errors.New("the app controller was set up without what managed rotation needs (APIReader, Entra, Graph)")
+	}
 	secret := &corev1.Secret{}
 	err := r.APIReader.Get(ctx, source.Secret, secret)
 	if err != nil && !apierrors.IsNotFound(err) {

@@ -389,8 +389,14 @@ func TestManagedCertificateRotatesItself(t *testing.T) {
 	h.entra.SetReplicationDelay(90 * time.Second)
 	uploadedKeyID := h.keyIDs()[0]
 	h.drainEvents()
+	promotions := func() float64 {
+		return testutil.ToFloat64(metrics.AppCertificateRotations.WithLabelValues(string(v1alpha1.AppKindDefenderApp), h.ns, appName, "success"))
+	}
 
 	first := h.rotateToPromotion()
+	if got := promotions(); got != 1 {
+		t.Errorf("rotations_total{result=success} = %v after the first promotion, want 1", got)
+	}
 	evs := h.drainEvents()
 	if countWithPrefix(evs, "Normal "+defenderapp.ReasonCertificateRotated) != 1 || countWithPrefix(evs, "Warning "+v1alpha1.ReasonRotationFailed) != 1 {
 		t.Errorf("Events of the first rotation: %q", evs)
