@@ -53,17 +53,22 @@ func newRotationHarness(t *testing.T) *rotationHarness {
 }
 
 func newRotationHarnessWith(h *harness) *rotationHarness {
-	t := h.t
 	h.entra.RegisterApplication(entraemu.Application{ObjectID: appObjectID, ClientID: testClientID, HomeTenantID: homeTenantID})
+	return &rotationHarness{harness: h, apps: h.rotatingAppReconciler(v1alpha1.AppKindDefenderApp)}
+}
+
+// rotatingAppReconciler is the app controller of kind wired for managed
+// rotation: the emulator's sign-in host and Graph, on the harness's clock.
+func (h *harness) rotatingAppReconciler(kind v1alpha1.AppKind) *defenderapp.Reconciler {
 	graph := httptest.NewServer(h.entra.Graph(v1alpha1.CloudPublic))
-	t.Cleanup(graph.Close)
-	apps := h.appReconciler(v1alpha1.AppKindDefenderApp, nil)
+	h.t.Cleanup(graph.Close)
+	apps := h.appReconciler(kind, nil)
 	apps.APIReader = k8s
 	apps.Entra = &entra.Client{Timeout: 5 * time.Second, Clock: h.clock}
 	apps.Authorities = h.r.Authorities
 	apps.Graph = &entra.GraphClient{Timeout: 5 * time.Second, Clock: h.clock}
 	apps.GraphHosts = entra.GraphHosts{v1alpha1.CloudPublic: graph.URL}
-	return &rotationHarness{harness: h, apps: apps}
+	return apps
 }
 
 func managedCertificateCredential() v1alpha1.AppCredential {
@@ -310,7 +315,7 @@ func newRotatingHarness(t *testing.T) (*rotationHarness, *assertionLog) {
 // restart replaces the app controller by a new one, as a restarted operator
 // has it: nothing remembered but what the Secret and the status hold.
 func (h *rotationHarness) restart() {
-	h.apps = newRotationHarnessWith(h.harness).apps
+	h.apps = h.rotatingAppReconciler(h.apps.Kind)
 }
 
 func (h *rotationHarness) keyIDs() []string {
@@ -615,5 +620,28 @@ func TestManagedCertificateResumesAcrossLostStatusWrites(t *testing.T) {
 	}
 	if h.graphCalls() != calls || h.entra.Requests(homeTenantID) != signIns {
 		t.Fatal("recording a promotion made calls")
+	}
+}
+
+// TestManagedCertificateOfAClusterDefenderApp: a ClusterDefenderApp's managed
+// Secret is created in the cluster resource namespace, and its upload command
+// names the cluster-scoped app.
+func TestManagedCertificateOfAClusterDefenderApp(t *testing.T) {
+	h := newRotationHarness(t)
+	h.apps = h.rotatingAppReconciler(v1alpha1.AppKindClusterDefenderApp)
+	h.createClusterApp(managedCertificateCredential())
+	h.reconcile()
+
+	if getSecret(t, h.crn, managedCertKey) == nil {
+		t.Fatalf("no certificate Secret in the cluster resource namespace %s", h.crn)
+	}
+	if getSecret(t, h.ns, managedCertKey) != nil {
+		t.Fatal("a certificate Secret in the tenant's namespace")
+	}
+	s := *h.app(v1alpha1.AppKindClusterDefenderApp).AppStatus()
+	ready := meta.FindStatusCondition(s.Conditions, v1alpha1.ConditionReady)
+	if ready == nil || ready.Reason != v1alpha1.ReasonCertificateNotRegistered ||
+		!strings.Contains(ready.Message, "kubectl get clusterdefenderapp "+h.clusterAppName()+" -o jsonpath") {
+		t.Fatalf("Ready %+v, want CertificateNotRegistered with the ClusterDefenderApp's upload command", ready)
 	}
 }
