@@ -52,6 +52,7 @@ type options struct {
 	renewDeadline                    time.Duration
 	retryPeriod                      time.Duration
 	authorityHost                    string
+	graphHost                        string
 	adminConsentRedirectURI          string
 	allowedResources                 string
 	secretTemplateAnnotationPrefixes string
@@ -77,6 +78,7 @@ func bindFlags(fs *flag.FlagSet, o *options) {
 	fs.DurationVar(&o.renewDeadline, "leader-elect-renew-deadline", 10*time.Second, "How long the leader keeps trying to renew before it gives up leading (and exits).")
 	fs.DurationVar(&o.retryPeriod, "leader-elect-retry-period", 2*time.Second, "How often leader election clients retry.")
 	fs.StringVar(&o.authorityHost, "authority-host", "", "Replace the Entra ID authority host (air-gapped proxies, emulators): one URL for every cloud, or CLOUD=URL,CLOUD=URL to replace clouds one by one (Public, USGov, USGovHigh, DoD). Plain http is accepted only for loopback hosts.")
+	fs.StringVar(&o.graphHost, "graph-host", "", "Replace Microsoft Graph's host for managed certificate rotation (proxies, emulators): one URL for every cloud, or CLOUD=URL,CLOUD=URL to replace clouds one by one. Plain http is accepted only for loopback hosts.")
 	fs.StringVar(&o.adminConsentRedirectURI, "admin-consent-redirect-uri", "", "redirect_uri of the admin consent links in status.adminConsentURL; it must be a Web redirect URI registered on the app (Microsoft's partner guide uses https://portal.azure.com).")
 	fs.StringVar(&o.allowedResources, "allowed-resources", strings.Join(entra.DefaultAllowedResources, ","), "Comma list of resources a DefenderTenant may request tokens for.")
 	fs.StringVar(&o.secretTemplateAnnotationPrefixes, "secret-template-annotation-prefixes", strings.Join(defendertenant.DefaultSecretTemplateAnnotationPrefixes, ","), "Comma list of prefixes that the annotation keys of a DefenderTenant's spec.secretTemplate must start with; empty allows none.")
@@ -188,7 +190,7 @@ func run(o options) error {
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return err
 	}
-	log.Info("Starting operator", "authorityOverrides", config.Authorities.String(), "allowedResources", config.AllowedResources.String(), "secretTemplateAnnotationPrefixes", config.SecretTemplateAnnotationPrefixes, "watchNamespaces", o.watchNamespaces,
+	log.Info("Starting operator", "authorityOverrides", config.Authorities.String(), "graphOverrides", config.GraphHosts.String(), "allowedResources", config.AllowedResources.String(), "secretTemplateAnnotationPrefixes", config.SecretTemplateAnnotationPrefixes, "watchNamespaces", o.watchNamespaces,
 		"clusterResourceNamespace", clusterResourceNS, "workloadIdentityAudiences", config.WorkloadIdentityAudiences, "operatorServiceAccount", operatorSA.String())
 	return mgr.Start(ctx)
 }
@@ -211,6 +213,12 @@ func newConfig(o options, getenv func(string) string) (controller.Config, error)
 			return controller.Config{}, fmt.Errorf("--authority-host: %w", err)
 		}
 	}
+	var graphHosts entra.GraphHosts
+	if o.graphHost != "" {
+		if graphHosts, err = entra.ParseGraphHosts(o.graphHost); err != nil {
+			return controller.Config{}, fmt.Errorf("--graph-host: %w", err)
+		}
+	}
 	workloadIDAudiences := splitList(o.workloadIDAudiences)
 	if len(workloadIDAudiences) == 0 {
 		return controller.Config{}, errors.New("--workload-identity-audiences: list at least one audience")
@@ -219,6 +227,8 @@ func newConfig(o options, getenv func(string) string) (controller.Config, error)
 		Clock:                            clock.RealClock{},
 		Entra:                            &entra.Client{},
 		Authorities:                      authorities,
+		Graph:                            &entra.GraphClient{},
+		GraphHosts:                       graphHosts,
 		AllowedResources:                 allowed,
 		SecretTemplateAnnotationPrefixes: splitList(o.secretTemplateAnnotationPrefixes),
 		AdminConsentRedirectURI:          o.adminConsentRedirectURI,

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 	"github.com/tenantcreds/defender-tenant-operator/internal/controller"
 	"github.com/tenantcreds/defender-tenant-operator/internal/controller/manager"
 	"github.com/tenantcreds/defender-tenant-operator/internal/testenv"
@@ -192,4 +193,29 @@ func hasLabel(m *dto.Metric, name, value string) bool {
 		}
 	}
 	return false
+}
+
+// TestGraphHostReachesTheConfig checks that --graph-host overrides Microsoft
+// Graph per cloud like --authority-host, that the real hosts stay without it,
+// and that a host a bearer token must not travel to stops the manager.
+func TestGraphHostReachesTheConfig(t *testing.T) {
+	r, err := newConfig(parseFlags(t, "--graph-host=DoD=https://graph-proxy.example"), environment(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.GraphHosts.Host(v1alpha1.CloudDoD); got != "https://graph-proxy.example" {
+		t.Errorf("DoD Graph host %q, want the flag's", got)
+	}
+	if got := r.GraphHosts.Host(v1alpha1.CloudUSGovHigh); got != "https://graph.microsoft.us" {
+		t.Errorf("USGovHigh Graph host %q, want the real one", got)
+	}
+	if r.Graph == nil {
+		t.Error("no Graph client")
+	}
+	if r, err = newConfig(parseFlags(t), environment(nil)); err != nil || r.GraphHosts.Host(v1alpha1.CloudPublic) != "https://graph.microsoft.com" {
+		t.Errorf("without the flag: %v, %v", r.GraphHosts, err)
+	}
+	if _, err := newConfig(parseFlags(t, "--graph-host=http://graph.example"), environment(nil)); err == nil || !strings.Contains(err.Error(), "--graph-host") {
+		t.Errorf("plain http to a remote Graph host: %v", err)
+	}
 }

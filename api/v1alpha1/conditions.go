@@ -101,6 +101,17 @@ const (
 	// has no prefix the operator allows; no token is requested, nothing is published,
 	// and a token published before stays as it was.
 	ReasonInvalidSecretTemplate = "InvalidSecretTemplate"
+	// ReasonCertificateNotRegistered: apps with managed rotation only: the
+	// certificate the operator generated (status.certificate.pem) is not yet
+	// accepted by Entra ID in the home tenant; the message gives the command that
+	// uploads it. Checked at most once a minute.
+	ReasonCertificateNotRegistered = "CertificateNotRegistered"
+	// ReasonRotationFailed: apps with managed rotation only, on Stalled or
+	// Reconciling while Ready stays True: a step of the certificate rotation
+	// failed and the current certificate stays in use. Stalled when a person must
+	// act (Graph refused the call, does not know the object, rejected the proof),
+	// Reconciling while it is retried with the slow backoff.
+	ReasonRotationFailed = "RotationFailed"
 )
 
 // ReasonKind is how a reason shows on the conditions, and so how it is retried.
@@ -152,6 +163,8 @@ var ReasonKinds = map[string]ReasonKind{
 	ReasonServiceAccountNotAllowed: KindStalled,
 	ReasonCredentialReady:          KindReady,
 	ReasonInvalidSecretTemplate:    KindStalled,
+	ReasonCertificateNotRegistered: KindStalled,
+	ReasonRotationFailed:           KindStalledOrReconciling,
 }
 
 // AppReasons are the reasons of a DefenderApp's or ClusterDefenderApp's Ready
@@ -165,6 +178,7 @@ var AppReasons = map[string]bool{
 	ReasonCertificateExpired:       true,
 	ReasonServiceAccountNotFound:   true,
 	ReasonServiceAccountNotAllowed: true,
+	ReasonCertificateNotRegistered: true,
 }
 
 // Stalls reports whether a failure with this reason needs a human. Only reasons of
@@ -191,6 +205,10 @@ const (
 	ManagedByValue = "defender-tenant-operator"
 	// LabelTenant carries the name of the DefenderTenant a token Secret belongs to.
 	LabelTenant = "defender.tenantcreds.io/tenant"
+	// LabelManagedCertificate: "true" marks the kubernetes.io/tls Secret of an app
+	// with managed certificate rotation, which the operator creates and updates
+	// (and never deletes), besides LabelManagedBy.
+	LabelManagedCertificate = "defender.tenantcreds.io/managed-certificate"
 
 	// AnnotationMintedAt records when the published token was minted (RFC 3339), so a
 	// restarted operator knows the token's lifetime without asking Entra again.

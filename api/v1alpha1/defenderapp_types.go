@@ -111,7 +111,10 @@ type CertificateCredential struct {
 
 // CertificateRotation says which app registration the operator rolls keys on, and
 // how long each certificate lives.
-// +kubebuilder:validation:XValidation:rule="!has(self.validity) || !has(self.renewBefore) || duration(self.renewBefore) < duration(self.validity)",message="renewBefore must be shorter than validity"
+// Each certificate is in use from its promotion until notAfter - renewBefore, so
+// that span is held to at least 12h: a typo in renewBefore must not make the
+// operator rotate (and call Graph, and re-mint every tenant) all day long.
+// +kubebuilder:validation:XValidation:rule="!has(self.renewBefore) || duration(self.renewBefore) + duration('12h') <= (has(self.validity) ? duration(self.validity) : duration('2160h'))",message="renewBefore must be at least 12h shorter than validity (default 2160h)"
 type CertificateRotation struct {
 	// applicationObjectID is the Object ID of the app registration (not its client
 	// ID): the {id} of Graph's /applications/{id}/addKey.
@@ -126,18 +129,24 @@ type CertificateRotation struct {
 	HomeTenantID string `json:"homeTenantID"`
 
 	// validity is the lifetime of each certificate the operator generates; default
-	// 2160h (90 days).
+	// 2160h (90 days). At least 24h, so that a certificate outlives a rotation's
+	// retries and retireAfter; at most 87600h (10 years).
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('24h') && duration(self) <= duration('87600h')",message="validity must be between 24h and 87600h"
 	Validity *metav1.Duration `json:"validity,omitempty"`
 
 	// renewBefore is how long before a certificate's notAfter its replacement
-	// starts; default a third of validity.
+	// starts; default a third of validity. At least 1h, the time a new key may take
+	// to reach every Entra ID replica, with retries.
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1h')",message="renewBefore must be at least 1h"
 	RenewBefore *metav1.Duration `json:"renewBefore,omitempty"`
 
 	// retireAfter is how long a replaced key stays registered on the app
 	// registration, for workloads still holding tokens minted with it; default 24h.
+	// Between 1h (a token lives about an hour) and 720h.
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1h') && duration(self) <= duration('720h')",message="retireAfter must be between 1h and 720h"
 	RetireAfter *metav1.Duration `json:"retireAfter,omitempty"`
 }
 
@@ -509,6 +518,7 @@ type AppStatus struct {
 // +kubebuilder:printcolumn:name="Tenants",type=integer,JSONPath=`.status.tenants.total`
 // +kubebuilder:printcolumn:name="Ready Tenants",type=integer,JSONPath=`.status.tenants.ready`
 // +kubebuilder:printcolumn:name="Stalled",type=integer,JSONPath=`.status.tenants.stalled`
+// +kubebuilder:printcolumn:name="Next Rotation",type=date,JSONPath=`.status.rotation.nextRotationTime`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type DefenderApp struct {
 	metav1.TypeMeta `json:",inline"`
@@ -549,6 +559,7 @@ type DefenderAppList struct {
 // +kubebuilder:printcolumn:name="Tenants",type=integer,JSONPath=`.status.tenants.total`
 // +kubebuilder:printcolumn:name="Ready Tenants",type=integer,JSONPath=`.status.tenants.ready`
 // +kubebuilder:printcolumn:name="Stalled",type=integer,JSONPath=`.status.tenants.stalled`
+// +kubebuilder:printcolumn:name="Next Rotation",type=date,JSONPath=`.status.rotation.nextRotationTime`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type ClusterDefenderApp struct {
 	metav1.TypeMeta `json:",inline"`

@@ -45,6 +45,7 @@ func run(logger *slog.Logger) error {
 	configFile := flag.String("config", "", "YAML or JSON file of apps, tenants and grants to load")
 	urlFile := flag.String("url-file", "", "file to write the base URL (no trailing newline) to once listening")
 	latency := flag.Duration("latency", 0, "delay added to every token request")
+	replicationDelay := flag.Duration("replication-delay", 0, "how long a new certificate waits before the token endpoint accepts it (AADSTS700027 until then)")
 	cloud := flag.String("cloud", string(v1alpha1.CloudPublic),
 		"cloud whose sign-in host to answer as: Public or USGov (login.microsoftonline.com), USGovHigh or DoD (login.microsoftonline.us)")
 	flag.Parse()
@@ -72,6 +73,7 @@ func run(logger *slog.Logger) error {
 		emu.Load(cfg)
 	}
 	emu.SetLatency(*latency)
+	emu.SetReplicationDelay(*replicationDelay)
 
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -87,7 +89,12 @@ func run(logger *slog.Logger) error {
 		defer func() { _ = os.Remove(*urlFile) }()
 	}
 
-	handler := emu.Cloud(v1alpha1.Cloud(*cloud))
+	// Microsoft Graph's applications API shares the listener: its paths
+	// (/v1.0/...) are no tenant's, so --graph-host can be the same URL.
+	mux := http.NewServeMux()
+	mux.Handle("/v1.0/", emu.Graph(v1alpha1.Cloud(*cloud)))
+	mux.Handle("/", emu.Cloud(v1alpha1.Cloud(*cloud)))
+	var handler http.Handler = mux
 	srv := &http.Server{Handler: logRequests(logger, handler), ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()

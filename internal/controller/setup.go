@@ -24,7 +24,11 @@ type Config struct {
 	Clock clock.PassiveClock
 	Entra entra.Requester
 	// Authorities is --authority-host; nil sends every cloud to its sign-in host.
-	Authorities                      entra.Authorities
+	Authorities entra.Authorities
+	// Graph rolls the keys of managed certificates; GraphHosts is --graph-host,
+	// nil sending every cloud to its Microsoft Graph.
+	Graph                            entra.KeyRoller
+	GraphHosts                       entra.GraphHosts
 	AllowedResources                 entra.AllowList
 	SecretTemplateAnnotationPrefixes []string
 	AdminConsentRedirectURI          string
@@ -94,6 +98,11 @@ func Setup(ctx context.Context, mgr ctrl.Manager, cfg Config) (*Controllers, err
 			Recorder:                 recorder,
 			Kind:                     kind,
 			ClusterResourceNamespace: cfg.ClusterResourceNamespace,
+			APIReader:                mgr.GetAPIReader(),
+			Entra:                    cfg.Entra,
+			Authorities:              cfg.Authorities,
+			Graph:                    cfg.Graph,
+			GraphHosts:               cfg.GraphHosts,
 		}
 		if err := apps.SetupWithManager(mgr); err != nil {
 			return nil, fmt.Errorf("setting up the %s controller: %w", kind, err)

@@ -58,15 +58,22 @@ func (a Authorities) String() string {
 // it. USGov is its own entry although it shares Public's real sign-in host: an
 // override names the clouds it serves, never more.
 func ParseAuthorities(raw string) (Authorities, error) {
+	hosts, err := parseCloudHosts(raw, ParseAuthorityHost)
+	return Authorities(hosts), err
+}
+
+// parseCloudHosts parses one URL, which serves every cloud, or CLOUD=URL entries
+// separated by commas, checking each URL with parse.
+func parseCloudHosts(raw string, parse func(string) (string, error)) (map[v1alpha1.Cloud]string, error) {
 	entries := strings.Split(raw, ",")
 	if len(entries) == 1 && !isCloudEntry(raw) {
-		host, err := ParseAuthorityHost(raw)
+		host, err := parse(raw)
 		if err != nil {
 			return nil, err
 		}
 		return EveryCloud(host), nil
 	}
-	a := Authorities{}
+	a := map[v1alpha1.Cloud]string{}
 	var errs []error
 	for _, entry := range entries {
 		name, rawHost, found := strings.Cut(strings.TrimSpace(entry), "=")
@@ -83,7 +90,7 @@ func ParseAuthorities(raw string) (Authorities, error) {
 			errs = append(errs, fmt.Errorf("cloud %s is given twice", cloud))
 			continue
 		}
-		host, err := ParseAuthorityHost(rawHost)
+		host, err := parse(rawHost)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", cloud, err))
 			continue

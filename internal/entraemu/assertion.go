@@ -117,7 +117,12 @@ func (e *Emulator) checkCertificateAssertion(tok *jwt.JSONWebToken, header jose.
 			"Invalid JWT token. No certificate thumbprint specified in token header.")
 	}
 	found := -1
+	now := e.clock.Now()
 	for i, cert := range certs {
+		if now.Before(cert.usableAt) {
+			// Not yet on the replica that answers: to it, the key does not exist.
+			continue
+		}
 		registered := cert.sha1[:]
 		if byS256 {
 			registered = cert.sha256[:]
@@ -144,7 +149,7 @@ func (e *Emulator) checkCertificateAssertion(tok *jwt.JSONWebToken, header jose.
 	foundKey := "Found key 'Start=" + cert.cert.NotBefore.UTC().Format(keyTimeFormat) +
 		", End=" + cert.cert.NotAfter.UTC().Format(keyTimeFormat) + "'"
 	used := strings.ToUpper(hex.EncodeToString(cert.sha1[:]))
-	if !e.clock.Now().Before(cert.cert.NotAfter) {
+	if !now.Before(cert.cert.NotAfter) {
 		return oauthError(http.StatusUnauthorized, "invalid_client", 700027,
 			"Client assertion contains an invalid signature. [Reason - The key used is expired., Thumbprint of key used by client: '%s', %s].",
 			used, foundKey)

@@ -33,6 +33,11 @@ type Config struct {
 type AppConfig struct {
 	ClientID string   `json:"clientID"`
 	Secrets  []Secret `json:"secrets,omitempty"`
+	// ObjectID and HomeTenantID, both or neither, make the app an object of
+	// Microsoft Graph (Emulator.RegisterApplication), whose keys addKey and
+	// removeKey roll.
+	ObjectID     string `json:"objectID,omitempty"`
+	HomeTenantID string `json:"homeTenantID,omitempty"`
 	// Certificates are certificate credentials in PEM, one or more CERTIFICATE
 	// blocks each, as Emulator.AddCertificate adds them.
 	Certificates []string `json:"certificates,omitempty"`
@@ -129,6 +134,9 @@ func (c Config) validate() error {
 		if a.ClientID == "" {
 			errs = append(errs, fmt.Errorf("apps[%d]: clientID is required", i))
 		}
+		if (a.ObjectID == "") != (a.HomeTenantID == "") || a.ObjectID != "" && (!isGUID(a.ObjectID) || !isGUID(a.HomeTenantID)) {
+			errs = append(errs, fmt.Errorf("apps[%d]: objectID and homeTenantID go together, as GUIDs", i))
+		}
 		for j, p := range a.Certificates {
 			if _, err := parseCertificates(p); err != nil {
 				errs = append(errs, fmt.Errorf("apps[%d].certificates[%d]: %w", i, j, err))
@@ -203,6 +211,9 @@ func (e *Emulator) Load(cfg Config) {
 	}
 	for _, a := range cfg.Apps {
 		e.AddApp(a.ClientID, a.Secrets...)
+		if a.ObjectID != "" {
+			e.RegisterApplication(Application{ObjectID: a.ObjectID, ClientID: a.ClientID, HomeTenantID: a.HomeTenantID})
+		}
 		for _, p := range a.Certificates {
 			certs, _ := parseCertificates(p) // validated
 			for _, c := range certs {

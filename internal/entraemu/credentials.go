@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"slices"
+	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
 )
@@ -42,9 +43,13 @@ type KeySource func(ctx context.Context) (jose.JSONWebKeySet, error)
 
 // app is an app registration and its credentials.
 type app struct {
-	secrets []Secret
-	certs   []certificate
-	feds    []FederatedCredential
+	// objectID and homeTenant are set by RegisterApplication: the app
+	// registration's object in its home tenant, which Microsoft Graph serves.
+	objectID   string
+	homeTenant string
+	secrets    []Secret
+	certs      []certificate
+	feds       []FederatedCredential
 	// permissions are the application roles the registration requests per
 	// resourceKey(URI): what admin consent grants.
 	permissions map[string][]string
@@ -56,15 +61,28 @@ type certificate struct {
 	cert   *x509.Certificate
 	sha1   [sha1.Size]byte
 	sha256 [sha256.Size]byte
+	// keyID is the keyCredential's keyId, as Graph's addKey returns it.
+	keyID string
+	// usableAt is when the token endpoint first accepts the key: Entra ID
+	// replicates a new key to its replicas with a delay (SetReplicationDelay).
+	usableAt time.Time
 }
 
-func newCertificate(c *x509.Certificate) certificate {
-	return certificate{cert: c, sha1: sha1.Sum(c.Raw), sha256: sha256.Sum256(c.Raw)} //nolint:gosec // see the import
+// newCertificateLocked is a new key credential of the certificate, usable after
+// the replication delay.
+func (e *Emulator) newCertificateLocked(c *x509.Certificate) certificate {
+	return certificate{
+		cert: c, sha1: sha1.Sum(c.Raw), sha256: sha256.Sum256(c.Raw), //nolint:gosec // see the import
+		keyID: newGUID(), usableAt: e.clock.Now().Add(e.replicationDelay),
+	}
 }
 
 // clone copies the credential lists, so that a request can check them without the lock.
 func (a *app) clone() app {
-	return app{secrets: slices.Clone(a.secrets), certs: slices.Clone(a.certs), feds: slices.Clone(a.feds)}
+	return app{
+		objectID: a.objectID, homeTenant: a.homeTenant,
+		secrets: slices.Clone(a.secrets), certs: slices.Clone(a.certs), feds: slices.Clone(a.feds),
+	}
 }
 
 // appLocked returns the app registration, adding it if it does not exist yet.
@@ -81,12 +99,13 @@ func (e *Emulator) appLocked(clientID string) *app {
 // AddCertificate adds a certificate credential to an app, registering the app if
 // needed, as uploading the public certificate in the portal does. A client assertion
 // names it by its SHA-256 thumbprint (header x5t#S256) or, in the older form, by its
-// SHA-1 thumbprint (x5t). Entra stops accepting it after its NotAfter.
+// SHA-1 thumbprint (x5t). Entra stops accepting it after its NotAfter, and starts
+// only after the replication delay (SetReplicationDelay).
 func (e *Emulator) AddCertificate(clientID string, cert *x509.Certificate) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	a := e.appLocked(clientID)
-	a.certs = append(a.certs, newCertificate(cert))
+	a.certs = append(a.certs, e.newCertificateLocked(cert))
 }
 
 // SetCertificates replaces all certificate credentials of an app, as a rotation that
@@ -97,7 +116,7 @@ func (e *Emulator) SetCertificates(clientID string, certs ...*x509.Certificate) 
 	a := e.appLocked(clientID)
 	a.certs = nil
 	for _, c := range certs {
-		a.certs = append(a.certs, newCertificate(c))
+		a.certs = append(a.certs, e.newCertificateLocked(c))
 	}
 }
 

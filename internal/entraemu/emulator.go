@@ -74,6 +74,9 @@ type Emulator struct {
 	// same model. It is not changed after New, so it needs no lock.
 	hosts   map[string]*http.ServeMux
 	latency atomic.Int64 // time.Duration added to every token request
+	// graphHosts holds a Microsoft Graph handler per Graph host
+	// (entra.GraphResource), all serving the same app registrations.
+	graphHosts map[string]*http.ServeMux
 
 	// mu guards the model and the traffic state below. Every request holds it only
 	// for map lookups, never while signing or waiting.
@@ -97,6 +100,16 @@ type Emulator struct {
 	// correlation IDs of the last error body the tenant was answered with.
 	headers    map[string][]http.Header
 	failureIDs map[string][2]string
+
+	// objects maps an app registration's object ID to its client ID.
+	objects map[string]string
+	// replicationDelay is how long a new key waits before the token endpoint
+	// accepts it.
+	replicationDelay time.Duration
+	// graphFailures answers an object's Graph calls until cleared; graphCalls logs
+	// them, per object ID.
+	graphFailures map[string]GraphFailure
+	graphCalls    map[string][]GraphCall
 }
 
 // maxRecordedRequests bounds the request headers kept per tenant, so that a
@@ -133,6 +146,9 @@ func New(opts Options) (*Emulator, error) {
 		arrived:         make(chan struct{}),
 		headers:         map[string][]http.Header{},
 		failureIDs:      map[string][2]string{},
+		objects:         map[string]string{},
+		graphFailures:   map[string]GraphFailure{},
+		graphCalls:      map[string][]GraphCall{},
 	}
 	if e.clock == nil {
 		e.clock = clock.RealClock{}
@@ -162,6 +178,14 @@ func New(opts Options) (*Emulator, error) {
 		mux.HandleFunc("GET /{tenant}/.well-known/openid-configuration", e.discoveryHandler(host, discoveryV1))
 		mux.HandleFunc("GET /{tenant}/v2.0/.well-known/openid-configuration", e.discoveryHandler(host, discoveryV2))
 		e.hosts[host] = mux
+	}
+	e.graphHosts = map[string]*http.ServeMux{}
+	for _, c := range []v1alpha1.Cloud{v1alpha1.CloudPublic, v1alpha1.CloudUSGovHigh, v1alpha1.CloudDoD} {
+		host := entra.GraphResource(c)
+		mux := http.NewServeMux()
+		mux.HandleFunc("POST /v1.0/applications/{id}/addKey", e.graphHandler(host, graphAddKey))
+		mux.HandleFunc("POST /v1.0/applications/{id}/removeKey", e.graphHandler(host, graphRemoveKey))
+		e.graphHosts[host] = mux
 	}
 	return e, nil
 }

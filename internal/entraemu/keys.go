@@ -16,8 +16,9 @@ import (
 
 // signingKey is the emulator's token signing key, ready to sign and to publish.
 type signingKey struct {
-	v1, v2 jose.Signer // v1 tokens carry an x5t header, v2 tokens do not
-	jwks   []byte      // the JSON Web Key Set of the discovery endpoints
+	v1, v2 jose.Signer    // v1 tokens carry an x5t header, v2 tokens do not
+	public *rsa.PublicKey // what Microsoft Graph checks the tokens it is handed with
+	jwks   []byte         // the JSON Web Key Set of the discovery endpoints
 }
 
 // newSigningKey generates an RSA-2048 key. Entra publishes each signing key with a
@@ -64,5 +65,5 @@ func newSigningKey(now time.Time) (*signingKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encoding the key set: %w", err)
 	}
-	return &signingKey{v1: v1, v2: v2, jwks: jwks}, nil
+	return &signingKey{v1: v1, v2: v2, public: &priv.PublicKey, jwks: jwks}, nil
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -373,7 +374,7 @@ func TestAdmissionPrinterColumnsOfAppsResolveOnASampleObject(t *testing.T) {
 	for plural, app := range apps {
 		t.Run(plural, func(t *testing.T) {
 			names, paths := printerColumns(t, plural)
-			if want := []string{"Client", "Cloud", "Credential", "Ready", "Reason", "Tenants", "Ready Tenants", "Stalled", "Age"}; !slices.Equal(names, want) {
+			if want := []string{"Client", "Cloud", "Credential", "Ready", "Reason", "Tenants", "Ready Tenants", "Stalled", "Next Rotation", "Age"}; !slices.Equal(names, want) {
 				t.Errorf("printer columns %v, want %v", names, want)
 			}
 			if err := k8s.Create(t.Context(), app); err != nil {
@@ -389,6 +390,8 @@ func TestAdmissionPrinterColumnsOfAppsResolveOnASampleObject(t *testing.T) {
 				Message: "The credential can be used.", LastTransitionTime: metav1.Now(),
 			}}
 			status.Tenants = &v1alpha1.TenantsSummary{Total: 130, Ready: 121, Stalled: 7}
+			nextRotation := metav1.NewTime(time.Date(2027, 3, 1, 8, 0, 0, 0, time.UTC))
+			status.Rotation = &v1alpha1.RotationStatus{Phase: v1alpha1.RotationIdle, NextRotationTime: &nextRotation}
 			if err := k8s.Status().Update(t.Context(), app); err != nil {
 				t.Fatal(err)
 			}
@@ -401,7 +404,7 @@ func TestAdmissionPrinterColumnsOfAppsResolveOnASampleObject(t *testing.T) {
 			want := map[string]string{
 				"Client": testClientID, "Cloud": string(app.AppSpec().CloudOrDefault()), "Credential": string(status.Credential),
 				"Ready": "True", "Reason": v1alpha1.ReasonCredentialReady,
-				"Tenants": "130", "Ready Tenants": "121", "Stalled": "7",
+				"Tenants": "130", "Ready Tenants": "121", "Stalled": "7", "Next Rotation": "2027-03-01T08:00:00Z",
 			}
 			for i, path := range paths {
 				jp := jsonpath.New(names[i])
@@ -471,5 +474,54 @@ func TestAdmissionAcceptsEverySample(t *testing.T) {
 		if !kinds[kind] {
 			t.Errorf("config/samples has no %s", kind)
 		}
+	}
+}
+
+// TestAdmissionOfCertificateRotation: rotation's GUIDs are checked, and its
+// durations are held to minimums that keep a typo from rotating all day long.
+func TestAdmissionOfCertificateRotation(t *testing.T) {
+	requireControlPlane(t)
+	t.Parallel()
+	ns := createNamespace(t)
+	const objectID, twoDays = "7d3c5a9e-1b2c-4d3e-8f4a-5b6c7d8e9f01", "48h"
+	rotation := func(mutate func(r map[string]any)) map[string]any {
+		r := map[string]any{"applicationObjectID": objectID, "homeTenantID": testTenantID}
+		mutate(r)
+		spec := appSpec(dappKind, ns)
+		spec["credential"] = map[string]any{"certificate": map[string]any{
+			"secretRef": map[string]any{"name": "partner-app-cert"}, "rotation": r,
+		}}
+		return spec
+	}
+	for _, tc := range []struct {
+		name   string
+		mutate func(r map[string]any)
+		inText string // empty: admitted
+	}{
+		{"defaults", func(map[string]any) {}, ""},
+		{"everything at its minimum", func(r map[string]any) { r["validity"], r["renewBefore"], r["retireAfter"] = "24h", "12h", "1h" }, ""},
+		{"renewBefore alone, under the default validity", func(r map[string]any) { r["renewBefore"] = "2148h" }, ""},
+		{"object ID not a GUID", func(r map[string]any) { r["applicationObjectID"] = "partner-app" }, "applicationObjectID"},
+		{"home tenant not a GUID", func(r map[string]any) { r["homeTenantID"] = "contoso.onmicrosoft.com" }, "homeTenantID"},
+		{"no object ID", func(r map[string]any) { delete(r, "applicationObjectID") }, "applicationObjectID"},
+		{"validity of a minute", func(r map[string]any) { r["validity"] = "1m" }, "validity must be between 24h and 87600h"},
+		{"validity of 20 years", func(r map[string]any) { r["validity"] = "175200h" }, "validity must be between 24h and 87600h"},
+		{"renewBefore of a minute", func(r map[string]any) { r["renewBefore"] = "1m" }, "renewBefore must be at least 1h"},
+		{"renewBefore equal to validity", func(r map[string]any) { r["validity"], r["renewBefore"] = twoDays, twoDays }, "at least 12h shorter than validity"},
+		{"renewBefore a minute short of validity", func(r map[string]any) { r["validity"], r["renewBefore"] = twoDays, "47h59m" }, "at least 12h shorter than validity"},
+		{"renewBefore alone, over the default validity", func(r map[string]any) { r["renewBefore"] = "2150h" }, "at least 12h shorter than validity"},
+		{"retireAfter of a minute", func(r map[string]any) { r["retireAfter"] = "1m" }, "retireAfter must be between 1h and 720h"},
+		{"retireAfter of a year", func(r map[string]any) { r["retireAfter"] = "8760h" }, "retireAfter must be between 1h and 720h"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := admitApp(t, dappKind, ns, rotation(tc.mutate))
+			if tc.inText == "" {
+				if err != nil {
+					t.Fatalf("rejected: %v", err)
+				}
+				return
+			}
+			expectRejected(t, err, tc.inText)
+		})
 	}
 }

@@ -58,6 +58,7 @@ allowedResources: [https://api.security.microsoft.com, https://graph.microsoft.c
 secretTemplateAnnotationPrefixes: [reloader.stakater.com/, example.com/]
 workloadIdentityAudiences: [api://AzureADTokenExchange, api://partner-federation]
 authorityHost: https://login.proxy.example
+graphHost: USGovHigh=https://graph.proxy.example
 adminConsentRedirectURI: https://portal.azure.com
 maxConcurrentReconciles: 30
 logLevel: 2

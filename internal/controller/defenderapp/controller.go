@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
@@ -27,6 +28,7 @@ import (
 	"github.com/tenantcreds/defender-tenant-operator/internal/controller/manager"
 	"github.com/tenantcreds/defender-tenant-operator/internal/controller/metrics"
 	"github.com/tenantcreds/defender-tenant-operator/internal/credential"
+	"github.com/tenantcreds/defender-tenant-operator/internal/entra"
 )
 
 // Reconciler keeps the status of one kind of app, DefenderApps or
@@ -48,11 +50,22 @@ type Reconciler struct {
 	// ClusterResourceNamespace is where ClusterDefenderApp credentials live
 	// (--cluster-resource-namespace); empty means credential.DefaultClusterResourceNamespace.
 	ClusterResourceNamespace string
+
+	// Managed certificate rotation (spec.credential.certificate.rotation) only:
+	// APIReader reads the certificate Secret whole, uncached; Entra requests the
+	// home-tenant tokens that check a certificate and authorise Graph calls, at
+	// Authorities; Graph rolls the keys at GraphHosts.
+	APIReader   client.Reader
+	Entra       entra.Requester
+	Authorities entra.Authorities
+	Graph       entra.KeyRoller
+	GraphHosts  entra.GraphHosts
+	rotations   rotationMemory
 }
 
 // +kubebuilder:rbac:groups=defender.tenantcreds.io,resources=defenderapps;clusterdefenderapps,verbs=get;list;watch
 // +kubebuilder:rbac:groups=defender.tenantcreds.io,resources=defenderapps/status;clusterdefenderapps/status,verbs=patch
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile observes the app's credential, computes the status from it and writes
@@ -63,11 +76,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	if err := r.Get(ctx, req.NamespacedName, app); err != nil {
 		if apierrors.IsNotFound(err) {
 			metrics.ForgetAppCertificateExpiry(r.Kind, req.NamespacedName)
+			metrics.ForgetAppCertificateRotations(r.Kind, req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !app.GetDeletionTimestamp().IsZero() {
 		metrics.ForgetAppCertificateExpiry(r.Kind, req.NamespacedName)
+		metrics.ForgetAppCertificateRotations(r.Kind, req.NamespacedName)
+		r.rotations.forget(app.GetUID())
 		return ctrl.Result{}, nil
 	}
 
@@ -86,6 +102,23 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 		}
 	}()
 
+	var rotationRequeue time.Duration
+	if in.Rotation, err = r.rotate(ctx, app, &in, prev); err != nil {
+		return ctrl.Result{}, fmt.Errorf("managed certificate rotation: %w", err)
+	}
+	if in.Rotation == nil {
+		metrics.ForgetAppCertificateRotations(r.Kind, req.NamespacedName)
+	} else {
+		metrics.StartAppCertificateRotations(r.Kind, req.NamespacedName)
+		rotationRequeue = in.Rotation.RequeueAfter
+		if in.Rotation.Rotated {
+			metrics.RecordAppCertificateRotation(r.Kind, req.NamespacedName, true)
+		}
+		if in.Rotation.FailedNow {
+			metrics.RecordAppCertificateRotation(r.Kind, req.NamespacedName, false)
+		}
+	}
+
 	if federatedCredentialDue(prev, in) {
 		in.Federated, in.FederatedErr = r.readFederatedCredential(ctx, in.Credential.Source.(credential.WorkloadIdentity))
 		if in.FederatedErr != nil {
@@ -95,7 +128,18 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 		in.Federated = prev.FederatedCredential
 	}
 	ctrl.LoggerFrom(ctx).V(2).Info("Checked the app's credential", "credential", in.Kind)
-	return ctrl.Result{RequeueAfter: appRequeueAfter(in.Now, in)}, nil
+	return ctrl.Result{RequeueAfter: earliest(appRequeueAfter(in.Now, in), rotationRequeue)}, nil
+}
+
+// earliest is the sooner of two requeue delays, zero meaning none.
+func earliest(a, b time.Duration) time.Duration {
+	switch {
+	case a <= 0:
+		return max(b, 0)
+	case b <= 0:
+		return a
+	}
+	return min(a, b)
 }
 
 func (r *Reconciler) newApp() v1alpha1.App { return newApp(r.Kind) }

@@ -45,6 +45,9 @@ type appStatusInput struct {
 	// that was to read it failed.
 	Federated    *v1alpha1.FederatedCredentialStatus
 	FederatedErr error
+	// Rotation is what managed certificate rotation leaves for the status; nil
+	// without rotation.
+	Rotation *rotationOutcome
 }
 
 // appProblem is why the credential cannot be used, as a tenant of the app would
@@ -121,6 +124,18 @@ func computeAppStatus(prev v1alpha1.AppStatus, in appStatusInput) v1alpha1.AppSt
 		}
 	}
 	p := appProblem(in)
+	var rotationFailure *conditions.Problem
+	if rot := in.Rotation; rot != nil {
+		next.Rotation = rot.Status
+		if next.Certificate != nil {
+			next.Certificate.PEM = in.Credential.Certificate.CertificatePEM()
+			next.Certificate.KeyID = rot.KeyID
+		}
+		if p == nil && rot.NotRegistered != "" {
+			p = conditions.NewProblem(v1alpha1.ReasonCertificateNotRegistered, rot.NotRegistered)
+		}
+		rotationFailure = rot.Failure
+	}
 	if in.Kind == v1alpha1.CredentialWorkloadIdentity && p == nil && in.Federated != nil {
 		f := *in.Federated
 		f.ServiceAccountUID, f.ObservedGeneration = types.UID(in.Credential.Version), in.Generation
@@ -135,15 +150,24 @@ func computeAppStatus(prev v1alpha1.AppStatus, in appStatusInput) v1alpha1.AppSt
 		ready = metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonCredentialReady, Message: appReadyMessage(in)}
 	}
 	conditions.Set(&next.Conditions, ready, generation, now)
-	// Every app reason stalls: a human fixes the Secret, the certificate or the
-	// ServiceAccount. Reconciling is never set on an app.
-	stalled, _ := conditions.Progress(p)
-	if stalled != nil {
-		conditions.Set(&next.Conditions, *stalled, generation, now)
-	} else {
-		meta.RemoveStatusCondition(&next.Conditions, v1alpha1.ConditionStalled)
+	// Every Ready reason of an app stalls: a human fixes the Secret, the
+	// certificate or the ServiceAccount. Only a failed rotation step, while the
+	// current certificate stays Ready, may be Reconciling.
+	progress := p
+	if progress == nil {
+		progress = rotationFailure
 	}
-	meta.RemoveStatusCondition(&next.Conditions, v1alpha1.ConditionReconciling)
+	stalled, reconciling := conditions.Progress(progress)
+	for _, c := range []struct {
+		kind string
+		cond *metav1.Condition
+	}{{v1alpha1.ConditionStalled, stalled}, {v1alpha1.ConditionReconciling, reconciling}} {
+		if c.cond != nil {
+			conditions.Set(&next.Conditions, *c.cond, generation, now)
+		} else {
+			meta.RemoveStatusCondition(&next.Conditions, c.kind)
+		}
+	}
 	return next
 }
 
@@ -166,6 +190,7 @@ func appTransitionEvents(before, after v1alpha1.AppStatus) []conditions.Event {
 	case changed && oldReady != nil:
 		evs = append(evs, conditions.Event{Type: corev1.EventTypeNormal, Reason: newReady.Reason, Action: appCheckAction, Note: newReady.Message})
 	}
+	evs = append(evs, rotationEvents(before, after)...)
 	if c := after.Certificate; c != nil && c.Expiring && c.NotAfter != nil && newReady.Status == metav1.ConditionTrue &&
 		!alreadyExpiring(before.Certificate, c) {
 		evs = append(evs, conditions.Event{Type: corev1.EventTypeWarning, Reason: ReasonCertificateExpiring, Action: appCheckAction,
@@ -194,4 +219,44 @@ func appRequeueAfter(now time.Time, in appStatusInput) time.Duration {
 // alreadyExpiring: before shows the same certificate already in its expiry window.
 func alreadyExpiring(before, after *v1alpha1.CertificateStatus) bool {
 	return before != nil && before.Expiring && before.SHA256Thumbprint == after.SHA256Thumbprint
+}
+
+// ReasonCertificateRotated is the reason of the Normal Event of a promotion: the
+// app's managed certificate was replaced by a new one, registered through Graph.
+const ReasonCertificateRotated = "CertificateRotated"
+
+// rotationEvents: a Warning RotationFailed per new failure (a new message on the
+// Stalled or Reconciling condition), and a Normal CertificateRotated per
+// promotion, told by a new status.rotation.lastRotationTime, so that neither a
+// restart nor a routine reconcile repeats them.
+func rotationEvents(before, after v1alpha1.AppStatus) []conditions.Event {
+	var evs []conditions.Event
+	if failed, ok := rotationFailedCondition(after); ok {
+		if old, had := rotationFailedCondition(before); !had || old.Message != failed.Message {
+			evs = append(evs, conditions.Event{Type: corev1.EventTypeWarning, Reason: v1alpha1.ReasonRotationFailed, Action: rotateAction, Note: failed.Message})
+		}
+	}
+	if a := after.Rotation; a != nil && a.LastRotationTime != nil {
+		if b := before.Rotation; b == nil || b.LastRotationTime == nil || !b.LastRotationTime.Equal(a.LastRotationTime) {
+			thumbprint := ""
+			if after.Certificate != nil {
+				thumbprint = after.Certificate.SHA1Thumbprint
+			}
+			evs = append(evs, conditions.Event{Type: corev1.EventTypeNormal, Reason: ReasonCertificateRotated, Action: rotateAction,
+				Note: fmt.Sprintf("The app's certificate was replaced by a new one (SHA-1 thumbprint %s), registered on the app registration through Microsoft Graph; its tenants re-mint their tokens with it.", thumbprint)})
+		}
+	}
+	return evs
+}
+
+// rotateAction is the action of the rotation Events.
+const rotateAction = "RotateCertificate"
+
+func rotationFailedCondition(s v1alpha1.AppStatus) (metav1.Condition, bool) {
+	for _, t := range []string{v1alpha1.ConditionStalled, v1alpha1.ConditionReconciling} {
+		if c := meta.FindStatusCondition(s.Conditions, t); c != nil && c.Reason == v1alpha1.ReasonRotationFailed {
+			return *c, true
+		}
+	}
+	return metav1.Condition{}, false
 }

@@ -48,10 +48,40 @@ var (
 		Name: "defender_app_certificate_expiry_timestamp_seconds",
 		Help: "notAfter of the certificate of a DefenderApp or ClusterDefenderApp (namespace \"\"), as a Unix timestamp.",
 	}, []string{"kind", "namespace", "name"})
+
+	AppCertificateRotations = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "defender_app_certificate_rotations_total",
+		Help: "Managed certificate rotations of a DefenderApp or ClusterDefenderApp (namespace \"\"): result success for a promoted certificate, failure for a failed rotation step.",
+	}, []string{"kind", "namespace", "name", "result"})
 )
 
 func init() {
-	crmetrics.Registry.MustRegister(TokenExpiry, TokenRequests, tokenRequestDuration, TenantsByReady, ResourceRetirement, AppCertificateExpiry)
+	crmetrics.Registry.MustRegister(TokenExpiry, TokenRequests, tokenRequestDuration, TenantsByReady, ResourceRetirement, AppCertificateExpiry, AppCertificateRotations)
+}
+
+// StartAppCertificateRotations makes both series of an app with managed rotation
+// exist at 0, so that its first promotion or failure is an increase to
+// Prometheus (a series born at 1 shows none).
+func StartAppCertificateRotations(kind v1alpha1.AppKind, key types.NamespacedName) {
+	for _, result := range []string{"success", "failure"} {
+		AppCertificateRotations.WithLabelValues(string(kind), key.Namespace, key.Name, result)
+	}
+}
+
+// ForgetAppCertificateRotations drops the series of an app that is gone or no
+// longer rotates its certificate.
+func ForgetAppCertificateRotations(kind v1alpha1.AppKind, key types.NamespacedName) {
+	AppCertificateRotations.DeletePartialMatch(map[string]string{"kind": string(kind), "namespace": key.Namespace, "name": key.Name})
+}
+
+// RecordAppCertificateRotation counts a promotion (success) or a failed rotation
+// step (failure) of an app's managed certificate.
+func RecordAppCertificateRotation(kind v1alpha1.AppKind, key types.NamespacedName, success bool) {
+	result := "failure"
+	if success {
+		result = "success"
+	}
+	AppCertificateRotations.WithLabelValues(string(kind), key.Namespace, key.Name, result).Inc()
 }
 
 // RecordTokenRequest counts one token request; reason is TokenReady for a published
