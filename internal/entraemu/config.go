@@ -128,9 +128,9 @@ func ParseConfig(data []byte) (Config, error) {
 	return cfg, nil
 }
 
-func (c Config) validate() error {
+func validateApps(apps []AppConfig) []error {
 	var errs []error
-	for i, a := range c.Apps {
+	for i, a := range apps {
 		if a.ClientID == "" {
 			errs = append(errs, fmt.Errorf("apps[%d]: clientID is required", i))
 		}
@@ -148,6 +148,11 @@ func (c Config) validate() error {
 			}
 		}
 	}
+	return errs
+}
+
+func (c Config) validate() error {
+	errs := validateApps(c.Apps)
 	for i, is := range c.Issuers {
 		if is.Issuer == "" {
 			errs = append(errs, fmt.Errorf("issuers[%d]: issuer is required", i))
