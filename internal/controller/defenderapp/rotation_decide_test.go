@@ -1,6 +1,10 @@
 package defenderapp
 
 import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
 	"testing"
 	"time"
 
@@ -96,5 +100,25 @@ func TestRotationRetryAfterGrowsToAnHour(t *testing.T) {
 		if got := rotationRetryAfter(n); got != want {
 			t.Errorf("rotationRetryAfter(%d) = %s, want %s", n, got, want)
 		}
+	}
+}
+
+// The rotation chain in docs/design.md is the one the controller runs, in order.
+func TestDesignDocListsTheRotationChain(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "..", "docs", "design.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile("(?m)^ *\\| R\\d+ \\| `(\\w+)` \\|")
+	var documented []string
+	for _, m := range row.FindAllStringSubmatch(string(doc), -1) {
+		documented = append(documented, m[1])
+	}
+	code := make([]string, 0, len(rotationChecks))
+	for _, c := range rotationChecks {
+		code = append(code, c.name)
+	}
+	if !slices.Equal(documented, code) {
+		t.Errorf("docs/design.md lists the rotation checks\n  %v\nthe chain runs\n  %v", documented, code)
 	}
 }
