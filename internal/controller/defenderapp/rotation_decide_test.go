@@ -110,8 +110,9 @@ func TestDesignDocListsTheRotationChain(t *testing.T) {
 		t.Fatal(err)
 	}
 	row := regexp.MustCompile("(?m)^ *\\| R\\d+ \\| `(\\w+)` \\|")
-	var documented []string
-	for _, m := range row.FindAllStringSubmatch(string(doc), -1) {
+	rows := row.FindAllStringSubmatch(string(doc), -1)
+	documented := make([]string, 0, len(rows))
+	for _, m := range rows {
 		documented = append(documented, m[1])
 	}
 	code := make([]string, 0, len(rotationChecks))
