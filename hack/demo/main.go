@@ -368,7 +368,7 @@ func (d *demo) unsettled(ctx context.Context) ([]string, error) {
 // kubectl runs kubectl against the demo cluster, showing the command as a user
 // who exported KUBECONFIG would type it.
 func (d *demo) kubectl(ctx context.Context, args ...string) error {
-	fmt.Printf("$ kubectl %s\n", strings.Join(args, " "))
+	fmt.Printf("$ kubectl %s\n", shellWords(args))
 	if err := d.kubectlCommand(ctx, args...).Run(); err != nil {
 		return fmt.Errorf("kubectl %s: %w", strings.Join(args, " "), err)
 	}
@@ -483,4 +483,17 @@ func rel(path string) string {
 		return r
 	}
 	return path
+}
+
+// shellWords joins args as a shell would need them typed: an argument with
+// characters the shell treats specially goes in single quotes.
+func shellWords(args []string) string {
+	quoted := make([]string, len(args))
+	for i, a := range args {
+		if strings.ContainsAny(a, " \"'{}[]$*?|&;<>()\\`!#~") {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		quoted[i] = a
+	}
+	return strings.Join(quoted, " ")
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"time"
@@ -41,8 +42,8 @@ func (d *demo) rotationTour(ctx context.Context) error {
 		return err
 	}
 
-	step(fmt.Sprintf("The partner certificate expires in %s: the partner turns on managed rotation (renewBefore 720h)",
-		time.Until(app.Status.Certificate.NotAfter.Time).Round(time.Hour)))
+	step(fmt.Sprintf("The partner certificate expires in %d days: the partner turns on managed rotation (renewBefore 720h, 30 days)",
+		int(math.Round(time.Until(app.Status.Certificate.NotAfter.Time).Hours()/24))))
 	if err := d.kubectl(ctx, "patch", "clusterdefenderapp", partnerAppName, "--type=merge", "-p", rotationPatch); err != nil {
 		return err
 	}
@@ -62,7 +63,7 @@ func (d *demo) rotationTour(ctx context.Context) error {
 	if err := d.kubectl(ctx, "events", "-A", "--for", "clusterdefenderapp/"+partnerAppName); err != nil {
 		return err
 	}
-	detail("old certificate (SHA-1): %s  (stays registered until it expires: the operator removes only keys it added)", oldThumbprint)
+	detail("old certificate (SHA-1): %s  (uploaded by a person, its keyId unknown: it stays registered until it expires)", oldThumbprint)
 	detail("new certificate (SHA-1): %s  (notAfter %s)", promoted.Status.Certificate.SHA1Thumbprint,
 		promoted.Status.Certificate.NotAfter.UTC().Format(time.RFC3339))
 
@@ -135,11 +136,18 @@ func (d *demo) waitForRotation(ctx context.Context, ready []client.ObjectKey) (*
 		}
 		if r := app.Status.Rotation; r != nil {
 			line := "phase " + string(r.Phase)
+			if r.LastRotationTime != nil {
+				line += ", lastRotationTime " + r.LastRotationTime.UTC().Format(time.RFC3339)
+			}
 			if r.PendingThumbprint != "" {
 				line += ", pending certificate " + r.PendingThumbprint
 			}
 			if c := apimeta.FindStatusCondition(app.Status.Conditions, v1alpha1.ConditionReconciling); c != nil && c.Status == metav1.ConditionTrue && c.Reason == v1alpha1.ReasonRotationFailed {
-				line += "; " + c.Message
+				// The whole message is in the Warning Event printed below.
+				line += "; Reconciling: " + c.Reason + ", " + retryIn(c.Message)
+			}
+			if c := apimeta.FindStatusCondition(app.Status.Conditions, v1alpha1.ConditionReady); c != nil {
+				line += "; Ready=" + string(c.Status)
 			}
 			if line != shown {
 				detail("+%-4s %s", time.Since(start).Round(time.Second), line)
@@ -186,4 +194,13 @@ func (d *demo) waitForRemint(ctx context.Context, ready []client.ObjectKey, prom
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+}
+
+// retryIn picks "retried in ..." out of a RotationFailed message, for a one-line
+// summary; the message is what the operator wrote, so it falls back to a pointer.
+func retryIn(message string) string {
+	if i := strings.Index(message, "retried in "); i >= 0 {
+		return "the new key is not accepted yet; " + strings.TrimSuffix(message[i:], ".")
+	}
+	return "see the Event below"
 }
