@@ -518,7 +518,7 @@ type AppStatus struct {
 // +kubebuilder:printcolumn:name="Tenants",type=integer,JSONPath=`.status.tenants.total`
 // +kubebuilder:printcolumn:name="Ready Tenants",type=integer,JSONPath=`.status.tenants.ready`
 // +kubebuilder:printcolumn:name="Stalled",type=integer,JSONPath=`.status.tenants.stalled`
-// +kubebuilder:printcolumn:name="Next Rotation",type=date,JSONPath=`.status.rotation.nextRotationTime`,priority=1
+// +kubebuilder:printcolumn:name="Next Rotation",type=string,JSONPath=`.status.rotation.nextRotationTime`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type DefenderApp struct {
 	metav1.TypeMeta `json:",inline"`
@@ -559,7 +559,7 @@ type DefenderAppList struct {
 // +kubebuilder:printcolumn:name="Tenants",type=integer,JSONPath=`.status.tenants.total`
 // +kubebuilder:printcolumn:name="Ready Tenants",type=integer,JSONPath=`.status.tenants.ready`
 // +kubebuilder:printcolumn:name="Stalled",type=integer,JSONPath=`.status.tenants.stalled`
-// +kubebuilder:printcolumn:name="Next Rotation",type=date,JSONPath=`.status.rotation.nextRotationTime`,priority=1
+// +kubebuilder:printcolumn:name="Next Rotation",type=string,JSONPath=`.status.rotation.nextRotationTime`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type ClusterDefenderApp struct {
 	metav1.TypeMeta `json:",inline"`

@@ -19,6 +19,8 @@ import (
 // The partner app of the demo's second part, as demo.yaml registers it.
 const (
 	demoClientID     = "0b9f7c55-8a3e-4d2a-9c61-5f0e7d3b2a10"
+	demoObjectID     = "7d3c5a9e-1b2c-4d3e-8f4a-5b6c7d8e9f01"
+	partnerTenantID  = "2f1b0c4d-7a6e-4b3c-9d8e-1f0a2b3c4d5e"
 	contosoTenantID  = "6e3c1a8e-2f6b-4c4f-9b7e-0d6f2a1c9e11"
 	fabrikamTenantID = "3f2b8c1d-5a4e-4b7f-8c2d-1e9a6b5c4d30"
 	// clusterResourceNamespace is the operator's default: the demo runs it outside
@@ -28,11 +30,16 @@ const (
 	partnerCertSecret        = "partner-app-cert"
 )
 
-// newPartnerCertificate is the app's certificate credential: a fresh self-signed RSA
-// certificate, as `openssl req -x509` would make one.
+// partnerCertificateLifetime is what is left of the app's certificate when the demo
+// starts: a day less than the renewBefore the tour turns rotation on with, so that
+// its replacement is due at once.
+const partnerCertificateLifetime = 29 * 24 * time.Hour
+
+// newPartnerCertificate is the app's certificate credential: a self-signed RSA
+// certificate, as `openssl req -x509` would make one, uploaded 61 days ago.
 func newPartnerCertificate() (selfsigned.Certificate, error) {
 	now := time.Now()
-	return selfsigned.New("defender-tenant-operator demo partner app", now.Add(-time.Hour), now.AddDate(0, 0, 90))
+	return selfsigned.New("defender-tenant-operator demo partner app", now.AddDate(0, 0, -61), now.Add(partnerCertificateLifetime))
 }
 
 // emulatorConfigWith writes demo.yaml with the certificate registered on the demo
@@ -68,9 +75,13 @@ func (d *demo) partnerApp(ctx context.Context, cert selfsigned.Certificate) erro
 		return err
 	}
 	secret := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: clusterResourceNamespace, Name: partnerCertSecret},
-		Type:       corev1.SecretTypeTLS,
-		Data:       map[string][]byte{corev1.TLSCertKey: cert.CertPEM, corev1.TLSPrivateKeyKey: cert.KeyPEM},
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: clusterResourceNamespace, Name: partnerCertSecret,
+			// What lets the operator replace the certificate once rotation is on.
+			Labels: map[string]string{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue, v1alpha1.LabelManagedCertificate: "true"},
+		},
+		Type: corev1.SecretTypeTLS,
+		Data: map[string][]byte{corev1.TLSCertKey: cert.CertPEM, corev1.TLSPrivateKeyKey: cert.KeyPEM},
 	}
 	if err := d.client.Create(ctx, secret); err != nil {
 		return err

@@ -9,7 +9,10 @@
 // `consent`; a customer admin consents and `kubectl defender refresh --wait` turns
 // that tenant Ready at once; a tenant on the retiring Defender XDR API is warned
 // about at apply time, in status and in Events; and a tenant its grants do not
-// cover is refused.
+// cover is refused. Last, the partner turns on managed rotation for a certificate
+// that expires in 29 days: the operator adds a new key through the emulator's
+// Microsoft Graph, waits until Entra ID accepts it, promotes it, and every tenant
+// re-mints with it without leaving Ready.
 //
 // Run it from the repository root, after `make build`, with KUBEBUILDER_ASSETS set
 // as `make demo` does. DEMO_EXIT=1 (or -exit) stops right after the tour, for
@@ -153,7 +156,8 @@ func run(o options) (err error) {
 	_ = os.Remove(urlFile) // left by a demo that was killed: it names a dead port
 	emulatorLog := filepath.Join(dir, "emulator.log")
 	emulator, err := localcluster.StartProcess(emulatorLog, emulatorBin,
-		"--config", config, "--listen", "127.0.0.1:0", "--url-file", urlFile)
+		"--config", config, "--listen", "127.0.0.1:0", "--url-file", urlFile,
+		"--replication-delay", replicationDelay.String())
 	if err != nil {
 		return err
 	}
@@ -163,7 +167,7 @@ func run(o options) (err error) {
 		return fmt.Errorf("waiting for the emulator (see %s): %w", rel(emulatorLog), err)
 	}
 	d.emulatorURL = emulatorURL
-	detail("token endpoint: %s/<tenant>/oauth2/v2.0/token\n   log: %s", emulatorURL, rel(emulatorLog))
+	detail("token endpoint: %s/<tenant>/oauth2/v2.0/token\n   Microsoft Graph: %s/v1.0/applications\n   log: %s", emulatorURL, emulatorURL, rel(emulatorLog))
 
 	step("Starting the operator (" + managerBin + ")")
 	metricsAddr, err := localcluster.FreeLocalAddr()
@@ -174,6 +178,7 @@ func run(o options) (err error) {
 	operator, err := localcluster.StartProcess(d.operatorLog, managerBin,
 		"--kubeconfig", d.kubeconfig,
 		"--authority-host", emulatorURL,
+		"--graph-host", emulatorURL,
 		"--metrics-bind-address", metricsAddr, "--metrics-secure=false",
 		"--health-probe-bind-address", "127.0.0.1:0",
 		"--zap-encoder=console")
@@ -210,6 +215,9 @@ func run(o options) (err error) {
 		return err
 	}
 	if err := d.partnerApp(ctx, cert); err != nil {
+		return err
+	}
+	if err := d.rotationTour(ctx); err != nil {
 		return err
 	}
 	if o.exit {
@@ -360,7 +368,7 @@ func (d *demo) unsettled(ctx context.Context) ([]string, error) {
 // kubectl runs kubectl against the demo cluster, showing the command as a user
 // who exported KUBECONFIG would type it.
 func (d *demo) kubectl(ctx context.Context, args ...string) error {
-	fmt.Printf("$ kubectl %s\n", strings.Join(args, " "))
+	fmt.Printf("$ kubectl %s\n", shellWords(args))
 	if err := d.kubectlCommand(ctx, args...).Run(); err != nil {
 		return fmt.Errorf("kubectl %s: %w", strings.Join(args, " "), err)
 	}
@@ -475,4 +483,17 @@ func rel(path string) string {
 		return r
 	}
 	return path
+}
+
+// shellWords joins args as a shell would need them typed: an argument with
+// characters the shell treats specially goes in single quotes.
+func shellWords(args []string) string {
+	quoted := make([]string, len(args))
+	for i, a := range args {
+		if strings.ContainsAny(a, " \"'{}[]$*?|&;<>()\\`!#~") {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		quoted[i] = a
+	}
+	return strings.Join(quoted, " ")
 }
