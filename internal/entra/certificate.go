@@ -51,6 +51,10 @@ type Certificate struct {
 
 var _ Credential = (*Certificate)(nil)
 
+// maxRSAKeyBits is the largest RSA key a certificate credential may have, the
+// bound crypto/tls puts on the keys it verifies.
+const maxRSAKeyBits = 8192
+
 // ParseCertificate reads a certificate credential from a kubernetes.io/tls
 // Secret's tls.crt (PEM certificates, leaf first) and tls.key (an unencrypted PEM
 // RSA private key, PKCS#1 or PKCS#8). An expired or not yet valid certificate
@@ -62,13 +66,19 @@ func ParseCertificate(certPEM, keyPEM []byte) (*Certificate, error) {
 		return nil, err
 	}
 	leaf := chain[0]
-	key, err := parsePrivateKey(keyPEM)
-	if err != nil {
-		return nil, err
-	}
 	pub, ok := leaf.PublicKey.(*rsa.PublicKey)
 	if !ok {
 		return nil, fmt.Errorf("tls.crt: the certificate's key is %s, %w: certificate credentials need an RSA certificate", leaf.PublicKeyAlgorithm, ErrCertificateNotRSA)
+	}
+	// Checked before the private key is parsed: validating, and later signing
+	// with, a key of hundreds of thousands of bits costs the shared workers
+	// seconds each time, and whoever writes the Secret chooses its size.
+	if bits := pub.N.BitLen(); bits > maxRSAKeyBits {
+		return nil, fmt.Errorf("tls.crt: the certificate's RSA key has %d bits, %w: at most %d are accepted", bits, ErrCertificateUnparsable, maxRSAKeyBits)
+	}
+	key, err := parsePrivateKey(keyPEM)
+	if err != nil {
+		return nil, err
 	}
 	rsaKey, ok := key.(*rsa.PrivateKey)
 	if !ok {

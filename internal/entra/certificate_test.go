@@ -154,6 +154,11 @@ func TestParseCertificate(t *testing.T) {
 	ecCert := issue(t, "partner app", ecKey.Public(), ecKey, nil, now.Add(-time.Hour), now.Add(year))
 	encrypted := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Headers: map[string]string{"Proc-Type": "4,ENCRYPTED", "DEK-Info": "AES-256-CBC,00"}, Bytes: x509.MarshalPKCS1PrivateKey(leafKey)})
 	garbage := []byte("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n")
+	// A certificate is public: anyone can issue one for a modulus of any size
+	// without its private key, so no slow key generation is needed.
+	huge := new(big.Int).Lsh(big.NewInt(1), 8192)
+	huge.Add(huge, big.NewInt(1))
+	hugeCert := issue(t, "partner app", &rsa.PublicKey{N: huge, E: 65537}, caKey, ca, now.Add(-time.Hour), now.Add(year))
 
 	tests := []struct {
 		name          string
@@ -179,6 +184,8 @@ func TestParseCertificate(t *testing.T) {
 		{name: "garbage key", certPEM: certPEMOf(selfSigned), keyPEM: []byte("-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5IGF0IGFsbCwgcmVhbGx5\n-----END PRIVATE KEY-----\n"), wantErr: entra.ErrCertificateUnparsable, wantInMessage: "tls.key"},
 		{name: "key that is not PEM", certPEM: certPEMOf(selfSigned), keyPEM: x509.MarshalPKCS1PrivateKey(leafKey), wantErr: entra.ErrCertificateUnparsable, wantInMessage: "tls.key"},
 		{name: "certificate where the key belongs", certPEM: certPEMOf(selfSigned), keyPEM: certPEMOf(selfSigned), wantErr: entra.ErrCertificateUnparsable, wantInMessage: "tls.key"},
+		// The size is refused before the key is read: this key is not even parsable.
+		{name: "RSA key over 8192 bits", certPEM: certPEMOf(hugeCert), keyPEM: []byte("not a key"), wantErr: entra.ErrCertificateUnparsable, wantInMessage: "8193 bits"},
 		{name: "encrypted key", certPEM: certPEMOf(selfSigned), keyPEM: encrypted, wantErr: entra.ErrCertificateUnparsable, wantInMessage: "encrypted"},
 	}
 	for _, tt := range tests {

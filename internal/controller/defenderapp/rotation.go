@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -418,6 +419,10 @@ func (a *rotationAct) addKey() error {
 	return nil
 }
 
+// aadstsKeyNotFound is Entra ID's answer to an assertion signed by a key the app
+// registration does not (yet, on the replica asked) list.
+const aadstsKeyNotFound = 700027
+
 // checkNextAndPromote is steps 3 and 4: once Entra ID accepts the next
 // certificate in the home tenant, it replaces the current one in a single
 // Secret update, which every tenant of the app sees as a credential change.
@@ -431,7 +436,13 @@ func (a *rotationAct) checkNextAndPromote() error {
 		var failure *entra.Failure
 		if errors.As(err, &failure) {
 			// Entra ID replicates new keys with a delay: until then this is
-			// AADSTS700027, retried with the slow backoff.
+			// AADSTS700027, retried with the slow backoff. Its usual message asks a
+			// person to upload the certificate, which addKey has just done, so it
+			// is not repeated here: only a key that never becomes usable needs one.
+			if slices.Contains(failure.AADSTS, aadstsKeyNotFound) {
+				return &stepFailure{step: step, err: errors.New("the new certificate is not accepted by Entra ID yet (AADSTS700027): a key added to the app registration reaches every Entra ID replica after a delay. " +
+					"If this lasts for hours, check on the app registration that the new certificate is listed")}
+			}
 			return &stepFailure{step: step, err: fmt.Errorf("the new certificate is not accepted by Entra ID yet: %s", failure.Message)}
 		}
 		return err
