@@ -85,11 +85,14 @@ func (o *consentOptions) run(ctx context.Context) error {
 	return printConsentTable(o.streams.Out, waiting, o.allNamespaces)
 }
 
-// consentRow is what a customer's admin needs, in the order of every format.
+// consentRow is what a customer's admin needs, in the order of every format. The
+// app is shown because the link asks consent for whatever app the tenant names:
+// a DefenderApp of a namespace someone else edits may be no app of the partner's.
 func consentRow(tenant *v1alpha1.DefenderTenant) []string {
 	return []string{
 		tenant.Namespace,
 		tenant.Name,
+		appName(tenant),
 		tenant.Spec.TenantID,
 		readyReason(tenant),
 		strings.Join(tenant.Status.MissingRoles, ","),
@@ -97,11 +100,12 @@ func consentRow(tenant *v1alpha1.DefenderTenant) []string {
 	}
 }
 
-var consentHeader = []string{"namespace", "name", "tenantID", "reason", "missingRoles", "adminConsentURL"}
+var consentHeader = []string{"namespace", "name", "app", "tenantID", "reason", "missingRoles", "adminConsentURL"}
 
 func printConsentTable(out io.Writer, tenants []v1alpha1.DefenderTenant, withNamespace bool) error {
 	table := &metav1.Table{ColumnDefinitions: []metav1.TableColumnDefinition{
 		{Name: "Name", Type: "string", Format: "name"},
+		{Name: "App", Type: "string"},
 		{Name: "Tenant ID", Type: "string"},
 		{Name: "Reason", Type: "string"},
 		{Name: "Missing Roles", Type: "string"},
@@ -110,7 +114,7 @@ func printConsentTable(out io.Writer, tenants []v1alpha1.DefenderTenant, withNam
 	for i := range tenants {
 		row := consentRow(&tenants[i])
 		table.Rows = append(table.Rows, metav1.TableRow{
-			Cells:  []any{row[1], row[2], row[3], orNone(row[4]), orNone(row[5])},
+			Cells:  []any{row[1], row[2], row[3], row[4], orNone(row[5]), orNone(row[6])},
 			Object: runtime.RawExtension{Object: &tenants[i]},
 		})
 	}
@@ -125,7 +129,11 @@ func printConsentCSV(out io.Writer, tenants []v1alpha1.DefenderTenant) error {
 		return err
 	}
 	for i := range tenants {
-		if err := w.Write(consentRow(&tenants[i])); err != nil {
+		row := consentRow(&tenants[i])
+		for j := range row {
+			row[j] = inertInSpreadsheets(row[j])
+		}
+		if err := w.Write(row); err != nil {
 			return err
 		}
 	}
@@ -137,8 +145,8 @@ func printConsentCSV(out io.Writer, tenants []v1alpha1.DefenderTenant) error {
 // a mail.
 func printConsentMarkdown(out io.Writer, tenants []v1alpha1.DefenderTenant) error {
 	var b strings.Builder
-	b.WriteString("| Namespace | Name | Tenant ID | Reason | Missing roles | Consent URL |\n")
-	b.WriteString("|---|---|---|---|---|---|\n")
+	b.WriteString("| Namespace | Name | App | Tenant ID | Reason | Missing roles | Consent URL |\n")
+	b.WriteString("|---|---|---|---|---|---|---|\n")
 	for i := range tenants {
 		b.WriteString("|")
 		for _, cell := range consentRow(&tenants[i]) {
@@ -150,7 +158,20 @@ func printConsentMarkdown(out io.Writer, tenants []v1alpha1.DefenderTenant) erro
 	return err
 }
 
-// markdownCell keeps a value inside its table cell: a pipe would end the cell and
-// a line break the row; a backslash is escaped first so that the pipe's escape
-// stays one.
-var markdownCell = strings.NewReplacer(`\`, `\\`, "|", `\|`, "\r\n", " ", "\n", " ", "\r", " ").Replace
+// markdownCell keeps a value inside its table cell and plain text: a pipe would
+// end the cell and a line break the row; brackets, parentheses and angle brackets
+// could make a link or HTML of a role name that whoever edits a namespace chose;
+// a backslash is escaped first so that the other escapes stay one.
+var markdownCell = strings.NewReplacer(`\`, `\\`, "|", `\|`, "[", `\[`, "]", `\]`, "(", `\(`, ")", `\)`, "<", `\<`, ">", `\>`,
+	"\r\n", " ", "\n", " ", "\r", " ").Replace
+
+// inertInSpreadsheets keeps a CSV cell from being read as a formula by a
+// spreadsheet (OWASP's CSV injection advice): a cell starting with =, +, -, @, a
+// tab or a carriage return gets a leading apostrophe. Role names come from specs
+// that whoever edits a namespace writes.
+func inertInSpreadsheets(cell string) string {
+	if cell != "" && strings.ContainsRune("=+-@\t\r", rune(cell[0])) {
+		return "'" + cell
+	}
+	return cell
+}

@@ -42,9 +42,45 @@ func TestConsentCSVQuotes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{f.east, "woodgrove", "44444444-4444-4444-8444-444444444444", "MissingRoles", `Custom"Quoted|Role,SecurityAlert.Read.All`,
+	want := []string{f.east, "woodgrove", "ClusterDefenderApp/kd-partner", "44444444-4444-4444-8444-444444444444", "MissingRoles", `Custom"Quoted|Role,SecurityAlert.Read.All`,
 		"https://login.microsoftonline.com/44444444-4444-4444-8444-444444444444/v2.0/adminconsent?client_id=" + partnerClientID + "&scope=https%3A%2F%2Fgraph.microsoft.com%2F.default"}
 	if len(records) != 4 || !slices.Equal(records[3], want) {
 		t.Errorf("CSV records %q, want 4 with the last %q", records, want)
+	}
+}
+
+// Role names and messages are chosen by whoever edits a namespace: in a
+// spreadsheet they must stay text, in Markdown plain text in their cell, and on a
+// terminal they must not drive it.
+func TestConsentOutputKeepsHostileTextInert(t *testing.T) {
+	for in, want := range map[string]string{
+		`=HYPERLINK("https://evil.example","Consent")`: `'=HYPERLINK("https://evil.example","Consent")`,
+		"+1":                        "'+1",
+		"-2":                        "'-2",
+		"@SUM(A1)":                  "'@SUM(A1)",
+		"\tx":                      "'\tx",
+		"SecurityAlert.Read.All":    "SecurityAlert.Read.All",
+		"https://login.example/x=1": "https://login.example/x=1",
+		"":                          "",
+	} {
+		if got := inertInSpreadsheets(in); got != want {
+			t.Errorf("inertInSpreadsheets(%q) = %q, want %q", in, got, want)
+		}
+	}
+	for in, want := range map[string]string{
+		"[Consent](https://evil.example)": `\[Consent\]\(https://evil.example\)`,
+		"<img src=x>":                     `\<img src=x\>`,
+		"a|b\nc":                          `a\|b c`,
+	} {
+		if got := markdownCell(in); got != want {
+			t.Errorf("markdownCell(%q) = %q, want %q", in, got, want)
+		}
+	}
+	var out strings.Builder
+	if _, err := (escapedWriter{&out}).Write([]byte("role\x1b]8;;https://evil.example\x1b\\x\rX")); err != nil {
+		t.Fatal(err)
+	}
+	if strings.ContainsAny(out.String(), "\x1b\r") {
+		t.Errorf("escapedWriter wrote %q: an escape or carriage return reached the terminal", out.String())
 	}
 }

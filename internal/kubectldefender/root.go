@@ -5,12 +5,14 @@ package kubectldefender
 
 import (
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/cli-runtime/pkg/printers"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -53,6 +55,10 @@ func NewCommand(streams genericiooptions.IOStreams) *cobra.Command {
 
 func newCommand(o *rootOptions) *cobra.Command {
 	o.flags = genericclioptions.NewConfigFlags(true)
+	// Names, roles and messages come from specs and statuses that whoever edits a
+	// namespace writes: an escape sequence in one must not drive the terminal of
+	// whoever runs the plugin (kubectl's own printers escape them the same way).
+	o.streams.Out, o.streams.ErrOut = escapedWriter{o.streams.Out}, escapedWriter{o.streams.ErrOut}
 	streams := o.streams
 	cmd := &cobra.Command{
 		Use:   "kubectl-defender",
@@ -79,6 +85,17 @@ Microsoft Graph.`,
 		newOnboardCommand(o),
 	)
 	return cmd
+}
+
+// escapedWriter writes through printers.WriteEscaped, which shows ESC and CR as
+// text.
+type escapedWriter struct{ w io.Writer }
+
+func (e escapedWriter) Write(p []byte) (int, error) {
+	if err := printers.WriteEscaped(e.w, string(p)); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 // client reaches the API server of the kubeconfig's current (or --context) context.
