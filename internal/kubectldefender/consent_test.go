@@ -58,7 +58,7 @@ func TestConsentOutputKeepsHostileTextInert(t *testing.T) {
 		"+1":                        "'+1",
 		"-2":                        "'-2",
 		"@SUM(A1)":                  "'@SUM(A1)",
-		"\tx":                      "'\tx",
+		"\tx":                       "'\tx",
 		"SecurityAlert.Read.All":    "SecurityAlert.Read.All",
 		"https://login.example/x=1": "https://login.example/x=1",
 		"":                          "",
