@@ -63,6 +63,7 @@ type rotationMemory struct {
 
 type rotationState struct {
 	lastRegistrationCheck time.Time
+	lastKeyGenerated      time.Time
 	failures              int
 	retryAt               time.Time
 	// problem is the last failure, shown until the step is retried.
@@ -139,7 +140,7 @@ func (r *Reconciler) rotate(ctx context.Context, app v1alpha1.App, in *appStatus
 		f.Next = parseTLS(secret, SecretKeyNextCertificate, SecretKeyNextKey)
 	}
 	mem := r.rotations.get(app.GetUID())
-	f.LastRegistrationCheck, f.RetryAt = mem.lastRegistrationCheck, mem.retryAt
+	f.LastRegistrationCheck, f.RetryAt, f.LastKeyGenerated = mem.lastRegistrationCheck, mem.retryAt, mem.lastKeyGenerated
 
 	out := &rotationOutcome{Status: prev.Rotation.DeepCopy()}
 	if f.Current != nil && prev.Certificate != nil && strings.EqualFold(prev.Certificate.SHA1Thumbprint, f.Current.SHA1Thumbprint()) {
@@ -250,10 +251,18 @@ func sentence(text string) string {
 	return text + "."
 }
 
+// keyGenerated records that a key pair is being generated for the app, whether
+// or not the step then succeeds: the next one waits keyGenerationInterval.
+func (a *rotationAct) keyGenerated() {
+	now := a.facts.Now
+	a.r.rotations.update(a.app.GetUID(), func(s *rotationState) { s.lastKeyGenerated = now })
+}
+
 // createSecret generates the first key and creates the managed Secret. The
 // certificate cannot be registered yet, so no token request is made for it now.
 func (a *rotationAct) createSecret() error {
 	now := a.facts.Now
+	a.keyGenerated()
 	cert, certPEM, keyPEM, err := entra.GenerateCertificate(a.commonName(), now.Add(-clockSkewAllowance), now.Add(a.params.Validity))
 	if err != nil {
 		return err
@@ -347,6 +356,7 @@ func (a *rotationAct) notRegisteredMessage(entraSaid string) string {
 // before anything is registered, so that a restart adds this key and no other.
 func (a *rotationAct) generateNext() error {
 	now := a.facts.Now
+	a.keyGenerated()
 	next, certPEM, keyPEM, err := entra.GenerateCertificate(a.commonName(), now.Add(-clockSkewAllowance), now.Add(a.params.Validity))
 	if err != nil {
 		return err

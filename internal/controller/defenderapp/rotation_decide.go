@@ -76,6 +76,23 @@ type rotationFacts struct {
 	LastRegistrationCheck time.Time
 	// RetryAt is when a failed step may be tried again; zero when none failed.
 	RetryAt time.Time
+	// LastKeyGenerated is when this process last generated a key pair for the
+	// app; zero when never.
+	LastKeyGenerated time.Time
+}
+
+// keyGenerationInterval: an app's key pairs are generated at most this often.
+// RSA key generation costs the shared workers real CPU, and whoever edits the
+// namespace could delete the Secret, or its next.* keys, in a loop.
+const keyGenerationInterval = time.Minute
+
+// generateOrWait is step, which generates a key pair, unless one was generated
+// for the app within keyGenerationInterval.
+func generateOrWait(f rotationFacts, step rotationStep) (rotationDecision, bool) {
+	if due := f.LastKeyGenerated.Add(keyGenerationInterval); !f.LastKeyGenerated.IsZero() && f.Now.Before(due) {
+		return rotationDecision{Step: stepWait, Wait: due.Sub(f.Now)}, true
+	}
+	return rotationDecision{Step: step}, true
 }
 
 // rotationStep is what a reconcile does about the managed certificate.
@@ -118,7 +135,10 @@ var rotationChecks = []struct {
 	decide func(f rotationFacts) (rotationDecision, bool)
 }{
 	{"SecretMissing", func(f rotationFacts) (rotationDecision, bool) {
-		return rotationDecision{Step: stepCreateSecret}, !f.SecretFound
+		if f.SecretFound {
+			return rotationDecision{}, false
+		}
+		return generateOrWait(f, stepCreateSecret)
 	}},
 	// An unusable Secret is the credential's problem (InvalidCertificate and
 	// the like), reported as for any certificate; nothing is rotated from it.
@@ -156,14 +176,14 @@ var rotationChecks = []struct {
 			// write: the key it made is the one to add, never a second.
 			return rotationDecision{Step: stepAddKey}, true
 		}
-		return rotationDecision{Step: stepGenerateNext}, true
+		return generateOrWait(f, stepGenerateNext)
 	}},
 	{"KeyGenerated", func(f rotationFacts) (rotationDecision, bool) {
 		if f.Prev.Rotation.Phase != v1alpha1.RotationKeyGenerated {
 			return rotationDecision{}, false
 		}
 		if f.Next == nil {
-			return rotationDecision{Step: stepGenerateNext}, true
+			return generateOrWait(f, stepGenerateNext)
 		}
 		return rotationDecision{Step: stepAddKey}, true
 	}},

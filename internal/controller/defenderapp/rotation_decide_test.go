@@ -39,6 +39,10 @@ func TestDecideRotation(t *testing.T) {
 		want  rotationDecision
 	}{
 		{"no Secret: the first key", rotationFacts{Now: t0}, rotationDecision{Step: stepCreateSecret}},
+		{"no Secret again 20s after a key was generated: wait the rest of the minute", rotationFacts{Now: t0, LastKeyGenerated: t0.Add(-20 * time.Second)},
+			rotationDecision{Step: stepWait, Wait: 40 * time.Second}},
+		{"no Secret a minute after a key was generated: the first key", rotationFacts{Now: t0, LastKeyGenerated: t0.Add(-time.Minute)},
+			rotationDecision{Step: stepCreateSecret}},
 		{"an unusable Secret: nothing", rotationFacts{Now: t0, SecretFound: true}, rotationDecision{Step: stepWait}},
 		{"never checked: check", rotationFacts{Now: t0, SecretFound: true, Current: current}, rotationDecision{Step: stepCheckRegistration}},
 		{"checked 30s ago: wait the rest of the minute", rotationFacts{Now: t0, SecretFound: true, Current: current, LastRegistrationCheck: t0.Add(-30 * time.Second)},
@@ -59,6 +63,12 @@ func TestDecideRotation(t *testing.T) {
 			Prev: status(&v1alpha1.RotationStatus{Phase: v1alpha1.RotationKeyGenerated})}, rotationDecision{Step: stepAddKey}},
 		{"key generated but next.* lost: generate again", rotationFacts{Now: start, Params: params, SecretFound: true, Current: current,
 			Prev: status(&v1alpha1.RotationStatus{Phase: v1alpha1.RotationKeyGenerated})}, rotationDecision{Step: stepGenerateNext}},
+		{"next.* lost again 10s after it was generated: wait the rest of the minute", rotationFacts{Now: start, Params: params, SecretFound: true, Current: current,
+			LastKeyGenerated: start.Add(-10 * time.Second), Prev: status(&v1alpha1.RotationStatus{Phase: v1alpha1.RotationKeyGenerated})},
+			rotationDecision{Step: stepWait, Wait: 50 * time.Second}},
+		{"idle at the start 10s after a key was generated: wait the rest of the minute", rotationFacts{Now: start, Params: params, SecretFound: true, Current: current,
+			LastKeyGenerated: start.Add(-10 * time.Second), Prev: status(&v1alpha1.RotationStatus{Phase: v1alpha1.RotationIdle})},
+			rotationDecision{Step: stepWait, Wait: 50 * time.Second}},
 		{"key added: check it", rotationFacts{Now: start, Params: params, SecretFound: true, Current: current, Next: next,
 			Prev: status(&v1alpha1.RotationStatus{Phase: v1alpha1.RotationKeyAdded, PendingThumbprint: next.SHA1Thumbprint()})}, rotationDecision{Step: stepCheckNext}},
 		{"key added and already in tls.*: record the promotion", rotationFacts{Now: start, Params: params, SecretFound: true, Current: next,
