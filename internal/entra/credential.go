@@ -121,15 +121,22 @@ func secretsIn(params url.Values) []string {
 		}
 	}
 	for _, v := range params["client_assertion"] {
-		if v == "" {
-			continue
-		}
-		secrets = append(secrets, v)
-		for part := range strings.SplitSeq(v, ".") {
-			if len(part) >= minSecretPart && part != v {
-				secrets = append(secrets, part)
-			}
-		}
+		secrets = append(secrets, jwtParts(v)...)
 	}
 	return secrets
+}
+
+// jwtParts is a JWT (or any dotted secret) whole, and each of its parts long
+// enough to matter; nothing for an empty one.
+func jwtParts(v string) []string {
+	if v == "" {
+		return nil
+	}
+	out := []string{v}
+	for part := range strings.SplitSeq(v, ".") {
+		if len(part) >= minSecretPart && part != v {
+			out = append(out, part)
+		}
+	}
+	return out
 }

@@ -148,9 +148,12 @@ func (c *GraphClient) RemoveKey(ctx context.Context, req KeyRequest, keyID strin
 
 func (c *GraphClient) call(ctx context.Context, action string, req KeyRequest, body map[string]any, answer any) error {
 	fail := func(status int, code, message, requestID string) *GraphError {
-		s := scrubber{secrets: []string{req.AccessToken}}
+		// Whole, and each part long enough to matter, as for the token
+		// endpoint's assertions: a host that echoes only a JWT's payload or
+		// signature must not get it into a message either.
+		s := scrubber{secrets: jwtParts(req.AccessToken)}
 		if p, ok := body["proof"].(string); ok {
-			s.secrets = append(s.secrets, p)
+			s.secrets = append(s.secrets, jwtParts(p)...)
 		}
 		return &GraphError{Action: action, Status: status, Code: s.line(code, maxErrorCodeLen),
 			Message: s.line(message, maxDetailLen), RequestID: s.line(requestID, maxIDLen)}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -238,6 +240,41 @@ func TestGraphHosts(t *testing.T) {
 	for _, bad := range []string{"http://graph.example", "Mars=https://x.example", "Public=https://a.example,Public=https://b.example", "https://u:p@x.example", ""} {
 		if _, err := entra.ParseGraphHosts(bad); err == nil {
 			t.Errorf("ParseGraphHosts(%q) accepted", bad)
+		}
+	}
+}
+
+// A host that echoes only a part of the bearer token or of the proof (a JWT's
+// payload, its signature) gets neither into the error: each part long enough to
+// matter is scrubbed, as for the token endpoint's assertions.
+func TestGraphClientScrubsPartsOfTheTokenAndProof(t *testing.T) {
+	f := newRollFixture(t)
+	var parts []string
+	echo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Proof string `json:"proof"`
+		}
+		_ = json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&body)
+		token := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		parts = append(strings.Split(token, ".")[1:], strings.Split(body.Proof, ".")[1:]...)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = fmt.Fprintf(w, `{"error":{"code":"echo","message":"payload %s sig %s proof %s sig %s"}}`, parts[0], parts[1], parts[2], parts[3])
+	}))
+	t.Cleanup(echo.Close)
+	req := f.request(t, f.current)
+	req.GraphHost = echo.URL
+	next, _ := generate(t, rollT0)
+	_, err := (&entra.GraphClient{Clock: f.clock}).AddKey(context.Background(), req, next)
+	if err == nil || len(parts) != 4 {
+		t.Fatalf("AddKey: %v (parts seen %d)", err, len(parts))
+	}
+	if !strings.Contains(err.Error(), "payload") {
+		t.Fatalf("error %q does not carry the host's message at all", err)
+	}
+	for _, p := range parts {
+		if strings.Contains(err.Error(), p) {
+			t.Errorf("error quotes a part of the token or proof: %.200s", err)
 		}
 	}
 }
