@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -256,7 +257,7 @@ func TestGraphClientScrubsPartsOfTheTokenAndProof(t *testing.T) {
 		}
 		_ = json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&body)
 		token := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
-		parts = append(strings.Split(token, ".")[1:], strings.Split(body.Proof, ".")[1:]...)
+		parts = slices.Concat(strings.Split(token, ".")[1:], strings.Split(body.Proof, ".")[1:])
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusBadRequest)
 		_, _ = fmt.Fprintf(w, `{"error":{"code":"echo","message":"payload %s sig %s proof %s sig %s"}}`, parts[0], parts[1], parts[2], parts[3])
@@ -272,8 +273,10 @@ func TestGraphClientScrubsPartsOfTheTokenAndProof(t *testing.T) {
 	if !strings.Contains(err.Error(), "payload") {
 		t.Fatalf("error %q does not carry the host's message at all", err)
 	}
+	// The message is cut to a bounded length, so a part shows, if at all, by its
+	// beginning.
 	for _, p := range parts {
-		if strings.Contains(err.Error(), p) {
+		if strings.Contains(err.Error(), p[:16]) {
 			t.Errorf("error quotes a part of the token or proof: %.200s", err)
 		}
 	}
