@@ -151,6 +151,11 @@ func TestSecretWritesPolicyAdmitsManagedCertificateSecretsOnly(t *testing.T) {
 			s.Type, s.Data = corev1.SecretTypeBasicAuth, map[string][]byte{"username": []byte("u"), "password": []byte("p")}
 			return asOperator.Create(ctx, s)
 		}},
+		{"create a managed certificate Secret holding another key, as a serving certificate for some other component would", func() error {
+			s := managedCertificateSecret(ns, "ca-bundle")
+			s.Data["ca.crt"] = s.Data[corev1.TLSCertKey]
+			return asOperator.Create(ctx, s)
+		}},
 		{"create a managed certificate Secret that a tenant's label claims", func() error {
 			s := managedCertificateSecret(ns, "tenant-labelled")
 			s.Labels[v1alpha1.LabelTenant] = "contoso"
