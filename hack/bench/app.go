@@ -18,6 +18,7 @@ import (
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 	"github.com/tenantcreds/defender-tenant-operator/internal/entra"
+	"github.com/tenantcreds/defender-tenant-operator/internal/entraemu"
 	"github.com/tenantcreds/defender-tenant-operator/internal/selfsigned"
 )
 
@@ -32,10 +33,16 @@ const (
 	signingRounds = 300
 )
 
-// newBenchCertificate is an app certificate credential valid for a year.
-func newBenchCertificate() (selfsigned.Certificate, error) {
+// newCertificate is an app certificate credential valid for a year or, with
+// -managed-rotation, for managedCertificateLifetime: a certificate the managed
+// rotation must replace as soon as it is put under it.
+func (b *bench) newCertificate() (selfsigned.Certificate, error) {
 	now := time.Now()
-	return selfsigned.New("defender-tenant-operator bench", now.Add(-time.Hour), now.AddDate(1, 0, 0))
+	notAfter := now.AddDate(1, 0, 0)
+	if b.ManagedRotation {
+		notAfter = now.Add(managedCertificateLifetime)
+	}
+	return selfsigned.New("defender-tenant-operator bench", now.Add(-time.Hour), notAfter)
 }
 
 func tlsData(c selfsigned.Certificate) map[string][]byte {
@@ -58,10 +65,11 @@ func (b *bench) setUpApp(ctx context.Context, root string) error {
 	for r := range resources {
 		b.operatorResources[r] = true
 	}
-	if b.cert, err = newBenchCertificate(); err != nil {
+	if b.cert, err = b.newCertificate(); err != nil {
 		return err
 	}
 	b.emu.AddCertificate(clientID, b.cert.Cert)
+	b.emu.RegisterApplication(entraemu.Application{ObjectID: appObjectID, ClientID: clientID, HomeTenantID: homeTenantID})
 	if err := b.cl.Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: certSecretName, Namespace: clusterResourceNS},
 		Type:       corev1.SecretTypeTLS,
@@ -182,7 +190,7 @@ func processCPU() time.Duration {
 // reports the most in any one second (a sliding window).
 func (b *bench) rotation(ctx context.Context) error {
 	progress("rotating the app's certificate")
-	next, err := newBenchCertificate()
+	next, err := b.newCertificate()
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 )
 
 // buildOnce builds the manager once for all smoke tests, outside their deadlines:
@@ -35,7 +37,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// smokeRun runs the harness with c and the manager built once, within two minutes.
+// smokeRun runs the harness with c and the manager built once, within two minutes,
+// and two more with the managed rotation, whose re-mints are spread over a minute.
 func smokeRun(t *testing.T, c config) *report {
 	t.Helper()
 	if testing.Short() || os.Getenv("KUBEBUILDER_ASSETS") == "" {
@@ -47,7 +50,11 @@ func smokeRun(t *testing.T, c config) *report {
 		t.Fatal(err)
 	}
 	c.Manager = manager
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	limit := 2 * time.Minute
+	if c.ManagedRotation {
+		limit += 2 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), limit)
 	defer cancel()
 	var out bytes.Buffer
 	r, err := run(ctx, c, newReport(&out))
@@ -88,13 +95,16 @@ func TestBenchSmoke(t *testing.T) {
 }
 
 // TestBenchSmokeApp runs the app mode (-app) at N=6 over 3 namespaces, without the
-// rotation (its re-mints are spread over a minute whatever N). Counts only. Most of
-// its time is a control plane's start and three operator pairs, like
-// TestBenchSmoke's, so the two run in parallel: the package takes little longer than
-// either alone.
+// partner's rotation but with the managed one (the re-mints of either are spread
+// over a minute whatever N; the managed rotation is the one with a contract to
+// check). Counts only. Most of its time is a control plane's start, three operator
+// pairs, like TestBenchSmoke's, and the managed rotation's minute, so the two run
+// in parallel.
 func TestBenchSmokeApp(t *testing.T) {
 	t.Parallel()
-	r := smokeRun(t, config{N: 6, Idle: time.Second, Workers: 10, App: true, Namespaces: 3, SkipRotation: true})
+	// Without a replication delay the first check of the new key succeeds, and the
+	// promotion follows addKey by about a second instead of the slow backoff's minute.
+	r := smokeRun(t, config{N: 6, Idle: time.Second, Workers: 10, App: true, Namespaces: 3, SkipRotation: true, ManagedRotation: true})
 	expectValues(t, r, map[string]string{
 		"mode":                                 "app",
 		"run_token_requests":                   "6",
@@ -104,7 +114,21 @@ func TestBenchSmokeApp(t *testing.T) {
 		"run_api POST secrets":                 "6",
 		"run_api PATCH defendertenants/status": "6",
 		"idle_app_status_writes":               "0",
+		// Every tenant re-minted once after the promotion, and none left Ready:
+		// ready_after shows the watch that counts the losses saw every tenant Ready.
+		"managed_rotation_remint_token_requests": "6",
+		"managed_rotation_ready_lost":            "0",
+		"managed_rotation_ready_after":           "6",
+		"managed_rotation_app_ready":             "true",
 	})
+	// The rotation ran through Graph in the home tenant: a check of the adopted
+	// certificate, a token for addKey, one for the check of the new key at least.
+	if got, err := strconv.Atoi(r.values["managed_rotation_home_tenant_token_requests"]); err != nil || got < 3 {
+		t.Errorf("managed_rotation_home_tenant_token_requests = %q, want at least 3", r.values["managed_rotation_home_tenant_token_requests"])
+	}
+	if phase := r.values["managed_rotation_app_phase"]; phase != string(v1alpha1.RotationPromoted) && phase != string(v1alpha1.RotationIdle) {
+		t.Errorf("managed_rotation_app_phase = %q, want Promoted or Idle", phase)
+	}
 	// status.tenants is written at most once per 10 s: at most one write per
 	// started 10 s until the app showed every tenant Ready, and the app
 	// controller's own, none of which the create needs.

@@ -6,7 +6,8 @@
 //
 // With -app the tenants are spread over -namespaces namespaces and all use one
 // ClusterDefenderApp with a certificate credential, and the run adds the cost of
-// signing assertions and a certificate rotation.
+// signing assertions, a certificate rotation by the partner and, unless
+// -managed-rotation=false, one by the operator itself (managed rotation).
 //
 //	make bench BENCH_ARGS="-n 1000 -latency 50ms"
 //	make bench BENCH_ARGS="-app -n 10000"
@@ -72,6 +73,12 @@ type config struct {
 	// SkipRotation leaves out the app mode's rotation, which takes a minute or more
 	// whatever N (the operator spreads re-mints over rotationSpread).
 	SkipRotation bool
+	// ManagedRotation (-app) puts the app's certificate under managed rotation
+	// after the rotation above and measures the operator's own rotation.
+	ManagedRotation bool
+	// ReplicationDelay is how long the emulator takes to accept a key added through
+	// Graph, in the managed rotation.
+	ReplicationDelay time.Duration
 }
 
 func main() {
@@ -90,6 +97,8 @@ func main() {
 	flag.DurationVar(&c.Timeout, "timeout", 60*time.Minute, "give up after this long")
 	flag.BoolVar(&c.App, "app", false, "app mode: tenants over -namespaces namespaces, all using one ClusterDefenderApp with a certificate credential")
 	flag.IntVar(&c.Namespaces, "namespaces", 100, "with -app: namespaces the tenants are spread over")
+	flag.BoolVar(&c.ManagedRotation, "managed-rotation", true, "with -app: put the app's certificate under managed rotation, inside renewBefore, and measure the rotation")
+	flag.DurationVar(&c.ReplicationDelay, "replication-delay", 2*time.Second, "with -managed-rotation: how long the emulator takes to accept a key added through Graph")
 	flag.Parse()
 	c.OperatorArgs, c.OperatorEnv = strings.Fields(opArgs), strings.Fields(opEnv)
 	if c.N < 1 || c.Workers < 1 || c.Namespaces < 1 {
@@ -169,6 +178,9 @@ func run(ctx context.Context, c config, out *report) (_ *report, err error) {
 		phases = []func(context.Context) error{b.signing, b.create, b.idle, b.unrelated, b.spread}
 		if !b.SkipRotation {
 			phases = append(phases, b.rotation)
+		}
+		if b.ManagedRotation {
+			phases = append(phases, b.managedRotation)
 		}
 		phases = append(phases, b.restart, b.floor)
 	}
@@ -254,7 +266,8 @@ func (b *bench) setUp(ctx context.Context) (stop func(), err error) {
 
 	var emuURL string
 	var stopEmu func()
-	if b.emu, emuURL, stopEmu, err = startEmulator(b.N, b.Latency); err != nil {
+	var graphURL string
+	if b.emu, emuURL, graphURL, stopEmu, err = startEmulator(b.N, b.Latency); err != nil {
 		return stop, err
 	}
 	stops = append(stops, stopEmu)
@@ -275,7 +288,7 @@ func (b *bench) setUp(ctx context.Context) (stop func(), err error) {
 
 	b.args = []string{"--kubeconfig=" + kubeconfigPath, "--authority-host=" + emuURL}
 	if b.App {
-		b.args = append(b.args, "--cluster-resource-namespace="+clusterResourceNS)
+		b.args = append(b.args, "--cluster-resource-namespace="+clusterResourceNS, "--graph-host="+graphURL)
 	}
 	b.args = append(b.args, b.OperatorArgs...)
 	if b.op, err = startOperator(ctx, b.bin, b.args, b.OperatorEnv, filepath.Join(b.tmp, "operator-1.log")); err != nil {

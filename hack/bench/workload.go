@@ -223,11 +223,12 @@ func floorOnce(ctx context.Context, cl, writer client.Client, set tenantSet, n, 
 }
 
 // startEmulator serves the Entra ID emulator on loopback with the app and n
-// consented tenants holding the required roles.
-func startEmulator(n int, latency time.Duration) (*entraemu.Emulator, string, func(), error) {
+// consented tenants holding the required roles, and its Microsoft Graph (for
+// managed rotation) on a second loopback server; it returns both URLs.
+func startEmulator(n int, latency time.Duration) (_ *entraemu.Emulator, signIn, graph string, stop func(), _ error) {
 	emu, err := entraemu.New(entraemu.Options{})
 	if err != nil {
-		return nil, "", nil, err
+		return nil, "", "", nil, err
 	}
 	emu.AddApp(clientID, entraemu.Secret{Value: clientSecret})
 	for i := range n {
@@ -235,7 +236,8 @@ func startEmulator(n int, latency time.Duration) (*entraemu.Emulator, string, fu
 	}
 	emu.SetLatency(latency)
 	srv := httptest.NewServer(emu)
-	return emu, srv.URL, srv.Close, nil
+	graphSrv := httptest.NewServer(emu.Graph(v1alpha1.CloudPublic))
+	return emu, srv.URL, graphSrv.URL, func() { graphSrv.Close(); srv.Close() }, nil
 }
 
 // grantOperatorRole binds the operator's ClusterRole, as generated into
