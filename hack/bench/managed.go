@@ -10,12 +10,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
-	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/retry"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
@@ -147,31 +144,8 @@ type rotationWatch struct {
 }
 
 func watchRotation(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, set tenantSet) (*rotationWatch, error) {
-	c, err := cache.New(cfg, cache.Options{Scheme: scheme, DefaultLabelSelector: labels.SelectorFromSet(labels.Set(set.selector()))})
-	if err != nil {
-		return nil, err
-	}
-	inf, err := c.GetInformer(ctx, &v1alpha1.DefenderTenant{})
-	if err != nil {
-		return nil, err
-	}
 	w := &rotationWatch{ready: map[string]bool{}, refreshed: map[string]time.Time{}, changed: make(chan struct{})}
-	observe := func(obj any) {
-		if dt, ok := obj.(*v1alpha1.DefenderTenant); ok {
-			w.observe(dt)
-		}
-	}
-	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    observe,
-		UpdateFunc: func(_, obj any) { observe(obj) },
-	}); err != nil {
-		return nil, err
-	}
-	go func() { _ = c.Start(ctx) }()
-	if !c.WaitForCacheSync(ctx) {
-		return nil, fmt.Errorf("the harness's DefenderTenant informer did not sync")
-	}
-	return w, nil
+	return w, watchTenants(ctx, cfg, scheme, set, w.observe)
 }
 
 func (w *rotationWatch) observe(dt *v1alpha1.DefenderTenant) {

@@ -101,31 +101,37 @@ type readyWatch struct {
 }
 
 func watchReady(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, set tenantSet, n int) (*readyWatch, error) {
+	w := &readyWatch{ready: map[string]bool{}, want: n, all: make(chan struct{}), last: -1}
+	return w, watchTenants(ctx, cfg, scheme, set, w.observe)
+}
+
+// watchTenants calls observe with every DefenderTenant of the set the harness's own
+// informer sees added or updated, once that informer has synced.
+func watchTenants(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, set tenantSet, observe func(*v1alpha1.DefenderTenant)) error {
 	c, err := cache.New(cfg, cache.Options{Scheme: scheme, DefaultLabelSelector: labels.SelectorFromSet(labels.Set(set.selector()))})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	inf, err := c.GetInformer(ctx, &v1alpha1.DefenderTenant{})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	w := &readyWatch{ready: map[string]bool{}, want: n, all: make(chan struct{}), last: -1}
-	observe := func(obj any) {
+	handle := func(obj any) {
 		if dt, ok := obj.(*v1alpha1.DefenderTenant); ok {
-			w.observe(dt)
+			observe(dt)
 		}
 	}
 	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    observe,
-		UpdateFunc: func(_, obj any) { observe(obj) },
+		AddFunc:    handle,
+		UpdateFunc: func(_, obj any) { handle(obj) },
 	}); err != nil {
-		return nil, err
+		return err
 	}
 	go func() { _ = c.Start(ctx) }()
 	if !c.WaitForCacheSync(ctx) {
-		return nil, fmt.Errorf("the harness's DefenderTenant informer did not sync")
+		return fmt.Errorf("the harness's DefenderTenant informer did not sync")
 	}
-	return w, nil
+	return nil
 }
 
 func (w *readyWatch) observe(dt *v1alpha1.DefenderTenant) {

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/pmezard/go-difflib/difflib"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -347,25 +346,7 @@ func (w *onboardWorld) transcript(r onboardRun, csvPath string) string {
 // file with -update. The temporary CSV file, if any, reads as its base name.
 func (w *onboardWorld) golden(t *testing.T, name string, r onboardRun, csvPath ...string) {
 	t.Helper()
-	got := w.transcript(r, strings.Join(csvPath, ""))
-	path := filepath.Join("testdata", name+".golden")
-	if *update {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run the test with -update to write it)", err)
-	}
-	if got != string(want) {
-		diff, _ := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{A: difflib.SplitLines(string(want)), B: difflib.SplitLines(got), FromFile: path, ToFile: "got", Context: 2})
-		t.Errorf("output differs from %s:\n%s", path, diff)
-	}
+	compareGolden(t, name, w.transcript(r, strings.Join(csvPath, "")))
 }
 
 // expectNoTenants: a dry run or a refused onboarding wrote nothing.

@@ -102,12 +102,20 @@ var volatile = []struct {
 	{regexp.MustCompile(`("?creationTimestamp"?: "?)\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ`), "${1}<creationTimestamp>"},
 }
 
-// golden compares got with testdata/name.golden, or rewrites the file with -update.
+// golden compares got, its volatile parts replaced, with testdata/name.golden, or
+// rewrites the file with -update.
 func golden(t *testing.T, name, got string) {
 	t.Helper()
 	for _, v := range volatile {
 		got = v.pattern.ReplaceAllString(got, v.with)
 	}
+	compareGolden(t, name, got)
+}
+
+// compareGolden compares got with testdata/name.golden, or rewrites the file with
+// -update.
+func compareGolden(t *testing.T, name, got string) {
+	t.Helper()
 	path := filepath.Join("testdata", name+".golden")
 	if *update {
 		if err := os.MkdirAll("testdata", 0o755); err != nil {
