@@ -80,6 +80,16 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	// Managed rotation decides its next step from the persisted phase: a cache
+	// that has not yet seen the last step's status write would have addKey run
+	// twice. Rotating apps are few, so they are read from the API server.
+	if rotationParamsOf(*app.AppSpec()) != nil && r.APIReader != nil {
+		fresh := r.newApp()
+		if err := r.APIReader.Get(ctx, req.NamespacedName, fresh); err != nil {
+			return ctrl.Result{}, client.IgnoreNotFound(err)
+		}
+		app = fresh
+	}
 	if !app.GetDeletionTimestamp().IsZero() {
 		metrics.ForgetAppCertificateExpiry(r.Kind, req.NamespacedName)
 		metrics.ForgetAppCertificateRotations(r.Kind, req.NamespacedName)
