@@ -84,6 +84,8 @@ type Reconciler struct {
 	// discovered is what OpenID discovery said of a tenant in its current
 	// TenantNotFound episode (see discoverCloud).
 	discovered perTenant[discoveryMemo]
+	// spreads is when each running spread of re-mints began (see enqueueSpread).
+	spreads spreadOrigins
 }
 
 // +kubebuilder:rbac:groups=defender.tenantcreds.io,resources=defendertenants,verbs=get;list;watch

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"slices"
+	"sync"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -84,12 +85,49 @@ func appKindOf(app client.Object) v1alpha1.AppKind {
 
 type requestQueue = workqueue.TypedRateLimitingInterface[reconcile.Request]
 
-// enqueueSpread queues the tenants evenly over rotationSpread, in the order of a hash
-// of their names, so that a rotation reaches as many tenants in each second. A
-// delay drawn from the hash alone is uniform only on average: at 1,000 tenants its
-// busiest second held twice the mean. Ranking by the hash keeps the order the same
-// for the same tenants, and mixes namespaces rather than taking them in turn.
-func enqueueSpread(q requestQueue, requests []reconcile.Request) {
+// spreadOrigins remembers when each running spread began, by what it is about
+// (an app, or a credential), for rotationSpread. A managed rotation changes the
+// credential Secret twice within seconds (next.* written, then promoted); a
+// second spread over a first would visit the tenants reached before the
+// promotion again at the start of the minute, when the rest are still due, and
+// double the busiest second. Spreads that share an origin give each tenant the
+// same place in the same minute instead.
+type spreadOrigins struct {
+	mu    sync.Mutex
+	began map[string]time.Time
+}
+
+// origin is when the spread about source began: now, unless one began less
+// than rotationSpread ago. Origins older than that are forgotten, so the map
+// holds only what changed within the last minute.
+func (s *spreadOrigins) origin(source string, now time.Time) time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, began := range s.began {
+		if now.Sub(began) >= rotationSpread || now.Before(began) {
+			delete(s.began, k)
+		}
+	}
+	if began, ok := s.began[source]; ok {
+		return began
+	}
+	if s.began == nil {
+		s.began = map[string]time.Time{}
+	}
+	s.began[source] = now
+	return now
+}
+
+// enqueueSpread queues the tenants evenly over the minute from origin, in the
+// order of a hash of their names, so that a rotation reaches as many tenants in
+// each second. A delay drawn from the hash alone is uniform only on average: at
+// 1,000 tenants its busiest second held twice the mean. Ranking by the hash
+// keeps the order the same for the same tenants, and mixes namespaces rather
+// than taking them in turn. A tenant whose place in a running spread (origin
+// before now) has passed gets the same place in the following minute: the
+// work queue keeps the earlier of two times for a tenant still waiting, so
+// every tenant is visited once at its place, whatever the spreads overlap.
+func enqueueSpread(q requestQueue, requests []reconcile.Request, origin, now time.Time) {
 	type ranked struct {
 		req  reconcile.Request
 		rank float64
@@ -100,8 +138,26 @@ func enqueueSpread(q requestQueue, requests []reconcile.Request) {
 	}
 	slices.SortFunc(order, func(a, b ranked) int { return cmp.Compare(a.rank, b.rank) })
 	for i, r := range order {
-		q.AddAfter(r.req, rotationSpread*time.Duration(i)/time.Duration(len(order)))
+		at := origin.Add(rotationSpread * time.Duration(i) / time.Duration(len(order)))
+		if at.Before(now) {
+			at = at.Add(rotationSpread)
+		}
+		q.AddAfter(r.req, at.Sub(now))
 	}
+}
+
+// spread queues requests over the spread about source.
+func (r *Reconciler) spread(q requestQueue, source string, requests []reconcile.Request) {
+	now := r.now()
+	enqueueSpread(q, requests, r.spreads.origin(source, now), now)
+}
+
+// now is the reconciler's clock, the real one when none was set.
+func (r *Reconciler) now() time.Time {
+	if r.Clock == nil {
+		return time.Now()
+	}
+	return r.Clock.Now()
 }
 
 func enqueueNow(q requestQueue, requests []reconcile.Request) {
@@ -133,7 +189,7 @@ func (r *Reconciler) appEvents() handler.TypedEventHandler[client.Object, reconc
 				enqueueNow(q, tenants(ctx, e.ObjectNew))
 				return
 			}
-			enqueueSpread(q, tenants(ctx, e.ObjectNew))
+			r.spread(q, "app/"+manager.AppKey(appKindOf(cur), cur.GetNamespace(), cur.GetName()), tenants(ctx, e.ObjectNew))
 		},
 		DeleteFunc: func(ctx context.Context, e event.TypedDeleteEvent[client.Object], q requestQueue) {
 			enqueueNow(q, tenants(ctx, e.Object))
@@ -156,7 +212,7 @@ func (r *Reconciler) credentialEvents(kind string) handler.TypedEventHandler[cli
 			if e.ObjectOld.GetResourceVersion() == e.ObjectNew.GetResourceVersion() {
 				return // a resync
 			}
-			enqueueSpread(q, tenants(ctx, e.ObjectNew))
+			r.spread(q, kind+"/"+e.ObjectNew.GetNamespace()+"/"+e.ObjectNew.GetName(), tenants(ctx, e.ObjectNew))
 		},
 		DeleteFunc: func(ctx context.Context, e event.TypedDeleteEvent[client.Object], q requestQueue) {
 			enqueueNow(q, tenants(ctx, e.Object))

@@ -9,6 +9,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -35,7 +36,8 @@ func TestRotationIsSpreadOverAMinuteAndNeverBunchedInOneSecond(t *testing.T) {
 				requests[i] = reconcile.Request{NamespacedName: types.NamespacedName{Namespace: fmt.Sprintf("customer-%03d", i%100), Name: fmt.Sprintf("tenant-%05d", i)}}
 			}
 			q := &delayRecorder{delays: map[reconcile.Request]time.Duration{}}
-			enqueueSpread(q, requests)
+			now := time.Now()
+			enqueueSpread(q, requests, now, now)
 
 			perSecond := map[int]int{}
 			namespacesInFirstSecond := map[string]bool{}
@@ -74,13 +76,108 @@ func TestRotationIsSpreadOverAMinuteAndNeverBunchedInOneSecond(t *testing.T) {
 			again := &delayRecorder{delays: map[reconcile.Request]time.Duration{}}
 			reversed := slices.Clone(requests)
 			slices.Reverse(reversed)
-			enqueueSpread(again, reversed)
+			enqueueSpread(again, reversed, now, now)
 			for _, req := range requests {
 				if again.delays[req] != q.delays[req] {
 					t.Fatalf("%s: delay %s, then %s: the same tenants, listed in another order, must get the same places", req, q.delays[req], again.delays[req])
 				}
 			}
 		})
+	}
+}
+
+// delayingQueue keeps, as client-go's delaying queue does, the earlier of two
+// times for a request still waiting, on a clock the test moves.
+type delayingQueue struct {
+	requestQueue
+	clock *clocktesting.FakePassiveClock
+	due   map[reconcile.Request]time.Time
+}
+
+func (q *delayingQueue) AddAfter(req reconcile.Request, d time.Duration) {
+	at := q.clock.Now().Add(d)
+	if due, waiting := q.due[req]; !waiting || at.Before(due) {
+		q.due[req] = at
+	}
+}
+
+// runUntil hands out every request due by t, as workers would, and moves the clock to t.
+func (q *delayingQueue) runUntil(t time.Time) (handed map[reconcile.Request]time.Time) {
+	handed = map[reconcile.Request]time.Time{}
+	for req, due := range q.due {
+		if !due.After(t) {
+			handed[req] = due
+			delete(q.due, req)
+		}
+	}
+	q.clock.SetTime(t)
+	return handed
+}
+
+// A managed rotation changes the credential Secret twice within seconds: next.*
+// (nothing for the tenants to do), then the promotion (every tenant re-mints).
+// Whatever the time between them, every tenant is visited once after the
+// promotion, within a minute, and no second holds more than the even share.
+func TestOverlappingSpreadsVisitEachTenantOnceAtItsPlace(t *testing.T) {
+	const n = 1000
+	seconds := int(rotationSpread / time.Second)
+	requests := make([]reconcile.Request, n)
+	for i := range requests {
+		requests[i] = reconcile.Request{NamespacedName: types.NamespacedName{Namespace: fmt.Sprintf("customer-%03d", i%100), Name: fmt.Sprintf("tenant-%05d", i)}}
+	}
+	for _, gap := range []time.Duration{0, 300 * time.Millisecond, 2 * time.Second, 17500 * time.Millisecond, 59 * time.Second, rotationSpread, 90 * time.Second} {
+		t.Run(gap.String(), func(t *testing.T) {
+			start := time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC)
+			fakeClock := clocktesting.NewFakePassiveClock(start)
+			r := &Reconciler{Clock: fakeClock}
+			q := &delayingQueue{clock: fakeClock, due: map[reconcile.Request]time.Time{}}
+
+			r.spread(q, "Secret/partner/cert", requests) // next.* written
+			q.runUntil(start.Add(gap))                   // visited before the promotion: nothing to re-mint
+			promoted := fakeClock.Now()
+			r.spread(q, "Secret/partner/cert", requests) // promoted
+
+			visits := q.runUntil(promoted.Add(2 * rotationSpread))
+			if len(visits) != n {
+				t.Fatalf("%d tenants visited after the promotion, want all %d", len(visits), n)
+			}
+			perSecond := map[int64]int{}
+			for req, at := range visits {
+				if at.Before(promoted) || !at.Before(promoted.Add(rotationSpread)) {
+					t.Fatalf("%s visited %s after the promotion, want within [0, %s)", req, at.Sub(promoted), rotationSpread)
+				}
+				perSecond[at.Unix()]++
+			}
+			busiest := 0
+			for _, c := range perSecond {
+				busiest = max(busiest, c)
+			}
+			if limit := (n + seconds - 1) / seconds; busiest > limit {
+				t.Errorf("%d of %d tenants re-mint in the busiest second after the promotion, want at most %d", busiest, n, limit)
+			}
+		})
+	}
+}
+
+func TestSpreadOriginsAreForgottenAfterAMinute(t *testing.T) {
+	var s spreadOrigins
+	t0 := time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC)
+	if got := s.origin("a", t0); !got.Equal(t0) {
+		t.Fatalf("first spread begins at %s, want now %s", got, t0)
+	}
+	if got := s.origin("a", t0.Add(59*time.Second)); !got.Equal(t0) {
+		t.Errorf("a spread within the minute begins at %s, want the running one's %s", got, t0)
+	}
+	if got := s.origin("b", t0.Add(59*time.Second)); !got.Equal(t0.Add(59 * time.Second)) {
+		t.Errorf("another source shares an origin: %s", got)
+	}
+	later := t0.Add(rotationSpread)
+	if got := s.origin("a", later); !got.Equal(later) {
+		t.Errorf("a spread a minute later begins at %s, want now %s", got, later)
+	}
+	s.origin("c", later.Add(2*rotationSpread))
+	if len(s.began) != 1 {
+		t.Errorf("%d origins remembered, want only the one begun within the minute", len(s.began))
 	}
 }
 
