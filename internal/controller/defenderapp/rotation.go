@@ -64,8 +64,15 @@ type rotationMemory struct {
 type rotationState struct {
 	lastRegistrationCheck time.Time
 	lastKeyGenerated      time.Time
-	failures              int
-	retryAt               time.Time
+	// added is the next certificate this process's addKey registered, and the
+	// keyId Graph returned, until a later status shows it (see addOrRecord).
+	added struct{ thumbprint, keyID string }
+	// keyAddedAt starts replicationGrace for added (or, after a restart, for
+	// the pending key first checked); replicationChecks counts its checks.
+	keyAddedAt        time.Time
+	replicationChecks int
+	failures          int
+	retryAt           time.Time
 	// problem is the last failure, shown until the step is retried.
 	problem *conditions.Problem
 }
@@ -141,6 +148,9 @@ func (r *Reconciler) rotate(ctx context.Context, app v1alpha1.App, in *appStatus
 	}
 	mem := r.rotations.get(app.GetUID())
 	f.LastRegistrationCheck, f.RetryAt, f.LastKeyGenerated = mem.lastRegistrationCheck, mem.retryAt, mem.lastKeyGenerated
+	if f.Next != nil && strings.EqualFold(mem.added.thumbprint, f.Next.SHA1Thumbprint()) {
+		f.AddedKeyID, f.KeyAddedAt = mem.added.keyID, mem.keyAddedAt
+	}
 
 	out := &rotationOutcome{Status: prev.Rotation.DeepCopy()}
 	if f.Current != nil && prev.Certificate != nil && strings.EqualFold(prev.Certificate.SHA1Thumbprint, f.Current.SHA1Thumbprint()) {
@@ -166,6 +176,9 @@ func (r *Reconciler) rotate(ctx context.Context, app v1alpha1.App, in *appStatus
 		return out, a.succeeded(a.generateNext())
 	case stepAddKey:
 		return out, a.succeeded(a.addKey())
+	case stepRecordAddKey:
+		a.recordAddKey(f.AddedKeyID)
+		return out, nil
 	case stepCheckNext:
 		return out, a.succeeded(a.checkNextAndPromote())
 	case stepRecordPromotion:
@@ -205,6 +218,14 @@ type rotationAct struct {
 	out    *rotationOutcome
 }
 
+// replicationPending: Entra ID does not accept the key addKey registered yet,
+// within replicationGrace; the rotation waits, and nothing failed.
+type replicationPending struct{}
+
+func (replicationPending) Error() string {
+	return "the new key has not reached every Entra ID replica yet"
+}
+
 // stepFailure is a failed step: what failed, and whether a person must act.
 type stepFailure struct {
 	step        string
@@ -220,10 +241,20 @@ func (e *stepFailure) Error() string { return e.step + ": " + e.err.Error() }
 // the slow one; API errors other than refusals are.
 func (a *rotationAct) succeeded(err error) error {
 	uid := a.app.GetUID()
+	if errors.Is(err, replicationPending{}) {
+		a.r.rotations.update(uid, func(s *rotationState) {
+			s.replicationChecks++
+			a.out.RequeueAfter = replicationRetryAfter(s.replicationChecks)
+			s.retryAt, s.problem = a.facts.Now.Add(a.out.RequeueAfter), nil
+		})
+		return nil
+	}
 	var failed *stepFailure
 	if !errors.As(err, &failed) {
 		if err == nil {
-			a.r.rotations.update(uid, func(s *rotationState) { s.failures, s.retryAt, s.problem = 0, time.Time{}, nil })
+			a.r.rotations.update(uid, func(s *rotationState) {
+				s.failures, s.retryAt, s.problem, s.replicationChecks = 0, time.Time{}, nil, 0
+			})
 		}
 		return err
 	}
@@ -422,11 +453,22 @@ func (a *rotationAct) addKey() error {
 	if err != nil {
 		return graphFailure(step, err)
 	}
+	// Remembered before the status write, which may fail: a retry then records
+	// this keyId rather than adding the same certificate a second time.
+	now, thumbprint := a.facts.Now, a.facts.Next.SHA1Thumbprint()
+	a.r.rotations.update(a.app.GetUID(), func(s *rotationState) {
+		s.added.thumbprint, s.added.keyID, s.keyAddedAt, s.replicationChecks = thumbprint, keyID, now, 0
+	})
+	a.recordAddKey(keyID)
+	return nil
+}
+
+// recordAddKey is the status of a next certificate registered with keyID.
+func (a *rotationAct) recordAddKey(keyID string) {
 	a.out.Status.Phase = v1alpha1.RotationKeyAdded
 	a.out.Status.PendingThumbprint = a.facts.Next.SHA1Thumbprint()
 	a.out.Status.PendingKeyID = keyID
 	a.out.RequeueAfter = rotationContinueAfter
-	return nil
 }
 
 // aadstsKeyNotFound is Entra ID's answer to an assertion signed by a key the app
@@ -446,12 +488,15 @@ func (a *rotationAct) checkNextAndPromote() error {
 		var failure *entra.Failure
 		if errors.As(err, &failure) {
 			// Entra ID replicates new keys with a delay: until then this is
-			// AADSTS700027, retried with the slow backoff. Its usual message asks a
-			// person to upload the certificate, which addKey has just done, so it
-			// is not repeated here: only a key that never becomes usable needs one.
+			// AADSTS700027, waited for within replicationGrace and a failure
+			// after it. Its usual message asks a person to upload the
+			// certificate, which addKey has done, so it is not repeated here.
 			if slices.Contains(failure.AADSTS, aadstsKeyNotFound) {
-				return &stepFailure{step: step, err: errors.New("the new certificate is not accepted by Entra ID yet (AADSTS700027): a key added to the app registration reaches every Entra ID replica after a delay. " +
-					"If this lasts for hours, check on the app registration that the new certificate is listed")}
+				if a.withinReplicationGrace() {
+					return replicationPending{}
+				}
+				return &stepFailure{step: step, err: fmt.Errorf("the new certificate is still not accepted by Entra ID (AADSTS700027) %s after it was added: a key added to the app registration reaches every Entra ID replica after a delay, usually minutes. "+
+					"If this lasts for hours, check on the app registration that the new certificate is listed", replicationGrace)}
 			}
 			return &stepFailure{step: step, err: fmt.Errorf("the new certificate is not accepted by Entra ID yet: %s", failure.Message)}
 		}
@@ -469,6 +514,21 @@ func (a *rotationAct) checkNextAndPromote() error {
 	a.out.Rotated = true
 	a.recordPromotion(next)
 	return nil
+}
+
+// withinReplicationGrace: the pending key was added less than replicationGrace
+// ago. After a restart the process does not know when: the grace then starts at
+// its first check.
+func (a *rotationAct) withinReplicationGrace() bool {
+	addedAt := a.facts.KeyAddedAt
+	if addedAt.IsZero() {
+		addedAt = a.facts.Now
+		thumbprint := a.facts.Prev.Rotation.PendingThumbprint
+		a.r.rotations.update(a.app.GetUID(), func(s *rotationState) {
+			s.added.thumbprint, s.added.keyID, s.keyAddedAt = thumbprint, a.facts.Prev.Rotation.PendingKeyID, addedAt
+		})
+	}
+	return a.facts.Now.Sub(addedAt) < replicationGrace
 }
 
 // recordPromotion is the status of a promoted certificate: the pending keyId

@@ -27,6 +27,19 @@ const (
 	rotationRetryMax   = time.Hour
 )
 
+// Entra ID replicates a key addKey registered to its replicas with a delay
+// (ENTRA.md: seconds to minutes; Microsoft states no bound, so the grace is
+// this project's choice). Until replicationGrace has passed since addKey
+// answered, AADSTS700027 for the new key is the rotation at work, not a
+// failure: the key is tried again after replicationRetryFirst, doubling up to
+// replicationRetryMax, with no Warning. Past the grace it is RotationFailed,
+// retried with the slow backoff.
+const (
+	replicationRetryFirst = 10 * time.Second
+	replicationRetryMax   = 5 * time.Minute
+	replicationGrace      = 30 * time.Minute
+)
+
 // rotationParams is the app's rotation spec with its defaults applied.
 type rotationParams struct {
 	ObjectID     string
@@ -79,6 +92,12 @@ type rotationFacts struct {
 	// LastKeyGenerated is when this process last generated a key pair for the
 	// app; zero when never.
 	LastKeyGenerated time.Time
+	// AddedKeyID is the keyId Graph returned to this process's addKey of Next,
+	// when the status write that would have recorded it failed; empty otherwise.
+	AddedKeyID string
+	// KeyAddedAt is when this process's addKey of Next was answered, or, after a
+	// restart, when it first checked Next; zero when neither.
+	KeyAddedAt time.Time
 }
 
 // keyGenerationInterval: an app's key pairs are generated at most this often.
@@ -93,6 +112,15 @@ func generateOrWait(f rotationFacts, step rotationStep) (rotationDecision, bool)
 		return rotationDecision{Step: stepWait, Wait: due.Sub(f.Now)}, true
 	}
 	return rotationDecision{Step: step}, true
+}
+
+// addOrRecord is step 2 for Next, unless this process already added it and only
+// the status write recording that failed.
+func addOrRecord(f rotationFacts) rotationDecision {
+	if f.AddedKeyID != "" {
+		return rotationDecision{Step: stepRecordAddKey}
+	}
+	return rotationDecision{Step: stepAddKey}
 }
 
 // rotationStep is what a reconcile does about the managed certificate.
@@ -110,6 +138,9 @@ const (
 	stepGenerateNext rotationStep = "GenerateNext"
 	// stepAddKey (2): addKey with the next certificate, proved by the current key.
 	stepAddKey rotationStep = "AddKey"
+	// stepRecordAddKey: this process's addKey answered but its status write
+	// failed: record the keyId it returned, without a second addKey.
+	stepRecordAddKey rotationStep = "RecordAddKey"
 	// stepCheckNext (3, then 4): a token request with the next certificate,
 	// and once it succeeds, tls.* become next.* in one Secret update.
 	stepCheckNext rotationStep = "CheckNext"
@@ -174,7 +205,7 @@ var rotationChecks = []struct {
 		if f.Next != nil {
 			// Step 1 was persisted in the Secret before a restart lost the status
 			// write: the key it made is the one to add, never a second.
-			return rotationDecision{Step: stepAddKey}, true
+			return addOrRecord(f), true
 		}
 		return generateOrWait(f, stepGenerateNext)
 	}},
@@ -185,7 +216,7 @@ var rotationChecks = []struct {
 		if f.Next == nil {
 			return generateOrWait(f, stepGenerateNext)
 		}
-		return rotationDecision{Step: stepAddKey}, true
+		return addOrRecord(f), true
 	}},
 	{"KeyAdded", func(f rotationFacts) (rotationDecision, bool) {
 		if f.Prev.Rotation.Phase != v1alpha1.RotationKeyAdded {
@@ -241,9 +272,20 @@ func rotationStart(f rotationFacts) time.Time {
 
 // rotationRetryAfter is the slow backoff after n failures in a row (n >= 1).
 func rotationRetryAfter(n int) time.Duration {
-	d := rotationRetryFirst
-	for i := 1; i < n && d < rotationRetryMax; i++ {
+	return doubling(rotationRetryFirst, rotationRetryMax, n)
+}
+
+// replicationRetryAfter is the wait after the n-th check (n >= 1) of a new key
+// Entra ID does not accept yet, within replicationGrace.
+func replicationRetryAfter(n int) time.Duration {
+	return doubling(replicationRetryFirst, replicationRetryMax, n)
+}
+
+// doubling is first doubled n-1 times, at most limit.
+func doubling(first, limit time.Duration, n int) time.Duration {
+	d := first
+	for i := 1; i < n && d < limit; i++ {
 		d *= 2
 	}
-	return min(d, rotationRetryMax)
+	return min(d, limit)
 }

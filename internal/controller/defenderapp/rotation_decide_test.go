@@ -61,6 +61,10 @@ func TestDecideRotation(t *testing.T) {
 			Prev: status(&v1alpha1.RotationStatus{Phase: v1alpha1.RotationKeyGenerated})}, rotationDecision{Step: stepWait, Wait: time.Minute}},
 		{"key generated: add it", rotationFacts{Now: start, Params: params, SecretFound: true, Current: current, Next: next,
 			Prev: status(&v1alpha1.RotationStatus{Phase: v1alpha1.RotationKeyGenerated})}, rotationDecision{Step: stepAddKey}},
+		{"key generated and added by this process, its status write lost: record the keyId", rotationFacts{Now: start, Params: params, SecretFound: true, Current: current, Next: next,
+			AddedKeyID: "k2", Prev: status(&v1alpha1.RotationStatus{Phase: v1alpha1.RotationKeyGenerated})}, rotationDecision{Step: stepRecordAddKey}},
+		{"idle with next.* added by this process, both status writes lost: record the keyId", rotationFacts{Now: start, Params: params, SecretFound: true, Current: current, Next: next,
+			AddedKeyID: "k2", Prev: status(&v1alpha1.RotationStatus{Phase: v1alpha1.RotationIdle})}, rotationDecision{Step: stepRecordAddKey}},
 		{"key generated but next.* lost: generate again", rotationFacts{Now: start, Params: params, SecretFound: true, Current: current,
 			Prev: status(&v1alpha1.RotationStatus{Phase: v1alpha1.RotationKeyGenerated})}, rotationDecision{Step: stepGenerateNext}},
 		{"next.* lost again 10s after it was generated: wait the rest of the minute", rotationFacts{Now: start, Params: params, SecretFound: true, Current: current,
@@ -109,6 +113,14 @@ func TestRotationRetryAfterGrowsToAnHour(t *testing.T) {
 	for n, want := range map[int]time.Duration{1: time.Minute, 2: 2 * time.Minute, 6: 32 * time.Minute, 7: time.Hour, 50: time.Hour} {
 		if got := rotationRetryAfter(n); got != want {
 			t.Errorf("rotationRetryAfter(%d) = %s, want %s", n, got, want)
+		}
+	}
+}
+
+func TestReplicationRetryAfterGrowsToFiveMinutes(t *testing.T) {
+	for n, want := range map[int]time.Duration{1: 10 * time.Second, 2: 20 * time.Second, 5: 160 * time.Second, 6: 5 * time.Minute, 40: 5 * time.Minute} {
+		if got := replicationRetryAfter(n); got != want {
+			t.Errorf("replicationRetryAfter(%d) = %s, want %s", n, got, want)
 		}
 	}
 }

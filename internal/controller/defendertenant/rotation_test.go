@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -350,12 +351,18 @@ func (h *rotationHarness) rotateToPromotion() []byte {
 		h.t.Fatalf("after step 2: status.rotation %+v, key credentials %+v", s.Rotation, keys)
 	}
 	h.restart()
-	// 3: Entra ID does not accept the new key before it has replicated.
+	// 3: Entra ID does not accept the new key before it has replicated: the
+	// rotation waits for it, which is no failure.
 	current := h.managedSecret().Data[corev1.TLSCertKey]
-	h.reconcile()
+	res := h.reconcile()
 	s = h.expectReady(v1alpha1.ReasonCredentialReady)
-	if c := meta.FindStatusCondition(s.Conditions, v1alpha1.ConditionReconciling); c == nil || c.Reason != v1alpha1.ReasonRotationFailed {
-		h.t.Fatalf("before replication: Reconciling %+v, want RotationFailed", c)
+	for _, c := range []string{v1alpha1.ConditionReconciling, v1alpha1.ConditionStalled} {
+		if got := meta.FindStatusCondition(s.Conditions, c); got != nil {
+			h.t.Fatalf("while the new key replicates: %s %+v, want none", c, got)
+		}
+	}
+	if res.RequeueAfter != 10*time.Second {
+		h.t.Fatalf("while the new key replicates: checked again after %s, want 10s", res.RequeueAfter)
 	}
 	if s.Rotation.Phase != v1alpha1.RotationKeyAdded || !bytes.Equal(h.managedSecret().Data[corev1.TLSCertKey], current) {
 		h.t.Fatal("a key Entra ID does not accept yet was promoted")
@@ -403,7 +410,7 @@ func TestManagedCertificateRotatesItself(t *testing.T) {
 		t.Errorf("rotations_total{result=success} = %v after the first promotion, want 1", got)
 	}
 	evs := h.drainEvents()
-	if countWithPrefix(evs, "Normal "+defenderapp.ReasonCertificateRotated) != 1 || countWithPrefix(evs, "Warning "+v1alpha1.ReasonRotationFailed) != 1 {
+	if countWithPrefix(evs, "Normal "+defenderapp.ReasonCertificateRotated) != 1 || countWithPrefix(evs, "Warning "+v1alpha1.ReasonRotationFailed) != 0 {
 		t.Errorf("Events of the first rotation: %q", evs)
 	}
 	h.harness.reconcile()
@@ -540,8 +547,10 @@ func TestManagedCertificateRotationFailuresKeepTheCurrentCertificate(t *testing.
 }
 
 // TestManagedCertificateThatNeverReplicatesIsNeverPromoted: the new key is
-// tried with a growing backoff, the app stays Ready on the current certificate
-// and Reconciling with RotationFailed, and nothing is promoted.
+// waited for (10s, doubling to 5m, no failure) for 30 minutes after addKey; then
+// each check reports RotationFailed (Reconciling, a Warning) and the slow
+// backoff spaces them. The app stays Ready on the current certificate, and nothing is
+// promoted.
 func TestManagedCertificateThatNeverReplicatesIsNeverPromoted(t *testing.T) {
 	h, _ := newRotatingHarness(t)
 	current := h.managedSecret().Data[corev1.TLSCertKey]
@@ -552,25 +561,69 @@ func TestManagedCertificateThatNeverReplicatesIsNeverPromoted(t *testing.T) {
 	if h.status().Rotation.Phase != v1alpha1.RotationKeyAdded {
 		t.Fatalf("status.rotation %+v, want KeyAdded", h.status().Rotation)
 	}
-	waits := make([]time.Duration, 0, 4)
-	for range 4 {
+	h.drainEvents()
+	var waiting, failing []time.Duration
+	for len(failing) < 2 {
 		before := h.entra.Requests(homeTenantID)
 		res := h.reconcile()
 		if h.entra.Requests(homeTenantID) != before+1 {
 			t.Fatal("the new key was not tried")
 		}
-		waits = append(waits, res.RequeueAfter)
+		if c := meta.FindStatusCondition(h.status().Conditions, v1alpha1.ConditionReconciling); c != nil && c.Reason == v1alpha1.ReasonRotationFailed {
+			failing = append(failing, res.RequeueAfter)
+		} else if len(failing) > 0 {
+			t.Fatalf("RotationFailed vanished while the key still is not accepted: %+v", c)
+		} else {
+			waiting = append(waiting, res.RequeueAfter)
+		}
+		if len(waiting) > 20 {
+			t.Fatalf("still waiting after %v, want RotationFailed 30 minutes after addKey", waiting)
+		}
 		h.clock.Step(res.RequeueAfter)
 	}
-	if !slices.Equal(waits, []time.Duration{time.Minute, 2 * time.Minute, 4 * time.Minute, 8 * time.Minute}) {
-		t.Errorf("backoff %v, want 1m, 2m, 4m, 8m", waits)
+	m := time.Minute
+	if want := []time.Duration{10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second, 160 * time.Second, 5 * m, 5 * m, 5 * m, 5 * m, 5 * m}; !slices.Equal(waiting, want) {
+		t.Errorf("checks while the key replicates waited %v, want %v", waiting, want)
+	}
+	if want := []time.Duration{m, 2 * m}; !slices.Equal(failing, want) {
+		t.Errorf("after the grace the checks waited %v, want the slow backoff %v", failing, want)
+	}
+	if evs := h.drainEvents(); countWithPrefix(evs, "Warning "+v1alpha1.ReasonRotationFailed) != len(failing) {
+		t.Errorf("Events %q, want a Warning RotationFailed per failed check after the grace, none before", evs)
 	}
 	s := h.expectReady(v1alpha1.ReasonCredentialReady)
-	if c := meta.FindStatusCondition(s.Conditions, v1alpha1.ConditionReconciling); c == nil || c.Reason != v1alpha1.ReasonRotationFailed {
-		t.Fatalf("Reconciling %+v, want RotationFailed", c)
-	}
 	if s.Rotation.Phase != v1alpha1.RotationKeyAdded || !bytes.Equal(h.managedSecret().Data[corev1.TLSCertKey], current) {
 		t.Fatal("a key Entra ID never accepted was promoted")
+	}
+}
+
+// TestManagedCertificateAddedKeyIsRecordedAfterAFailedStatusWrite: addKey
+// succeeded but the status write recording it failed; the retry records the
+// keyId Graph returned and adds nothing.
+func TestManagedCertificateAddedKeyIsRecordedAfterAFailedStatusWrite(t *testing.T) {
+	h, _ := newRotatingHarness(t)
+	h.clock.SetTime(h.status().Rotation.NextRotationTime.Time)
+	h.reconcile() // the next key
+	live := h.apps.Client
+	h.apps.Client = &statusWritesFailing{Client: live, failures: 1}
+	if _, err := h.apps.Reconcile(h.ctx, ctrl.Request{NamespacedName: h.appKey(h.apps.Kind)}); !apierrors.IsServiceUnavailable(err) {
+		t.Fatalf("Reconcile = %v, want the failed status write", err)
+	}
+	if h.status().Rotation.Phase != v1alpha1.RotationKeyGenerated {
+		t.Fatalf("status.rotation %+v: the failed write was written", h.status().Rotation)
+	}
+	keys := h.entra.KeyCredentials(testClientID)
+	if len(keys) != 2 {
+		t.Fatalf("key credentials %+v, want the uploaded one and the added one", keys)
+	}
+	h.apps.Client = live
+	h.reconcile()
+	s := h.status()
+	if got := h.entra.KeyCredentials(testClientID); len(got) != 2 {
+		t.Fatalf("key credentials %+v after the retry: the certificate was added again", got)
+	}
+	if s.Rotation.Phase != v1alpha1.RotationKeyAdded || s.Rotation.PendingKeyID != keys[1].KeyID {
+		t.Fatalf("status.rotation %+v, want KeyAdded with keyId %s", s.Rotation, keys[1].KeyID)
 	}
 }
 
