@@ -2,6 +2,7 @@ package defendertenant
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha1" //nolint:gosec // the thumbprint Entra ID shows is SHA-1
 	"crypto/sha256"
 	"crypto/x509"
@@ -26,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 	"github.com/tenantcreds/defender-tenant-operator/internal/controller/defenderapp"
@@ -594,6 +596,50 @@ func TestManagedCertificateThatNeverReplicatesIsNeverPromoted(t *testing.T) {
 	s := h.expectReady(v1alpha1.ReasonCredentialReady)
 	if s.Rotation.Phase != v1alpha1.RotationKeyAdded || !bytes.Equal(h.managedSecret().Data[corev1.TLSCertKey], current) {
 		t.Fatal("a key Entra ID never accepted was promoted")
+	}
+}
+
+// staleAppReads hands out an old copy of the DefenderApp, as a watch cache that
+// has not seen the last status write does.
+type staleAppReads struct {
+	client.Client
+	stale *v1alpha1.DefenderApp
+}
+
+func (s *staleAppReads) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if app, ok := obj.(*v1alpha1.DefenderApp); ok {
+		s.stale.DeepCopyInto(app)
+		return nil
+	}
+	return s.Client.Get(ctx, key, obj, opts...)
+}
+
+// TestManagedCertificateLaggingCacheNeverAddsAKeyTwice: the controller's cache
+// still shows the app before addKey was recorded; the step is decided from the
+// API server's copy, and nothing is added again, also after a restart.
+func TestManagedCertificateLaggingCacheNeverAddsAKeyTwice(t *testing.T) {
+	h, _ := newRotatingHarness(t)
+	h.entra.SetReplicationDelay(10000 * time.Hour) // the rotation stays at KeyAdded
+	h.clock.SetTime(h.status().Rotation.NextRotationTime.Time)
+	h.reconcile() // the next key
+	beforeAddKey := h.app(v1alpha1.AppKindDefenderApp).(*v1alpha1.DefenderApp)
+	h.reconcile() // addKey, recorded
+	keys := h.keyIDs()
+	if len(keys) != 2 || h.status().Rotation.Phase != v1alpha1.RotationKeyAdded {
+		t.Fatalf("after addKey: keys %v, status.rotation %+v", keys, h.status().Rotation)
+	}
+	for _, restarted := range []bool{false, true} {
+		if restarted {
+			h.restart()
+		}
+		h.apps.Client = &staleAppReads{Client: k8s, stale: beforeAddKey}
+		h.reconcile()
+		if got := h.keyIDs(); !slices.Equal(got, keys) {
+			t.Fatalf("restarted %v: keys %v after a reconcile on a lagging cache, want %v", restarted, got, keys)
+		}
+	}
+	if s := h.status(); s.Rotation.Phase != v1alpha1.RotationKeyAdded || s.Rotation.PendingKeyID != keys[1] {
+		t.Fatalf("status.rotation %+v, want KeyAdded with keyId %s", s.Rotation, keys[1])
 	}
 }
 
