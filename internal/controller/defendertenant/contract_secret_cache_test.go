@@ -152,7 +152,7 @@ func TestTokenPublishedUnderLaggingCachesIsNotMintedAgain(t *testing.T) {
 	h.reconcile()
 	h.expectReady()
 
-	h.r.Client = &staleTenantReads{Client: k8s, stale: beforePublish}
+	h.r.Client = &staleReads{Client: k8s, stale: beforePublish}
 	h.reconcile()
 	h.expectRequests(1)
 }

@@ -2,6 +2,7 @@ package defendertenant
 
 import (
 	"context"
+	"reflect"
 	"testing"
 	"time"
 
@@ -143,16 +144,16 @@ func TestFailedReconcileStillWritesStatusButNotTheGeneration(t *testing.T) {
 	}
 }
 
-// staleTenantReads answers reads of the DefenderTenant with an older copy of it, as
-// a watch cache that has not yet seen the last status write does.
-type staleTenantReads struct {
+// staleReads answers reads of objects of stale's type with a copy of stale, as
+// a watch cache that has not seen the latest writes does.
+type staleReads struct {
 	client.Client
-	stale *v1alpha1.DefenderTenant
+	stale client.Object
 }
 
-func (s *staleTenantReads) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
-	if dt, ok := obj.(*v1alpha1.DefenderTenant); ok {
-		s.stale.DeepCopyInto(dt)
+func (s *staleReads) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if reflect.TypeOf(obj) == reflect.TypeOf(s.stale) {
+		reflect.ValueOf(obj).Elem().Set(reflect.ValueOf(s.stale.DeepCopyObject()).Elem())
 		return nil
 	}
 	return s.Client.Get(ctx, key, obj, opts...)
@@ -166,7 +167,7 @@ func TestLaggingCacheDoesNotHideTheBackoff(t *testing.T) {
 	h.entra.InjectFailures(testTenantID, entraemu.ServerError(), entraemu.ServerError())
 	h.reconcile()
 
-	h.r.Client = &staleTenantReads{Client: k8s, stale: beforeFailure}
+	h.r.Client = &staleReads{Client: k8s, stale: beforeFailure}
 	h.reconcile()
 	if n := h.entra.Requests(testTenantID); n != 1 {
 		t.Errorf("token requests = %d, want 1: a tenant read from a lagging cache retried during its backoff", n)

@@ -2,7 +2,6 @@ package defendertenant
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha1" //nolint:gosec // the thumbprint Entra ID shows is SHA-1
 	"crypto/sha256"
 	"crypto/x509"
@@ -27,7 +26,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 	"github.com/tenantcreds/defender-tenant-operator/internal/controller/defenderapp"
@@ -599,21 +597,6 @@ func TestManagedCertificateThatNeverReplicatesIsNeverPromoted(t *testing.T) {
 	}
 }
 
-// staleAppReads hands out an old copy of the DefenderApp, as a watch cache that
-// has not seen the last status write does.
-type staleAppReads struct {
-	client.Client
-	stale *v1alpha1.DefenderApp
-}
-
-func (s *staleAppReads) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
-	if app, ok := obj.(*v1alpha1.DefenderApp); ok {
-		s.stale.DeepCopyInto(app)
-		return nil
-	}
-	return s.Client.Get(ctx, key, obj, opts...)
-}
-
 // TestManagedCertificateLaggingCacheNeverAddsAKeyTwice: the controller's cache
 // still shows the app before addKey was recorded; the step is decided from the
 // API server's copy, and nothing is added again, also after a restart.
@@ -632,7 +615,7 @@ func TestManagedCertificateLaggingCacheNeverAddsAKeyTwice(t *testing.T) {
 		if restarted {
 			h.restart()
 		}
-		h.apps.Client = &staleAppReads{Client: k8s, stale: beforeAddKey}
+		h.apps.Client = &staleReads{Client: k8s, stale: beforeAddKey}
 		h.reconcile()
 		if got := h.keyIDs(); !slices.Equal(got, keys) {
 			t.Fatalf("restarted %v: keys %v after a reconcile on a lagging cache, want %v", restarted, got, keys)
