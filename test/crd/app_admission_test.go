@@ -484,10 +484,10 @@ func TestAdmissionOfCertificateRotation(t *testing.T) {
 	t.Parallel()
 	ns := createNamespace(t)
 	const objectID, twoDays = "7d3c5a9e-1b2c-4d3e-8f4a-5b6c7d8e9f01", "48h"
-	rotation := func(mutate func(r map[string]any)) map[string]any {
+	rotation := func(kind string, mutate func(r map[string]any)) map[string]any {
 		r := map[string]any{"applicationObjectID": objectID, "homeTenantID": testTenantID}
 		mutate(r)
-		spec := appSpec(dappKind, ns)
+		spec := appSpec(kind, ns)
 		spec["credential"] = map[string]any{"certificate": map[string]any{
 			"secretRef": map[string]any{"name": "partner-app-cert"}, "rotation": r,
 		}}
@@ -513,15 +513,17 @@ func TestAdmissionOfCertificateRotation(t *testing.T) {
 		{"retireAfter of a minute", func(r map[string]any) { r["retireAfter"] = "1m" }, "retireAfter must be between 1h and 720h"},
 		{"retireAfter of a year", func(r map[string]any) { r["retireAfter"] = "8760h" }, "retireAfter must be between 1h and 720h"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := admitApp(t, dappKind, ns, rotation(tc.mutate))
-			if tc.inText == "" {
-				if err != nil {
-					t.Fatalf("rejected: %v", err)
+		for _, kind := range []string{dappKind, cdappKind} {
+			t.Run(kind+"/"+tc.name, func(t *testing.T) {
+				_, err := admitApp(t, kind, ns, rotation(kind, tc.mutate))
+				if tc.inText == "" {
+					if err != nil {
+						t.Fatalf("rejected: %v", err)
+					}
+					return
 				}
-				return
-			}
-			expectRejected(t, err, tc.inText)
-		})
+				expectRejected(t, err, tc.inText)
+			})
+		}
 	}
 }

@@ -63,40 +63,49 @@ func TestNothingSecretReachesStatusEventsLogsOrMetricsDuringRotation(t *testing.
 		m.add("next private key generated", privateHalf(s.Data[defenderapp.SecretKeyNextKey]))
 	}
 	h.entra.SetReplicationDelay(90 * time.Second)
+	// Every status the app passes through is scanned, not only the last: a
+	// field a later step overwrites (pendingKeyID, pendingThumbprint) could
+	// have held anything meanwhile.
+	var statuses []string
+	reconcile := func() {
+		h.reconcile()
+		s, _ := json.Marshal(h.status())
+		statuses = append(statuses, string(s))
+	}
 
 	h.createApp(managedCertificateCredential())
-	h.reconcile() // the first key
+	reconcile() // the first key
 	keys()
 	h.clock.Step(time.Minute)
-	h.reconcile() // not registered yet
+	reconcile() // not registered yet
 	h.expectReady(v1alpha1.ReasonCertificateNotRegistered)
 	h.entra.AddCertificate(testClientID, parsePEMCertificate(t, []byte(h.status().Certificate.PEM)))
 	h.clock.Step(2 * time.Minute)
-	h.reconcile()
+	reconcile()
 	h.expectReady(v1alpha1.ReasonCredentialReady)
 
 	h.clock.SetTime(h.status().Rotation.NextRotationTime.Time)
-	h.reconcile() // the next key
+	reconcile() // the next key
 	keys()
 	for _, f := range []entraemu.GraphFailure{entraemu.GraphForbidden(), entraemu.GraphBadProof()} {
 		h.entra.SetGraphFailure(appObjectID, f)
-		h.reconcile()
+		reconcile()
 		h.clock.Step(time.Hour)
 	}
 	h.entra.ClearGraphFailure(appObjectID)
-	h.reconcile() // addKey
-	h.reconcile() // not replicated yet
+	reconcile() // addKey
+	reconcile() // not replicated yet
 	h.clock.Step(2 * time.Minute)
-	h.reconcile() // promoted
-	h.reconcile() // idle; the uploaded key stays
+	reconcile() // promoted
+	reconcile() // idle; the uploaded key stays
 	h.clock.SetTime(h.status().Rotation.NextRotationTime.Time)
-	h.reconcile()
+	reconcile()
 	keys()
-	h.reconcile()
+	reconcile()
 	h.clock.Step(2 * time.Minute)
-	h.reconcile()
+	reconcile()
 	h.clock.Step(25 * time.Hour)
-	h.reconcile() // removeKey
+	reconcile() // removeKey
 	if s := h.status(); s.Rotation.Phase != v1alpha1.RotationIdle || s.Rotation.LastRotationTime == nil {
 		t.Fatalf("the rotation did not complete: %+v", s.Rotation)
 	}
@@ -122,9 +131,8 @@ func TestNothingSecretReachesStatusEventsLogsOrMetricsDuringRotation(t *testing.
 			t.Fatal(err)
 		}
 	}
-	status, _ := json.Marshal(h.status())
 	logsMu.Lock()
-	places := map[string]string{"app status": string(status), "Events": strings.Join(h.drainEvents(), "\n"), "log": logs.String(), "metrics": exposition.String()}
+	places := map[string]string{"app status": strings.Join(statuses, "\n"), "Events": strings.Join(h.drainEvents(), "\n"), "log": logs.String(), "metrics": exposition.String()}
 	logsMu.Unlock()
 	for place, text := range places {
 		for _, leak := range m.leaks(text) {
