@@ -145,6 +145,8 @@ func (d *demo) waitForRotation(ctx context.Context, ready []client.ObjectKey) (*
 			if c := apimeta.FindStatusCondition(app.Status.Conditions, v1alpha1.ConditionReconciling); c != nil && c.Status == metav1.ConditionTrue && c.Reason == v1alpha1.ReasonRotationFailed {
 				// The whole message is in the Warning Event printed below.
 				line += "; Reconciling: " + c.Reason + ", " + retryIn(c.Message)
+			} else if r.Phase == v1alpha1.RotationKeyAdded {
+				line += " (added through Graph; waiting until Entra ID accepts it)"
 			}
 			if c := apimeta.FindStatusCondition(app.Status.Conditions, v1alpha1.ConditionReady); c != nil {
 				line += "; Ready=" + string(c.Status)
