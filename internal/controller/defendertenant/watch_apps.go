@@ -146,8 +146,13 @@ func enqueueSpread(q requestQueue, requests []reconcile.Request, origin, now tim
 	}
 }
 
-// spread queues requests over the spread about source.
+// spread queues requests over the spread about source. A change that queues
+// no tenant (any Secret of a watched namespace, most of them no credential)
+// leaves no origin behind.
 func (r *Reconciler) spread(q requestQueue, source string, requests []reconcile.Request) {
+	if len(requests) == 0 {
+		return
+	}
 	now := r.now()
 	enqueueSpread(q, requests, r.spreads.origin(source, now), now)
 }

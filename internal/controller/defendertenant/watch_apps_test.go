@@ -179,6 +179,16 @@ func TestSpreadOriginsAreForgottenAfterAMinute(t *testing.T) {
 	if len(s.began) != 1 {
 		t.Errorf("%d origins remembered, want only the one begun within the minute", len(s.began))
 	}
+
+	// Updates of Secrets that are no app's credential queue nobody and are
+	// not remembered: an editor writing Secrets in a loop grows nothing.
+	r := &Reconciler{Clock: clocktesting.NewFakePassiveClock(t0)}
+	for i := range 100 {
+		r.spread(&delayRecorder{delays: map[reconcile.Request]time.Duration{}}, fmt.Sprintf("Secret/ns/unrelated-%d", i), nil)
+	}
+	if len(r.spreads.began) != 0 {
+		t.Errorf("%d origins remembered for changes that queued no tenant", len(r.spreads.began))
+	}
 }
 
 // queueRecorder records which requests were queued at once and which after a delay.
