@@ -77,6 +77,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 		if apierrors.IsNotFound(err) {
 			metrics.ForgetAppCertificateExpiry(r.Kind, req.NamespacedName)
 			metrics.ForgetAppCertificateRotations(r.Kind, req.NamespacedName)
+			r.rotations.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -86,6 +87,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	if rotationParamsOf(*app.AppSpec()) != nil && r.APIReader != nil {
 		fresh := r.newApp()
 		if err := r.APIReader.Get(ctx, req.NamespacedName, fresh); err != nil {
+			if apierrors.IsNotFound(err) {
+				r.rotations.forget(req.NamespacedName)
+			}
 			return ctrl.Result{}, client.IgnoreNotFound(err)
 		}
 		app = fresh
@@ -93,7 +97,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	if !app.GetDeletionTimestamp().IsZero() {
 		metrics.ForgetAppCertificateExpiry(r.Kind, req.NamespacedName)
 		metrics.ForgetAppCertificateRotations(r.Kind, req.NamespacedName)
-		r.rotations.forget(app.GetUID())
+		r.rotations.forget(req.NamespacedName)
 		return ctrl.Result{}, nil
 	}
 

@@ -2,8 +2,14 @@ package defenderapp
 
 import (
 	"context"
+	"fmt"
+	"time"
+
 	"slices"
 	"testing"
+
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -84,4 +90,46 @@ func certificateCredential(secret string) v1alpha1.AppCredential {
 
 func workloadIdentityCredential(serviceAccount string) v1alpha1.AppCredential {
 	return v1alpha1.AppCredential{WorkloadIdentity: &v1alpha1.WorkloadIdentityCredential{ServiceAccountName: serviceAccount}}
+}
+
+// An app deleted without a finalizer is gone when its reconcile runs: the
+// rotation memory kept for it goes with that reconcile, so creating and
+// deleting apps grows nothing.
+func TestRotationMemoryOfADeletedAppIsForgotten(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	r := &Reconciler{Client: fake.NewClientBuilder().WithScheme(scheme).Build(), Kind: v1alpha1.AppKindDefenderApp}
+	for i := range 50 {
+		gone := &v1alpha1.DefenderApp{ObjectMeta: metav1.ObjectMeta{Namespace: "customer", Name: fmt.Sprintf("app-%d", i), UID: types.UID(fmt.Sprint(i))}}
+		r.rotations.update(gone, func(s *rotationState) { s.failures = 3 })
+		if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(gone)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(r.rotations.apps); n != 0 {
+		t.Fatalf("%d deleted apps still remembered, want none", n)
+	}
+}
+
+func TestRotationMemoryOfAnAppCreatedAgainKeepsOnlyTheKeyGenerationLimit(t *testing.T) {
+	var m rotationMemory
+	generated := time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC)
+	first := &v1alpha1.DefenderApp{ObjectMeta: metav1.ObjectMeta{Namespace: "customer", Name: "partner", UID: "1"}}
+	m.update(first, func(s *rotationState) { s.failures, s.lastKeyGenerated, s.added.keyID = 4, generated, "k" })
+	again := first.DeepCopy()
+	again.UID = "2"
+	got := m.get(again)
+	if got.failures != 0 || got.added.keyID != "" || !got.lastKeyGenerated.Equal(generated) {
+		t.Fatalf("memory of a new app under the same name: %+v, want only lastKeyGenerated kept", got)
+	}
+	m.update(again, func(s *rotationState) { s.failures++ })
+	if got := m.get(again); got.failures != 1 || got.added.keyID != "" {
+		t.Fatalf("after an update of the new app: %+v, want a fresh state", got)
+	}
+	m.forget(client.ObjectKeyFromObject(again))
+	if got := m.get(again); !got.lastKeyGenerated.IsZero() {
+		t.Fatalf("after forget: %+v", got)
+	}
 }

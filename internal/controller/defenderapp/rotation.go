@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tenantcreds/defender-tenant-operator/api/v1alpha1"
 	"github.com/tenantcreds/defender-tenant-operator/internal/controller/conditions"
@@ -55,20 +56,26 @@ type rotationOutcome struct {
 
 // rotationMemory is what the process remembers of each app's rotation between
 // reconciles, and forgets on restart: when the current certificate was last
-// tried in the home tenant, and the failures in a row with the backoff they set.
+// tried in the home tenant, the failures in a row with the backoff they set, and
+// the last addKey. It is keyed by the app's name, so that an app deleted
+// without this process seeing it (no finalizer holds it) is forgotten on the
+// reconcile that finds it gone; an app created again under the same name starts
+// afresh, but for when a key was last generated.
 type rotationMemory struct {
 	mu   sync.Mutex
-	apps map[types.UID]*rotationState
+	apps map[types.NamespacedName]*rotationState
 }
 
 type rotationState struct {
+	// uid is the app the state is about.
+	uid                   types.UID
 	lastRegistrationCheck time.Time
 	lastKeyGenerated      time.Time
 	// added is the next certificate this process's addKey registered, and the
-	// keyId Graph returned, until a later status shows it (see addOrRecord).
+	// keyId Graph returned, until its promotion (see addOrRecord).
 	added struct{ thumbprint, keyID string }
-	// keyAddedAt starts replicationGrace for added (or, after a restart, for
-	// the pending key first checked); replicationChecks counts its checks.
+	// keyAddedAt is when that addKey answered; replicationChecks counts the
+	// checks of the key since.
 	keyAddedAt        time.Time
 	replicationChecks int
 	failures          int
@@ -77,33 +84,41 @@ type rotationState struct {
 	problem *conditions.Problem
 }
 
-func (m *rotationMemory) get(uid types.UID) rotationState {
+func (m *rotationMemory) get(app client.Object) rotationState {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if s, ok := m.apps[uid]; ok {
-		return *s
+	s, ok := m.apps[client.ObjectKeyFromObject(app)]
+	switch {
+	case !ok:
+		return rotationState{}
+	case s.uid != app.GetUID():
+		return rotationState{uid: app.GetUID(), lastKeyGenerated: s.lastKeyGenerated}
 	}
-	return rotationState{}
+	return *s
 }
 
-func (m *rotationMemory) update(uid types.UID, f func(*rotationState)) {
+func (m *rotationMemory) update(app client.Object, f func(*rotationState)) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.apps == nil {
-		m.apps = map[types.UID]*rotationState{}
+		m.apps = map[types.NamespacedName]*rotationState{}
 	}
-	s, ok := m.apps[uid]
-	if !ok {
-		s = &rotationState{}
-		m.apps[uid] = s
+	key := client.ObjectKeyFromObject(app)
+	s, ok := m.apps[key]
+	switch {
+	case !ok:
+		s = &rotationState{uid: app.GetUID()}
+		m.apps[key] = s
+	case s.uid != app.GetUID():
+		*s = rotationState{uid: app.GetUID(), lastKeyGenerated: s.lastKeyGenerated}
 	}
 	f(s)
 }
 
-func (m *rotationMemory) forget(uid types.UID) {
+func (m *rotationMemory) forget(name types.NamespacedName) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	delete(m.apps, uid)
+	delete(m.apps, name)
 }
 
 // parseTLS parses a certificate and key pair of the Secret, nil when either is
@@ -126,7 +141,7 @@ func parseTLS(secret *corev1.Secret, certKey, keyKey string) *entra.Certificate 
 func (r *Reconciler) rotate(ctx context.Context, app v1alpha1.App, in *appStatusInput, prev v1alpha1.AppStatus) (*rotationOutcome, error) {
 	params := rotationParamsOf(*app.AppSpec())
 	if params == nil {
-		r.rotations.forget(app.GetUID())
+		r.rotations.forget(client.ObjectKeyFromObject(app))
 		return nil, nil
 	}
 	source, ok := in.Credential.Source.(credential.Certificate)
@@ -145,12 +160,19 @@ func (r *Reconciler) rotate(ctx context.Context, app v1alpha1.App, in *appStatus
 	if f.SecretFound {
 		f.Current = parseTLS(secret, corev1.TLSCertKey, corev1.TLSPrivateKeyKey)
 		f.Next = parseTLS(secret, SecretKeyNextCertificate, SecretKeyNextKey)
+		// The operator never leaves the certificate in use in next.* (a promotion
+		// removes next.* in the same update): a copy put there by hand is no next
+		// certificate, and is never added, recorded or retired as one.
+		if f.Next != nil && f.Current != nil && strings.EqualFold(f.Next.SHA1Thumbprint(), f.Current.SHA1Thumbprint()) {
+			f.Next = nil
+		}
 	}
-	mem := r.rotations.get(app.GetUID())
+	mem := r.rotations.get(app)
 	f.LastRegistrationCheck, f.RetryAt, f.LastKeyGenerated = mem.lastRegistrationCheck, mem.retryAt, mem.lastKeyGenerated
 	if f.Next != nil && strings.EqualFold(mem.added.thumbprint, f.Next.SHA1Thumbprint()) {
-		f.AddedKeyID, f.KeyAddedAt = mem.added.keyID, mem.keyAddedAt
+		f.AddedKeyID = mem.added.keyID
 	}
+	f.KeyAddedAt = keyAddedAt(f, mem)
 
 	out := &rotationOutcome{Status: prev.Rotation.DeepCopy()}
 	if f.Current != nil && prev.Certificate != nil && strings.EqualFold(prev.Certificate.SHA1Thumbprint, f.Current.SHA1Thumbprint()) {
@@ -240,9 +262,8 @@ func (e *stepFailure) Error() string { return e.step + ": " + e.err.Error() }
 // error is not returned to controller-runtime, whose fast backoff would defeat
 // the slow one; API errors other than refusals are.
 func (a *rotationAct) succeeded(err error) error {
-	uid := a.app.GetUID()
 	if errors.Is(err, replicationPending{}) {
-		a.r.rotations.update(uid, func(s *rotationState) {
+		a.r.rotations.update(a.app, func(s *rotationState) {
 			s.replicationChecks++
 			a.out.RequeueAfter = replicationRetryAfter(s.replicationChecks)
 			s.retryAt, s.problem = a.facts.Now.Add(a.out.RequeueAfter), nil
@@ -252,7 +273,7 @@ func (a *rotationAct) succeeded(err error) error {
 	var failed *stepFailure
 	if !errors.As(err, &failed) {
 		if err == nil {
-			a.r.rotations.update(uid, func(s *rotationState) {
+			a.r.rotations.update(a.app, func(s *rotationState) {
 				s.failures, s.retryAt, s.problem, s.replicationChecks = 0, time.Time{}, nil, 0
 			})
 		}
@@ -260,7 +281,7 @@ func (a *rotationAct) succeeded(err error) error {
 	}
 	var wait time.Duration
 	problem := &conditions.Problem{Reason: v1alpha1.ReasonRotationFailed, Stalled: failed.needsPerson}
-	a.r.rotations.update(uid, func(s *rotationState) {
+	a.r.rotations.update(a.app, func(s *rotationState) {
 		s.failures++
 		wait = rotationRetryAfter(s.failures)
 		s.retryAt = a.facts.Now.Add(wait)
@@ -286,7 +307,7 @@ func sentence(text string) string {
 // or not the step then succeeds: the next one waits keyGenerationInterval.
 func (a *rotationAct) keyGenerated() {
 	now := a.facts.Now
-	a.r.rotations.update(a.app.GetUID(), func(s *rotationState) { s.lastKeyGenerated = now })
+	a.r.rotations.update(a.app, func(s *rotationState) { s.lastKeyGenerated = now })
 }
 
 // createSecret generates the first key and creates the managed Secret. The
@@ -312,7 +333,7 @@ func (a *rotationAct) createSecret() error {
 	}
 	a.in.Credential = credential.Credential{State: credential.Usable, Source: a.source, Certificate: cert, Version: string(secret.UID) + "/" + secret.ResourceVersion}
 	a.facts.Current = cert
-	a.r.rotations.update(a.app.GetUID(), func(s *rotationState) { s.lastRegistrationCheck = now })
+	a.r.rotations.update(a.app, func(s *rotationState) { s.lastRegistrationCheck = now })
 	a.out.NotRegistered = a.notRegisteredMessage("")
 	a.out.RequeueAfter = registrationCheckInterval
 	return nil
@@ -346,7 +367,7 @@ func (a *rotationAct) homeTenantToken(cert *entra.Certificate) (entra.Token, err
 // upload it.
 func (a *rotationAct) checkRegistration() error {
 	now := a.facts.Now
-	a.r.rotations.update(a.app.GetUID(), func(s *rotationState) { s.lastRegistrationCheck = now })
+	a.r.rotations.update(a.app, func(s *rotationState) { s.lastRegistrationCheck = now })
 	_, err := a.homeTenantToken(a.facts.Current)
 	if err != nil {
 		var failure *entra.Failure
@@ -456,7 +477,7 @@ func (a *rotationAct) addKey() error {
 	// Remembered before the status write, which may fail: a retry then records
 	// this keyId rather than adding the same certificate a second time.
 	now, thumbprint := a.facts.Now, a.facts.Next.SHA1Thumbprint()
-	a.r.rotations.update(a.app.GetUID(), func(s *rotationState) {
+	a.r.rotations.update(a.app, func(s *rotationState) {
 		s.added.thumbprint, s.added.keyID, s.keyAddedAt, s.replicationChecks = thumbprint, keyID, now, 0
 	})
 	a.recordAddKey(keyID)
@@ -484,6 +505,10 @@ func (a *rotationAct) checkNextAndPromote() error {
 	if next == nil {
 		return &stepFailure{step: step, err: fmt.Errorf("the Secret lost %s or %s after the key was added", SecretKeyNextCertificate, SecretKeyNextKey), needsPerson: true}
 	}
+	if pending := a.facts.Prev.Rotation.PendingThumbprint; !strings.EqualFold(next.SHA1Thumbprint(), pending) {
+		return &stepFailure{step: step, err: fmt.Errorf("%s no longer holds the certificate that was added (SHA-1 thumbprint %s); it was changed by hand: put that certificate and its key back, or remove %s and %s to start the rotation again",
+			SecretKeyNextCertificate, pending, SecretKeyNextCertificate, SecretKeyNextKey), needsPerson: true}
+	}
 	if _, err := a.homeTenantToken(next); err != nil {
 		var failure *entra.Failure
 		if errors.As(err, &failure) {
@@ -492,11 +517,11 @@ func (a *rotationAct) checkNextAndPromote() error {
 			// after it. Its usual message asks a person to upload the
 			// certificate, which addKey has done, so it is not repeated here.
 			if slices.Contains(failure.AADSTS, aadstsKeyNotFound) {
-				if a.withinReplicationGrace() {
+				if !replicationGraceOver(a.facts) {
 					return replicationPending{}
 				}
 				return &stepFailure{step: step, err: fmt.Errorf("the new certificate is still not accepted by Entra ID (AADSTS700027) %s after it was added: a key added to the app registration reaches every Entra ID replica after a delay, usually minutes. "+
-					"If this lasts for hours, check on the app registration that the new certificate is listed", replicationGrace)}
+					"If this lasts for hours, check on the app registration that the new certificate is listed", replicationGraceOf(a.params))}
 			}
 			return &stepFailure{step: step, err: fmt.Errorf("the new certificate is not accepted by Entra ID yet: %s", failure.Message)}
 		}
@@ -516,19 +541,19 @@ func (a *rotationAct) checkNextAndPromote() error {
 	return nil
 }
 
-// withinReplicationGrace: the pending key was added less than replicationGrace
-// ago. After a restart the process does not know when: the grace then starts at
-// its first check.
-func (a *rotationAct) withinReplicationGrace() bool {
-	addedAt := a.facts.KeyAddedAt
-	if addedAt.IsZero() {
-		addedAt = a.facts.Now
-		thumbprint := a.facts.Prev.Rotation.PendingThumbprint
-		a.r.rotations.update(a.app.GetUID(), func(s *rotationState) {
-			s.added.thumbprint, s.added.keyID, s.keyAddedAt = thumbprint, a.facts.Prev.Rotation.PendingKeyID, addedAt
-		})
+// keyAddedAt is when the pending key was added, as far as the process knows:
+// its own addKey's answer, or, after a restart, when the pending certificate
+// was generated (its notBefore, which generation backdates), which came before
+// addKey. A restart therefore never lengthens the replication grace.
+func keyAddedAt(f rotationFacts, mem rotationState) time.Time {
+	r := f.Prev.Rotation
+	if r == nil || r.Phase != v1alpha1.RotationKeyAdded || f.Next == nil || !strings.EqualFold(f.Next.SHA1Thumbprint(), r.PendingThumbprint) {
+		return time.Time{}
 	}
-	return a.facts.Now.Sub(addedAt) < replicationGrace
+	if strings.EqualFold(mem.added.thumbprint, r.PendingThumbprint) && !mem.keyAddedAt.IsZero() {
+		return mem.keyAddedAt
+	}
+	return f.Next.NotBefore().Add(clockSkewAllowance)
 }
 
 // recordPromotion is the status of a promoted certificate: the pending keyId
@@ -539,6 +564,11 @@ func (a *rotationAct) recordPromotion(current *entra.Certificate) {
 	if c := a.facts.Prev.Certificate; c != nil {
 		previous = c.KeyID
 	}
+	// Never the key being promoted, whatever Graph answered addKey with.
+	if strings.EqualFold(previous, s.PendingKeyID) {
+		previous = ""
+	}
+	a.r.rotations.update(a.app, func(m *rotationState) { m.added.thumbprint, m.added.keyID, m.keyAddedAt = "", "", time.Time{} })
 	a.out.KeyID = s.PendingKeyID
 	s.Phase = v1alpha1.RotationPromoted
 	s.PreviousKeyID = previous

@@ -29,11 +29,11 @@ const (
 
 // Entra ID replicates a key addKey registered to its replicas with a delay
 // (ENTRA.md: seconds to minutes; Microsoft states no bound, so the grace is
-// this project's choice). Until replicationGrace has passed since addKey
-// answered, AADSTS700027 for the new key is the rotation at work, not a
-// failure: the key is tried again after replicationRetryFirst, doubling up to
-// replicationRetryMax, with no Warning. Past the grace it is RotationFailed,
-// retried with the slow backoff.
+// this project's choice). Until replicationGrace (or a quarter of renewBefore,
+// if shorter) has passed since addKey answered, AADSTS700027 for the new key is
+// the rotation at work, not a failure: the key is tried again after
+// replicationRetryFirst, doubling up to replicationRetryMax, with no Warning.
+// Past the grace it is RotationFailed, retried with the slow backoff.
 const (
 	replicationRetryFirst = 10 * time.Second
 	replicationRetryMax   = 5 * time.Minute
@@ -95,8 +95,8 @@ type rotationFacts struct {
 	// AddedKeyID is the keyId Graph returned to this process's addKey of Next,
 	// when the status write that would have recorded it failed; empty otherwise.
 	AddedKeyID string
-	// KeyAddedAt is when this process's addKey of Next was answered, or, after a
-	// restart, when it first checked Next; zero when neither.
+	// KeyAddedAt is when the pending key was added, as far as the process knows
+	// (see keyAddedAt); zero unless phase KeyAdded with its certificate in Next.
 	KeyAddedAt time.Time
 }
 
@@ -231,9 +231,10 @@ var rotationChecks = []struct {
 		if r.Phase != v1alpha1.RotationPromoted {
 			return rotationDecision{}, false
 		}
-		if r.PreviousKeyID == "" {
+		if r.PreviousKeyID == "" || f.Prev.Certificate != nil && strings.EqualFold(r.PreviousKeyID, f.Prev.Certificate.KeyID) {
 			// The replaced key's keyId is unknown (a certificate a person
-			// uploaded): it stays registered until it expires.
+			// uploaded): it stays registered until it expires. And the key in
+			// use is never removed, whatever the status says.
 			return rotationDecision{Step: stepSettleIdle}, true
 		}
 		var promoted time.Time
@@ -273,6 +274,18 @@ func rotationStart(f rotationFacts) time.Time {
 // rotationRetryAfter is the slow backoff after n failures in a row (n >= 1).
 func rotationRetryAfter(n int) time.Duration {
 	return doubling(rotationRetryFirst, rotationRetryMax, n)
+}
+
+// replicationGraceOf is how long a new key is waited for: replicationGrace, or
+// a quarter of renewBefore if shorter, so that a short renewBefore still leaves
+// time to act before the certificate in use expires.
+func replicationGraceOf(p rotationParams) time.Duration {
+	return min(replicationGrace, p.RenewBefore/4)
+}
+
+// replicationGraceOver: the pending key was added at least its grace ago.
+func replicationGraceOver(f rotationFacts) bool {
+	return !f.Now.Before(f.KeyAddedAt.Add(replicationGraceOf(f.Params)))
 }
 
 // replicationRetryAfter is the wait after the n-th check (n >= 1) of a new key

@@ -79,6 +79,10 @@ func TestDecideRotation(t *testing.T) {
 			Prev: status(&v1alpha1.RotationStatus{Phase: v1alpha1.RotationKeyAdded, PendingThumbprint: next.SHA1Thumbprint()})}, rotationDecision{Step: stepRecordPromotion}},
 		{"promoted from a key of unknown keyId: idle", rotationFacts{Now: t0, Params: params, SecretFound: true, Current: current,
 			Prev: status(&v1alpha1.RotationStatus{Phase: v1alpha1.RotationPromoted, LastRotationTime: &promotedAt})}, rotationDecision{Step: stepSettleIdle}},
+		{"promoted with the key in use as the previous one: idle, nothing removed", rotationFacts{Now: t0.Add(48 * time.Hour), Params: params, SecretFound: true, Current: current,
+			Prev: v1alpha1.AppStatus{Certificate: &v1alpha1.CertificateStatus{SHA1Thumbprint: current.SHA1Thumbprint(), KeyID: "k"},
+				Rotation: &v1alpha1.RotationStatus{Phase: v1alpha1.RotationPromoted, PreviousKeyID: "K", LastRotationTime: &promotedAt}}},
+			rotationDecision{Step: stepSettleIdle}},
 		{"promoted, within retireAfter: wait", rotationFacts{Now: t0.Add(time.Hour), Params: params, SecretFound: true, Current: current,
 			Prev: status(&v1alpha1.RotationStatus{Phase: v1alpha1.RotationPromoted, PreviousKeyID: "k", LastRotationTime: &promotedAt})},
 			rotationDecision{Step: stepWait, Wait: 23 * time.Hour}},
@@ -114,6 +118,31 @@ func TestRotationRetryAfterGrowsToAnHour(t *testing.T) {
 		if got := rotationRetryAfter(n); got != want {
 			t.Errorf("rotationRetryAfter(%d) = %s, want %s", n, got, want)
 		}
+	}
+}
+
+func TestReplicationGraceOver(t *testing.T) {
+	added := time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC)
+	long := rotationParams{RenewBefore: 720 * time.Hour}
+	short := rotationParams{RenewBefore: time.Hour}
+	for _, tc := range []struct {
+		name   string
+		params rotationParams
+		since  time.Duration
+		want   bool
+	}{
+		{"just added", long, 0, false},
+		{"29m59s after addKey", long, 29*time.Minute + 59*time.Second, false},
+		{"30m after addKey", long, 30 * time.Minute, true},
+		{"renewBefore 1h: 14m59s", short, 14*time.Minute + 59*time.Second, false},
+		{"renewBefore 1h: a quarter of it", short, 15 * time.Minute, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := rotationFacts{Now: added.Add(tc.since), Params: tc.params, KeyAddedAt: added}
+			if got := replicationGraceOver(f); got != tc.want {
+				t.Errorf("replicationGraceOver = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }
 

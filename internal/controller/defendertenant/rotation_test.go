@@ -727,3 +727,90 @@ func TestManagedCertificateOfAClusterDefenderApp(t *testing.T) {
 		t.Fatalf("Ready %+v, want CertificateNotRegistered with the ClusterDefenderApp's upload command", ready)
 	}
 }
+
+// copyIntoNext puts certPEM and keyPEM into the managed Secret's next.*, as an
+// editor of its namespace may.
+func (h *rotationHarness) copyIntoNext(certPEM, keyPEM []byte) {
+	h.t.Helper()
+	secret := h.managedSecret()
+	secret.Data[defenderapp.SecretKeyNextCertificate], secret.Data[defenderapp.SecretKeyNextKey] = certPEM, keyPEM
+	if err := k8s.Update(h.ctx, secret); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// TestManagedCertificateInUseCopiedIntoNextIsNeverTreatedAsTheNextKey: an
+// editor copies tls.* into next.* after a rotation; when the next rotation is
+// due, the operator generates a new key rather than adding, recording or later
+// retiring the key in use.
+func TestManagedCertificateInUseCopiedIntoNextIsNeverTreatedAsTheNextKey(t *testing.T) {
+	h, _ := newRotatingHarness(t)
+	h.entra.SetReplicationDelay(90 * time.Second)
+	h.rotateToPromotion()
+	h.reconcile() // idle
+	inUse := h.managedSecret()
+	h.copyIntoNext(inUse.Data[corev1.TLSCertKey], inUse.Data[corev1.TLSPrivateKeyKey])
+	keysBefore := h.entra.KeyCredentials(testClientID)
+
+	h.clock.SetTime(h.status().Rotation.NextRotationTime.Time)
+	h.reconcile()
+	s := h.status()
+	next := h.managedSecret().Data[defenderapp.SecretKeyNextCertificate]
+	if bytes.Equal(next, inUse.Data[corev1.TLSCertKey]) || s.Rotation.Phase != v1alpha1.RotationKeyGenerated ||
+		strings.EqualFold(s.Rotation.PendingThumbprint, s.Certificate.SHA1Thumbprint) {
+		t.Fatalf("status.rotation %+v: the copy of the key in use was taken for the next key", s.Rotation)
+	}
+	if got := h.entra.KeyCredentials(testClientID); len(got) != len(keysBefore) {
+		t.Fatalf("key credentials %+v, want %d: the key in use was added again", got, len(keysBefore))
+	}
+}
+
+// TestManagedCertificateNextChangedAfterAddKeyStalls: next.* replaced by
+// another pair while the added key replicates is never promoted, and the
+// rotation stalls at once rather than waiting out a grace for a key it did not
+// add.
+func TestManagedCertificateNextChangedAfterAddKeyStalls(t *testing.T) {
+	h, _ := newRotatingHarness(t)
+	h.entra.SetReplicationDelay(10000 * time.Hour)
+	current := h.managedSecret().Data[corev1.TLSCertKey]
+	h.clock.SetTime(h.status().Rotation.NextRotationTime.Time)
+	h.reconcile() // the next key
+	h.reconcile() // addKey
+	now := h.clock.Now()
+	_, certPEM, keyPEM, err := entra.GenerateCertificate("swapped by hand", now.Add(-time.Minute), now.Add(2160*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.copyIntoNext(certPEM, keyPEM)
+	h.reconcile()
+	s := h.expectReady(v1alpha1.ReasonCredentialReady)
+	stalled := meta.FindStatusCondition(s.Conditions, v1alpha1.ConditionStalled)
+	if stalled == nil || stalled.Reason != v1alpha1.ReasonRotationFailed || !strings.Contains(stalled.Message, defenderapp.SecretKeyNextCertificate+" no longer holds the certificate that was added") {
+		t.Fatalf("Stalled %+v, want RotationFailed about next.crt", stalled)
+	}
+	if !bytes.Equal(h.managedSecret().Data[corev1.TLSCertKey], current) {
+		t.Fatal("a certificate that was not added was promoted")
+	}
+}
+
+// TestManagedCertificateReplicationGraceSurvivesARestart: a restart does not
+// start the replication grace again; after it, the grace counts from the
+// pending certificate's generation, so a key that never replicates is reported
+// as it would have been without the restart.
+func TestManagedCertificateReplicationGraceSurvivesARestart(t *testing.T) {
+	h, _ := newRotatingHarness(t)
+	h.entra.SetReplicationDelay(10000 * time.Hour)
+	h.clock.SetTime(h.status().Rotation.NextRotationTime.Time)
+	h.reconcile() // the next key
+	h.reconcile() // addKey
+	h.reconcile() // not accepted: waiting
+	if c := meta.FindStatusCondition(h.status().Conditions, v1alpha1.ConditionReconciling); c != nil {
+		t.Fatalf("Reconciling %+v right after addKey, want none", c)
+	}
+	h.clock.Step(31 * time.Minute)
+	h.restart()
+	h.reconcile()
+	if c := meta.FindStatusCondition(h.status().Conditions, v1alpha1.ConditionReconciling); c == nil || c.Reason != v1alpha1.ReasonRotationFailed {
+		t.Fatalf("Reconciling %+v 31 minutes after addKey, after a restart: want RotationFailed", c)
+	}
+}
