@@ -137,7 +137,8 @@ type CertificateRotation struct {
 
 	// renewBefore is how long before a certificate's notAfter its replacement
 	// starts; default a third of validity. At least 1h, the time a new key may take
-	// to reach every Entra ID replica, with retries.
+	// to reach every Entra ID replica, with retries; a new key is waited for
+	// without a failure for 30 minutes, or a quarter of renewBefore if shorter.
 	// +optional
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1h')",message="renewBefore must be at least 1h"
 	RenewBefore *metav1.Duration `json:"renewBefore,omitempty"`
