@@ -153,16 +153,8 @@ func (r *Reconciler) spread(q requestQueue, source string, requests []reconcile.
 	if len(requests) == 0 {
 		return
 	}
-	now := r.now()
+	now := r.Clock.Now()
 	enqueueSpread(q, requests, r.spreads.origin(source, now), now)
-}
-
-// now is the reconciler's clock, the real one when none was set.
-func (r *Reconciler) now() time.Time {
-	if r.Clock == nil {
-		return time.Now()
-	}
-	return r.Clock.Now()
 }
 
 func enqueueNow(q requestQueue, requests []reconcile.Request) {

@@ -222,7 +222,7 @@ func TestAppUpdateQueuesItsTenants(t *testing.T) {
 		}))
 	}
 	c := fake.NewClientBuilder().WithScheme(testScheme).WithIndex(&v1alpha1.DefenderTenant{}, manager.AppIndex, tenantAppKeys).WithObjects(tenants...).Build()
-	r := &Reconciler{Client: c}
+	r := &Reconciler{Client: c, Clock: clocktesting.NewFakePassiveClock(time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC))}
 
 	rotated := func(a *v1alpha1.ClusterDefenderApp) { a.Spec.Credential.Certificate.SecretRef.Name = "rotated" }
 	withdrawn := func(a *v1alpha1.ClusterDefenderApp) { a.Spec.TenantGrants[0].Namespaces = []string{"a"} }
