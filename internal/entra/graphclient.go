@@ -134,7 +134,7 @@ func (c *GraphClient) AddKey(ctx context.Context, req KeyRequest, next *Certific
 	if err := c.call(ctx, "addKey", req, body, &answer); err != nil {
 		return "", err
 	}
-	if !isGUID(answer.KeyID) {
+	if !IsGUID(answer.KeyID) {
 		return "", &GraphError{Action: "addKey", Status: http.StatusOK, Message: "the answer holds no keyId"}
 	}
 	return answer.KeyID, nil
@@ -158,7 +158,7 @@ func (c *GraphClient) call(ctx context.Context, action string, req KeyRequest, b
 		return &GraphError{Action: action, Status: status, Code: s.line(code, maxErrorCodeLen),
 			Message: s.line(message, maxDetailLen), RequestID: s.line(requestID, maxIDLen)}
 	}
-	if !isGUID(req.ObjectID) {
+	if !IsGUID(req.ObjectID) {
 		return fail(0, "", "the application object ID is not a GUID", "")
 	}
 	proof, err := req.Proving.signProof(req.ObjectID, c.now())
@@ -233,24 +233,4 @@ func (c *GraphClient) httpClient() *http.Client {
 	}
 	hc.CheckRedirect = refuseRedirect
 	return &hc
-}
-
-// isGUID reports whether s is a GUID in its 8-4-4-4-12 form.
-func isGUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i, r := range s {
-		switch i {
-		case 8, 13, 18, 23:
-			if r != '-' {
-				return false
-			}
-		default:
-			if !strings.ContainsRune("0123456789abcdefABCDEF", r) {
-				return false
-			}
-		}
-	}
-	return true
 }

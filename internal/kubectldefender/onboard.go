@@ -38,9 +38,6 @@ const (
 	maxCSVRows  = 10_000
 )
 
-// guidPattern is the tenant ID format admission accepts.
-var guidPattern = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
-
 // rolePattern is a role name as admission accepts it: no whitespace, at most 256.
 var rolePattern = regexp.MustCompile(`^\S{1,256}$`)
 
@@ -368,7 +365,7 @@ func (r *onboardRequest) validate() error {
 		return errors.New("give a domain or a tenant ID, not both")
 	case r.domain == "" && r.tenantID == "":
 		return errors.New("give a domain or a tenant ID")
-	case r.tenantID != "" && !guidPattern.MatchString(r.tenantID):
+	case r.tenantID != "" && !entra.IsGUID(r.tenantID):
 		return fmt.Errorf("tenant ID %q is not a GUID", r.tenantID)
 	}
 	if r.name != "" {
